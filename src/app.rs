@@ -1,0 +1,230 @@
+//! Wiring: config -> stores -> services -> router; serving with graceful
+//! shutdown and the background sweeper. Tests start the real thing through
+//! [`Server::start`].
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::Request,
+    http::{HeaderName, StatusCode},
+    response::{IntoResponse, Response},
+};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
+    trace::{DefaultOnResponse, TraceLayer},
+};
+use tracing::Level;
+
+use crate::{
+    auth::{AuthError, Authenticator},
+    config::{Config, DatabaseConfig},
+    http::{self, AppState},
+    media::MediaService,
+    repo::{Repo, RepoError, sled::SledRepo},
+    storage::{StorageError, build_datastores},
+};
+
+/// How long shutdown waits for in-flight requests before it stops them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("metadata store: {0}")]
+    Repo(#[from] RepoError),
+    #[error("datastore: {0}")]
+    Storage(#[from] StorageError),
+    #[error("homeserver client: {0}")]
+    Auth(#[from] AuthError),
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Opens the stores and builds the services for `config`.
+pub fn build_state(config: &Config) -> Result<AppState, AppError> {
+    let repo = match &config.database {
+        DatabaseConfig::Sled { cache_capacity, .. } => {
+            SledRepo::open(&config.sled_path(), cache_capacity.as_u64())?
+        }
+    };
+    let stores = build_datastores(&config.datastores, &config.data_dir)?;
+    let media = MediaService::new(
+        config.server_name.clone(),
+        Repo::new(Arc::new(repo)),
+        stores,
+        config.media.clone(),
+    );
+    Ok(AppState {
+        media,
+        auth: Authenticator::new(&config.homeserver)?,
+        config: Arc::new(config.clone()),
+    })
+}
+
+/// The router with its layer stack (outermost first): request id, trace,
+/// request-id propagation, catch-panic, then the routes.
+pub fn build(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    http::router(state)
+        .layer(CatchPanicLayer::custom(|_| panic_response()))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let id = request
+                        .extensions()
+                        .get::<RequestId>()
+                        .and_then(|id| id.header_value().to_str().ok())
+                        .unwrap_or("-");
+                    // The path only: the query may hold an access token.
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = request.uri().path(),
+                        request_id = id,
+                    )
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO))
+                // 5xx are logged once, with their cause, by `ApiError`.
+                .on_failure(()),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+fn panic_response() -> Response {
+    tracing::error!("handler panicked");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        axum::Json(serde_json::json!({ "errcode": "M_UNKNOWN", "error": "Internal server error" })),
+    )
+        .into_response()
+}
+
+/// A running server: its address, its state, and the handles to stop it.
+pub struct Server {
+    addr: SocketAddr,
+    state: AppState,
+    shutdown: watch::Sender<bool>,
+    serve: JoinHandle<std::io::Result<()>>,
+    sweeper: JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds `config.listen` and starts serving.
+    pub async fn start(config: &Config) -> Result<Self, AppError> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| AppError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        Self::start_on(listener, config)
+    }
+
+    /// Starts serving on an already bound listener (tests bind port 0).
+    pub fn start_on(listener: TcpListener, config: &Config) -> Result<Self, AppError> {
+        let addr = listener.local_addr().map_err(|source| AppError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let state = build_state(config)?;
+        let (shutdown, mut stop) = watch::channel(false);
+
+        let router = build(state.clone());
+        let mut stop_serving = stop.clone();
+        let serve = tokio::spawn(async move {
+            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    let _ = stop_serving.wait_for(|s| *s).await;
+                })
+                .await
+        });
+
+        let media = state.media.clone();
+        let interval = config.media.sweep_interval;
+        let sweeper = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    () = tokio::time::sleep(interval) => {}
+                }
+                if let Err(error) = media.sweep().await {
+                    tracing::warn!(%error, "sweep failed");
+                }
+            }
+        });
+        tracing::info!(%addr, server_name = %config.server_name, "mxmedia listening");
+        Ok(Self {
+            addr,
+            state,
+            shutdown,
+            serve,
+            sweeper,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to a grace
+    /// period), stops the sweeper and flushes metadata.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let abort = self.serve.abort_handle();
+        match tokio::time::timeout(SHUTDOWN_GRACE, self.serve).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "server stopped with an error"),
+            Ok(Err(error)) => tracing::warn!(%error, "server task failed"),
+            Err(_) => {
+                tracing::warn!("in-flight requests did not finish in time; stopping them");
+                abort.abort();
+            }
+        }
+        let _ = self.sweeper.await;
+        if let Err(error) = self.state.media.repo().blocking(|r| r.flush()).await {
+            tracing::error!(%error, "final metadata flush failed");
+        }
+        tracing::info!("mxmedia stopped");
+    }
+}
+
+/// Runs until SIGTERM or Ctrl-C, then shuts down gracefully.
+pub async fn run(config: &Config) -> Result<(), AppError> {
+    let server = Server::start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutdown requested");
+    server.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

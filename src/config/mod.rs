@@ -1,0 +1,230 @@
+//! Configuration: one typed tree loaded from a YAML file, then overridden by
+//! `MXMEDIA__*` env vars, then checked as a whole before anything starts.
+//! Defaults live only in the `Default` impls; every problem is reported at once.
+
+mod load;
+pub mod storage;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use bytesize::ByteSize;
+use ruma::OwnedServerName;
+use serde::Deserialize;
+use url::Url;
+
+pub use load::ConfigError;
+pub use storage::{DatastoreConfig, DatastoreKind, LocalDatastoreConfig};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The homeserver's name, used in every `mxc://` URI we hand out. Required.
+    pub server_name: OwnedServerName,
+    /// Address the HTTP API listens on. Default `127.0.0.1:8009`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Base directory for the sled database, the default local datastore and
+    /// the cache, unless each is configured elsewhere. Default `./data`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The homeserver that checks access tokens. Required.
+    pub homeserver: HomeserverConfig,
+    /// Where bytes live. Default: one local datastore under `data_dir/media`.
+    #[serde(default = "default_datastores")]
+    pub datastores: Vec<DatastoreConfig>,
+    /// Where metadata lives. Default: sled under `data_dir/db`.
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub media: MediaConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8009))
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+
+fn default_datastores() -> Vec<DatastoreConfig> {
+    vec![DatastoreConfig::Local(LocalDatastoreConfig::default())]
+}
+
+/// Token checks against the homeserver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeserverConfig {
+    /// Base URL of the homeserver's client API, e.g. `http://127.0.0.1:8008`.
+    pub url: Url,
+    /// Timeout of one `/account/whoami` call. Default 10s.
+    #[serde(default = "default_hs_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long a valid token's user is remembered. Default 2m.
+    #[serde(default = "default_token_ttl", with = "humantime_serde")]
+    pub token_cache_ttl: Duration,
+    /// How long a rejected token is remembered. Default 30s.
+    #[serde(default = "default_negative_ttl", with = "humantime_serde")]
+    pub token_negative_cache_ttl: Duration,
+    /// Accept `?access_token=` (deprecated, still required by spec v1.19). Default true.
+    #[serde(default = "default_true")]
+    pub accept_query_token: bool,
+}
+
+fn default_hs_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_token_ttl() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_negative_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Metadata database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DatabaseConfig {
+    /// Embedded sled database.
+    Sled {
+        /// Directory of the database. Default `data_dir/db`.
+        #[serde(default)]
+        path: Option<PathBuf>,
+        /// Memory sled may use as page cache. Default 64MiB.
+        #[serde(default = "default_sled_cache")]
+        cache_capacity: ByteSize,
+    },
+}
+
+fn default_sled_cache() -> ByteSize {
+    ByteSize::mib(64)
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self::Sled {
+            path: None,
+            cache_capacity: default_sled_cache(),
+        }
+    }
+}
+
+/// Upload, download and async-upload rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Largest accepted upload; advertised as `m.upload.size`. Default 100MiB.
+    pub max_upload_size: ByteSize,
+    /// Media created while this is on is served only on the authenticated
+    /// endpoints (404 on the legacy ones). Default true.
+    pub freeze_unauthenticated: bool,
+    /// How long an id from `/create` stays usable. Default 24h.
+    #[serde(with = "humantime_serde")]
+    pub pending_expiry: Duration,
+    /// Unexpired `/create` ids one user may hold. Default 10.
+    pub max_pending_per_user: usize,
+    /// Cap on a download's `timeout_ms` wait for pending media. Default 60s.
+    #[serde(with = "humantime_serde")]
+    pub max_download_wait: Duration,
+    /// An upload that sends nothing for this long is dropped. Default 60s.
+    #[serde(with = "humantime_serde")]
+    pub upload_idle_timeout: Duration,
+    /// How often expired ids and orphaned blobs are swept. Default 10m.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// Objects without a record are deleted only once older than this. Default 1h.
+    #[serde(with = "humantime_serde")]
+    pub orphan_grace: Duration,
+    /// Most byte ranges served in one multipart response. Default 16.
+    pub max_ranges: usize,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_size: ByteSize::mib(100),
+            freeze_unauthenticated: true,
+            pending_expiry: Duration::from_secs(24 * 3600),
+            max_pending_per_user: 10,
+            max_download_wait: Duration::from_secs(60),
+            upload_idle_timeout: Duration::from_secs(60),
+            sweep_interval: Duration::from_secs(600),
+            orphan_grace: Duration::from_secs(3600),
+            max_ranges: 16,
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter directives, e.g. `info` or `mxmedia=debug,info`. Default `info`.
+    pub level: String,
+    /// `text` or `json`. Default `text`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    /// Directory of the sled database.
+    pub fn sled_path(&self) -> PathBuf {
+        match &self.database {
+            DatabaseConfig::Sled { path, .. } => {
+                path.clone().unwrap_or_else(|| self.data_dir.join("db"))
+            }
+        }
+    }
+
+    /// Every problem that makes this config unusable, in one list.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.media.max_upload_size.as_u64() == 0 {
+            problems.push("media.max_upload_size: must be greater than zero".to_owned());
+        }
+        if self.media.max_pending_per_user == 0 {
+            problems.push("media.max_pending_per_user: must be at least 1".to_owned());
+        }
+        if self.media.pending_expiry.is_zero() {
+            problems.push("media.pending_expiry: must be greater than zero".to_owned());
+        }
+        if self.media.upload_idle_timeout.is_zero() {
+            problems.push("media.upload_idle_timeout: must be greater than zero".to_owned());
+        }
+        if self.media.sweep_interval.is_zero() {
+            problems.push("media.sweep_interval: must be greater than zero".to_owned());
+        }
+        if self.media.max_ranges == 0 {
+            problems.push("media.max_ranges: must be at least 1".to_owned());
+        }
+        if !matches!(self.homeserver.url.scheme(), "http" | "https") {
+            problems.push("homeserver.url: must be an http:// or https:// URL".to_owned());
+        }
+        if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
+            problems.push(format!("log.level: {:?} is not a valid filter", self.log.level));
+        }
+        storage::check_datastores(&self.datastores, &mut problems);
+        problems
+    }
+}

@@ -1,0 +1,110 @@
+//! The only layer that knows HTTP: one route table, extractors, headers and
+//! `ApiError`. Handlers translate requests into service calls and back.
+
+mod error;
+mod extract;
+pub mod headers;
+pub mod range;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    extract::Request,
+    http::{HeaderValue, Method, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post, put},
+};
+
+pub use error::ApiError;
+
+use crate::{auth::Authenticator, config::Config, media::MediaService};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub media: MediaService,
+    pub auth: Authenticator,
+    pub config: Arc<Config>,
+}
+
+/// The one route table. Paths are spelled out so `grep` finds them; the
+/// legacy `/_matrix/media/` prefix takes `r0`, `v1` and `v3` as Synapse does.
+pub fn router(state: AppState) -> Router {
+    use routes::{config, download, health, upload};
+    Router::new()
+        // Upload (spec: POST /_matrix/media/v3/upload).
+        .route("/_matrix/media/v3/upload", post(upload::upload_media))
+        .route("/_matrix/media/v1/upload", post(upload::upload_media))
+        .route("/_matrix/media/r0/upload", post(upload::upload_media))
+        // Async upload (spec: POST /_matrix/media/v1/create, PUT /_matrix/media/v3/upload/{s}/{m}).
+        .route("/_matrix/media/v1/create", post(upload::create_media_id))
+        .route("/_matrix/media/v3/create", post(upload::create_media_id))
+        .route("/_matrix/media/r0/create", post(upload::create_media_id))
+        .route("/_matrix/media/v3/upload/{server_name}/{media_id}", put(upload::upload_to_reserved))
+        .route("/_matrix/media/v1/upload/{server_name}/{media_id}", put(upload::upload_to_reserved))
+        .route("/_matrix/media/r0/upload/{server_name}/{media_id}", put(upload::upload_to_reserved))
+        // Authenticated download (spec v1.11); HEAD is routed with GET.
+        .route("/_matrix/client/v1/media/download/{server_name}/{media_id}", get(download::download_media))
+        .route("/_matrix/client/v1/media/download/{server_name}/{media_id}/", get(download::download_media))
+        .route("/_matrix/client/v1/media/download/{server_name}/{media_id}/{file_name}", get(download::download_media))
+        // Legacy unauthenticated download (deprecated v1.11; frozen media is 404 here).
+        .route("/_matrix/media/v3/download/{server_name}/{media_id}", get(download::download_legacy))
+        .route("/_matrix/media/v3/download/{server_name}/{media_id}/", get(download::download_legacy))
+        .route("/_matrix/media/v3/download/{server_name}/{media_id}/{file_name}", get(download::download_legacy))
+        .route("/_matrix/media/v1/download/{server_name}/{media_id}", get(download::download_legacy))
+        .route("/_matrix/media/v1/download/{server_name}/{media_id}/", get(download::download_legacy))
+        .route("/_matrix/media/v1/download/{server_name}/{media_id}/{file_name}", get(download::download_legacy))
+        .route("/_matrix/media/r0/download/{server_name}/{media_id}", get(download::download_legacy))
+        .route("/_matrix/media/r0/download/{server_name}/{media_id}/", get(download::download_legacy))
+        .route("/_matrix/media/r0/download/{server_name}/{media_id}/{file_name}", get(download::download_legacy))
+        // Config.
+        .route("/_matrix/client/v1/media/config", get(config::get_media_config))
+        .route("/_matrix/media/v3/config", get(config::get_media_config))
+        .route("/_matrix/media/v1/config", get(config::get_media_config))
+        .route("/_matrix/media/r0/config", get(config::get_media_config))
+        // Operations.
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(unrecognized)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(cors))
+        .with_state(state)
+}
+
+async fn unrecognized() -> ApiError {
+    ApiError::Unrecognized
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Spec "Web Browser Clients": CORS headers on every response, and `OPTIONS`
+/// answered without running any endpoint logic (no auth, no lookup). A small
+/// middleware rather than a general CORS layer, because a general one only
+/// short-circuits real preflights, not every `OPTIONS`.
+async fn cors(request: Request, next: Next) -> Response {
+    let mut response = if request.method() == Method::OPTIONS {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("X-Requested-With, Content-Type, Authorization, Range"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Content-Disposition, Content-Range, Accept-Ranges, Content-Length, ETag"),
+    );
+    response
+}

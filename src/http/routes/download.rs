@@ -1,0 +1,223 @@
+//! `GET`/`HEAD` download: the authenticated `/_matrix/client/v1/media/download`
+//! and the legacy unauthenticated `/_matrix/media/{r0,v1,v3}/download`, each
+//! with and without a trailing `{fileName}`; Range, conditional requests.
+
+use std::time::Duration;
+
+use axum::{
+    body::Body,
+    extract::State,
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream};
+use rand::Rng;
+use serde::Deserialize;
+
+use crate::{
+    auth::Requester,
+    http::{
+        AppState,
+        error::ApiError,
+        extract::{MatrixPath, MatrixQuery},
+        headers,
+        range::{self, RangeRequest},
+    },
+    ids::MediaKey,
+    media::{Access, Download, clean_filename},
+};
+
+/// Spec default for `timeout_ms`.
+const DEFAULT_TIMEOUT_MS: u64 = 20_000;
+
+#[derive(Debug, Deserialize)]
+pub struct DownloadPath {
+    server_name: String,
+    media_id: String,
+    #[serde(default)]
+    file_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DownloadQuery {
+    timeout_ms: Option<i64>,
+    /// Legacy only. Remote fetching arrives with federation; until then no
+    /// download ever goes out, so both values behave alike.
+    #[allow(dead_code)]
+    allow_remote: Option<bool>,
+    /// Legacy only; we never redirect yet, so the bytes always come back.
+    #[allow(dead_code)]
+    allow_redirect: Option<bool>,
+}
+
+/// Authenticated download; guests allowed (spec v1.12).
+pub async fn download_media(
+    State(state): State<AppState>,
+    _requester: Requester,
+    MatrixPath(path): MatrixPath<DownloadPath>,
+    MatrixQuery(query): MatrixQuery<DownloadQuery>,
+    method: Method,
+    request_headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    serve(&state, path, &query, Access::Authenticated, &method, &request_headers).await
+}
+
+/// Legacy unauthenticated download; media created during the freeze is 404.
+pub async fn download_legacy(
+    State(state): State<AppState>,
+    MatrixPath(path): MatrixPath<DownloadPath>,
+    MatrixQuery(query): MatrixQuery<DownloadQuery>,
+    method: Method,
+    request_headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    serve(&state, path, &query, Access::Legacy, &method, &request_headers).await
+}
+
+async fn serve(
+    state: &AppState,
+    path: DownloadPath,
+    query: &DownloadQuery,
+    access: Access,
+    method: &Method,
+    request_headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = MediaKey::parse(&path.server_name, &path.media_id)
+        .map_err(|e| ApiError::InvalidParam(e.to_string()))?;
+    let wait_ms = query
+        .timeout_ms
+        .map_or(DEFAULT_TIMEOUT_MS, |ms| u64::try_from(ms).unwrap_or(0));
+    let download = state
+        .media
+        .open_download(&key, access, Duration::from_millis(wait_ms))
+        .await?;
+
+    // A non-empty path `{fileName}` overrides the upload name (spec MUST).
+    let filename = match path.file_name.as_deref() {
+        Some(name) if !name.is_empty() => clean_filename(name),
+        _ => download.record.upload_name.clone(),
+    };
+    let record = &download.record;
+    let size = record.size;
+    let etag = format!("\"{}\"", record.sha256.to_hex());
+
+    let mut out = HeaderMap::new();
+    out.insert(header::CONTENT_TYPE, headers::content_type(&record.content_type));
+    out.insert(
+        header::CONTENT_DISPOSITION,
+        headers::content_disposition(&record.content_type, filename.as_deref()),
+    );
+    headers::insert_media_security(&mut out);
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        out.insert(header::ETAG, value);
+    }
+
+    if etag_matches(request_headers.get(header::IF_NONE_MATCH), &etag) {
+        out.remove(header::CONTENT_TYPE);
+        return Ok((StatusCode::NOT_MODIFIED, out).into_response());
+    }
+    // If-Range with anything but our current ETag means "send it all".
+    let range_header = match request_headers.get(header::IF_RANGE) {
+        Some(value) if value.as_bytes() != etag.as_bytes() => None,
+        _ => request_headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+    };
+    let head = method == Method::HEAD;
+
+    match range::resolve(range_header, size, state.config.media.max_ranges) {
+        RangeRequest::Unsatisfiable => Err(ApiError::RangeNotSatisfiable { size }),
+        RangeRequest::Full => {
+            out.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            let body = if head {
+                Body::empty()
+            } else {
+                Body::from_stream(state.media.read(&download, None).await?)
+            };
+            Ok((StatusCode::OK, out, body).into_response())
+        }
+        RangeRequest::Partial(ranges) if ranges.len() == 1 => {
+            let r = ranges[0].clone();
+            let content_range = format!("bytes {}-{}/{size}", r.start, r.end - 1);
+            out.insert(header::CONTENT_RANGE, header_value(&content_range));
+            out.insert(header::CONTENT_LENGTH, HeaderValue::from(r.end - r.start));
+            let body = if head {
+                Body::empty()
+            } else {
+                Body::from_stream(state.media.read(&download, Some(r)).await?)
+            };
+            Ok((StatusCode::PARTIAL_CONTENT, out, body).into_response())
+        }
+        RangeRequest::Partial(ranges) => {
+            let boundary = format!("{:032x}", rand::rng().random::<u128>());
+            let content_type = record.content_type.clone();
+            let parts: Vec<(Bytes, std::ops::Range<u64>)> = ranges
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let lead = if i == 0 { "" } else { "\r\n" };
+                    let head = format!(
+                        "{lead}--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {}-{}/{size}\r\n\r\n",
+                        r.start,
+                        r.end - 1
+                    );
+                    (Bytes::from(head), r)
+                })
+                .collect();
+            let trailer = Bytes::from(format!("\r\n--{boundary}--\r\n"));
+            let length: u64 = parts
+                .iter()
+                .map(|(h, r)| h.len() as u64 + (r.end - r.start))
+                .sum::<u64>()
+                + trailer.len() as u64;
+            out.insert(
+                header::CONTENT_TYPE,
+                header_value(&format!("multipart/byteranges; boundary={boundary}")),
+            );
+            out.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            if head {
+                return Ok((StatusCode::PARTIAL_CONTENT, out, Body::empty()).into_response());
+            }
+            Ok((StatusCode::PARTIAL_CONTENT, out, Body::from_stream(multipart(state, download, parts, trailer))).into_response())
+        }
+    }
+}
+
+/// The multipart/byteranges body: each part's header, then its bytes opened
+/// only when the part is reached, so at most one object read is open at a time.
+fn multipart(
+    state: &AppState,
+    download: Download,
+    parts: Vec<(Bytes, std::ops::Range<u64>)>,
+    trailer: Bytes,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    let media = state.media.clone();
+    stream::iter(parts)
+        .then(move |(head, r)| {
+            let media = media.clone();
+            let download = download.clone();
+            async move {
+                let bytes = media
+                    .read(&download, Some(r))
+                    .await
+                    .map_err(std::io::Error::other)?;
+                Ok::<_, std::io::Error>(stream::once(async move { Ok(head) }).chain(bytes))
+            }
+        })
+        .try_flatten()
+        .chain(stream::once(async move { Ok(trailer) }))
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `If-None-Match`: `*` or any listed (weak or strong) tag equal to ours.
+fn etag_matches(value: Option<&HeaderValue>, etag: &str) -> bool {
+    let Some(value) = value.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+}

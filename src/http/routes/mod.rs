@@ -1,0 +1,6 @@
+//! One file per endpoint family.
+
+pub mod config;
+pub mod download;
+pub mod health;
+pub mod upload;

@@ -1,0 +1,126 @@
+//! `POST /_matrix/media/v3/upload`, `POST /_matrix/media/v1/create`,
+//! `PUT /_matrix/media/v3/upload/{serverName}/{mediaId}`. Bodies stream
+//! straight to storage; nothing here buffers a file.
+
+use axum::{
+    Json,
+    body::Body,
+    extract::State,
+    http::{HeaderMap, header},
+};
+use futures::{StreamExt, TryStreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    http::{
+        AppState,
+        error::ApiError,
+        extract::{FullUser, MatrixPath, MatrixQuery},
+    },
+    ids::MediaKey,
+    media::{MediaError, UploadMeta, UploadTarget, clean_filename},
+};
+
+#[derive(Debug, Deserialize)]
+pub struct UploadQuery {
+    filename: Option<String>,
+}
+
+/// Largest JSON body `/create` reads (the spec sends `{}`).
+const MAX_CREATE_BODY: usize = 64 * 1024;
+
+/// Content-Type as uploaded, if it is a valid media type; the spec default
+/// `application/octet-stream` otherwise.
+fn upload_content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| v.parse::<mime::Mime>().is_ok())
+        .map_or_else(|| "application/octet-stream".to_owned(), str::to_owned)
+}
+
+/// Refuses a declared length over the limit before reading a byte.
+fn check_declared_length(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let limit = state.config.media.max_upload_size.as_u64();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(len) if len > limit => Err(MediaError::TooLarge { limit }.into()),
+        _ => Ok(()),
+    }
+}
+
+async fn store(
+    state: &AppState,
+    FullUser(requester): FullUser,
+    query: UploadQuery,
+    headers: &HeaderMap,
+    body: Body,
+    target: UploadTarget,
+) -> Result<MediaKey, ApiError> {
+    check_declared_length(state, headers)?;
+    let meta = UploadMeta {
+        content_type: upload_content_type(headers),
+        upload_name: query.filename.as_deref().and_then(clean_filename),
+    };
+    let body = body.into_data_stream().map_err(std::io::Error::other).boxed();
+    Ok(state
+        .media
+        .upload(&requester.user_id, meta, body, target)
+        .await?)
+}
+
+/// `POST /upload`: store new media, answer its `mxc://` URI.
+pub async fn upload_media(
+    State(state): State<AppState>,
+    user: FullUser,
+    MatrixQuery(query): MatrixQuery<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let key = store(&state, user, query, &headers, body, UploadTarget::New).await?;
+    Ok(Json(json!({ "content_uri": key.to_string() })))
+}
+
+/// `POST /create`: reserve an id for a later `PUT`.
+pub async fn create_media_id(
+    State(state): State<AppState>,
+    FullUser(requester): FullUser,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_CREATE_BODY)
+        .await
+        .map_err(|_| ApiError::BadJson("request body too large".to_owned()))?;
+    // The spec body is `{}`; accept an empty body too, as clients send both.
+    if !bytes.iter().all(u8::is_ascii_whitespace) {
+        let value: Value =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::NotJson(e.to_string()))?;
+        if !value.is_object() {
+            return Err(ApiError::BadJson("expected a JSON object".to_owned()));
+        }
+    }
+    let (key, expires) = state.media.reserve(&requester.user_id).await?;
+    Ok(Json(json!({
+        "content_uri": key.to_string(),
+        "unused_expires_at": expires.0,
+    })))
+}
+
+/// `PUT /upload/{serverName}/{mediaId}`: fill an id reserved by `/create`.
+pub async fn upload_to_reserved(
+    State(state): State<AppState>,
+    user: FullUser,
+    MatrixPath((server_name, media_id)): MatrixPath<(String, String)>,
+    MatrixQuery(query): MatrixQuery<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let key = MediaKey::parse(&server_name, &media_id)
+        .map_err(|e| ApiError::InvalidParam(e.to_string()))?;
+    store(&state, user, query, &headers, body, UploadTarget::Reserved(key)).await?;
+    Ok(Json(json!({})))
+}

@@ -1,0 +1,121 @@
+//! Download orchestration: record lookup, the pending-media wait, the
+//! quarantine and freeze checks, then a stream from the blob's datastore.
+
+use std::{ops::Range, time::Duration};
+
+use tokio::time::Instant;
+
+use super::{MediaError, MediaService};
+use crate::{
+    ids::{MediaKey, UnixMillis},
+    repo::{BlobRecord, MediaRecord, MediaState},
+    storage::{ByteStream, StorageError},
+};
+
+/// Re-check pending media at least this often, in case a commit happened in
+/// another process sharing the metadata store.
+const PENDING_POLL: Duration = Duration::from_millis(500);
+
+/// Media ready to be served.
+#[derive(Debug, Clone)]
+pub struct Download {
+    pub key: MediaKey,
+    pub record: MediaRecord,
+    pub blob: BlobRecord,
+}
+
+/// How the media was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The authenticated client endpoints.
+    Authenticated,
+    /// The deprecated unauthenticated `/_matrix/media/*/download` endpoints.
+    Legacy,
+}
+
+enum Lookup {
+    Ready(Box<Download>),
+    Pending(UnixMillis),
+}
+
+impl MediaService {
+    /// Finds `key` for serving, waiting up to `wait` (capped by config) for
+    /// media whose async upload has not arrived yet.
+    #[tracing::instrument(level = "debug", skip_all, fields(mxc = %key))]
+    pub async fn open_download(
+        &self,
+        key: &MediaKey,
+        access: Access,
+        wait: Duration,
+    ) -> Result<Download, MediaError> {
+        let deadline = Instant::now() + wait.min(self.inner.config.max_download_wait);
+        loop {
+            // Register for the wake-up before looking, so a commit between the
+            // look and the wait is not missed.
+            let committed = self.inner.committed.notified();
+            tokio::pin!(committed);
+            committed.as_mut().enable();
+
+            match self.lookup(key, access).await? {
+                Lookup::Ready(download) => return Ok(*download),
+                Lookup::Pending(expires) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(MediaError::NotYetUploaded);
+                    }
+                    let expiry = now + UnixMillis::now().until(expires);
+                    let next = deadline.min(now + PENDING_POLL).min(expiry);
+                    tokio::select! {
+                        () = &mut committed => {}
+                        () = tokio::time::sleep_until(next) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn lookup(&self, key: &MediaKey, access: Access) -> Result<Lookup, MediaError> {
+        let k = key.clone();
+        let found = self
+            .inner
+            .repo
+            .blocking(move |r| {
+                Ok(match r.get(&k)? {
+                    Some(MediaState::Complete(record)) => {
+                        let blob = r.blob(&record.sha256)?;
+                        Some(Ok((record, blob)))
+                    }
+                    Some(MediaState::Pending(p)) => Some(Err(p.expires)),
+                    None => None,
+                })
+            })
+            .await?;
+        match found {
+            None => Err(MediaError::NotFound),
+            Some(Err(expires)) if expires <= UnixMillis::now() => Err(MediaError::NotFound),
+            Some(Err(expires)) => Ok(Lookup::Pending(expires)),
+            Some(Ok((record, blob))) => {
+                // Quarantined media is served to nobody here; frozen media
+                // only on the authenticated endpoints (spec: legacy MAY 404).
+                if record.quarantined || (access == Access::Legacy && record.requires_auth) {
+                    return Err(MediaError::NotFound);
+                }
+                let blob = blob.ok_or_else(|| {
+                    tracing::error!(mxc = %key, "media record points at a missing blob record");
+                    MediaError::Storage(StorageError::NotFound)
+                })?;
+                Ok(Lookup::Ready(Box::new(Download {
+                    key: key.clone(),
+                    record,
+                    blob,
+                })))
+            }
+        }
+    }
+
+    /// Streams the bytes of `download`, or only `range` of them.
+    pub async fn read(&self, download: &Download, range: Option<Range<u64>>) -> Result<ByteStream, MediaError> {
+        let store = self.inner.stores.get(&download.blob.datastore)?;
+        Ok(store.open(&download.blob.key, range).await?)
+    }
+}

@@ -1,0 +1,113 @@
+//! The service layer: upload, async upload, download and sweeps over
+//! `storage` and `repo`. No axum, no status codes; `MediaError` is the
+//! domain vocabulary the HTTP edge classifies.
+
+mod download;
+mod gc;
+mod name;
+mod upload;
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use ruma::OwnedServerName;
+use tokio::sync::Notify;
+
+pub use download::{Access, Download};
+pub use gc::SweepReport;
+pub use name::clean_filename;
+pub use upload::{UploadMeta, UploadTarget};
+
+use crate::{
+    config::MediaConfig,
+    ids::{BlobKey, DatastoreId},
+    repo::{Repo, RepoError},
+    storage::{Datastores, StorageError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("media not found")]
+    NotFound,
+    #[error("media has not been uploaded yet")]
+    NotYetUploaded,
+    #[error("media already has content")]
+    CannotOverwrite,
+    #[error("upload exceeds the {limit} byte limit")]
+    TooLarge { limit: u64 },
+    #[error("too many pending uploads")]
+    RateLimited { retry_after: Duration },
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("upload stalled: no data for {0:?}")]
+    UploadStalled(Duration),
+    #[error("reading the request body failed: {0}")]
+    Body(#[source] std::io::Error),
+    #[error("storage failure: {0}")]
+    Storage(#[from] StorageError),
+    #[error("metadata failure: {0}")]
+    Repo(#[from] RepoError),
+}
+
+/// Cheap to clone; shared by every request.
+#[derive(Clone)]
+pub struct MediaService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    server_name: OwnedServerName,
+    repo: Repo,
+    stores: Datastores,
+    config: MediaConfig,
+    /// Woken on every commit, so downloads waiting on pending media retry.
+    committed: Notify,
+    /// Blobs being written right now; the orphan sweep must not touch them.
+    in_flight: std::sync::Mutex<HashSet<(DatastoreId, BlobKey)>>,
+}
+
+impl MediaService {
+    pub fn new(server_name: OwnedServerName, repo: Repo, stores: Datastores, config: MediaConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                server_name,
+                repo,
+                stores,
+                config,
+                committed: Notify::new(),
+                in_flight: std::sync::Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    pub fn server_name(&self) -> &ruma::ServerName {
+        &self.inner.server_name
+    }
+
+    pub fn config(&self) -> &MediaConfig {
+        &self.inner.config
+    }
+
+    pub fn repo(&self) -> &Repo {
+        &self.inner.repo
+    }
+
+    pub fn stores(&self) -> &Datastores {
+        &self.inner.stores
+    }
+
+    /// Readiness: the metadata store answers and every datastore is reachable.
+    pub async fn ping(&self) -> Result<(), MediaError> {
+        self.inner.repo.blocking(|r| r.counts().map(|_| ())).await?;
+        for store in self.inner.stores.iter() {
+            store.ping().await?;
+        }
+        Ok(())
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<(DatastoreId, BlobKey)>> {
+        self.inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,299 @@
+//! Upload orchestration: stream to a fresh blob while metering size and
+//! SHA-256, then commit metadata in one transaction. Metadata never points at
+//! a missing blob, and a failed or abandoned upload leaves no blob behind.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::{StreamExt, stream};
+use ruma::UserId;
+use sha2::{Digest, Sha256};
+
+use super::{MediaError, MediaService};
+use crate::{
+    config::DatastoreKind,
+    ids::{BlobKey, DatastoreId, MediaId, MediaKey, Sha256Digest, UnixMillis},
+    repo::{Commit, CommitMode, MediaRecord, MediaState, NewBlob, Origin, PendingRecord, Reserve},
+    storage::{BlobStore, ByteStream, StorageError},
+};
+
+/// What the client told us about the bytes.
+#[derive(Debug, Clone)]
+pub struct UploadMeta {
+    /// A syntactically valid media type; `application/octet-stream` if none was given.
+    pub content_type: String,
+    /// Already passed through `clean_filename`.
+    pub upload_name: Option<String>,
+}
+
+/// `POST /upload` makes a new id; `PUT /upload/{s}/{id}` fills a reserved one.
+#[derive(Debug, Clone)]
+pub enum UploadTarget {
+    New,
+    Reserved(MediaKey),
+}
+
+/// Why a metered body stopped early.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    TooLarge,
+    Stalled,
+}
+
+#[derive(Default)]
+struct MeterState {
+    bytes: u64,
+    hasher: Sha256,
+    stop: Option<Stop>,
+}
+
+/// Counts and hashes bytes as they pass, and fails the stream past the size
+/// limit or when the client stalls, so the limit holds while bytes arrive.
+struct Meter(Arc<Mutex<MeterState>>);
+
+impl Meter {
+    fn wrap(body: ByteStream, limit: u64, idle: Duration) -> (ByteStream, Self) {
+        let state = Arc::new(Mutex::new(MeterState::default()));
+        let shared = Arc::clone(&state);
+        let metered = stream::unfold((body, shared, false), move |(mut body, state, done)| async move {
+            if done {
+                return None;
+            }
+            let fail = |stop: Stop, state: &Arc<Mutex<MeterState>>| {
+                lock(state).stop = Some(stop);
+                std::io::Error::other(match stop {
+                    Stop::TooLarge => "upload too large",
+                    Stop::Stalled => "upload stalled",
+                })
+            };
+            match tokio::time::timeout(idle, body.next()).await {
+                Err(_) => {
+                    let err = fail(Stop::Stalled, &state);
+                    Some((Err(err), (body, state, true)))
+                }
+                Ok(None) => None,
+                Ok(Some(Err(e))) => Some((Err(e), (body, state, true))),
+                Ok(Some(Ok(chunk))) => {
+                    let mut guard = lock(&state);
+                    guard.bytes += chunk.len() as u64;
+                    if guard.bytes > limit {
+                        drop(guard);
+                        let err = fail(Stop::TooLarge, &state);
+                        return Some((Err(err), (body, state, true)));
+                    }
+                    guard.hasher.update(&chunk);
+                    drop(guard);
+                    Some((Ok(chunk), (body, state, false)))
+                }
+            }
+        });
+        (metered.boxed(), Self(state))
+    }
+
+    fn explain(&self, err: StorageError, limit: u64, idle: Duration) -> MediaError {
+        match (lock(&self.0).stop, err) {
+            (Some(Stop::TooLarge), _) => MediaError::TooLarge { limit },
+            (Some(Stop::Stalled), _) => MediaError::UploadStalled(idle),
+            (None, StorageError::Body(e)) => MediaError::Body(e),
+            (None, other) => MediaError::Storage(other),
+        }
+    }
+
+    fn finish(&self) -> (u64, Sha256Digest) {
+        let state = std::mem::take(&mut *lock(&self.0));
+        (state.bytes, Sha256Digest(state.hasher.finalize().into()))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Deletes the blob when dropped unless `disarm`ed. Covers `?` returns,
+/// panics, and client disconnects (axum drops the handler future).
+struct BlobGuard {
+    service: MediaService,
+    store: BlobStore,
+    key: BlobKey,
+    armed: bool,
+}
+
+impl BlobGuard {
+    fn new(service: &MediaService, store: &BlobStore) -> Self {
+        let key = BlobKey::random();
+        service.in_flight().insert((store.id().clone(), key.clone()));
+        Self {
+            service: service.clone(),
+            store: store.clone(),
+            key,
+            armed: true,
+        }
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for BlobGuard {
+    fn drop(&mut self) {
+        let entry = (self.store.id().clone(), self.key.clone());
+        if !self.armed {
+            self.service.in_flight().remove(&entry);
+            return;
+        }
+        let service = self.service.clone();
+        let store = self.store.clone();
+        let key = self.key.clone();
+        let cleanup = async move {
+            if let Err(error) = store.delete(&key).await {
+                // The orphan sweep removes it later; losing this race is harmless.
+                tracing::warn!(key = key.as_str(), %error, "could not remove unused blob");
+            }
+            service.in_flight().remove(&entry);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(cleanup)),
+            Err(_) => tracing::warn!(key = self.key.as_str(), "no runtime to remove unused blob"),
+        }
+    }
+}
+
+impl MediaService {
+    /// Reserves a new id for an async upload by `owner`.
+    #[tracing::instrument(level = "debug", skip_all, fields(owner = %owner))]
+    pub async fn reserve(&self, owner: &UserId) -> Result<(MediaKey, UnixMillis), MediaError> {
+        let now = UnixMillis::now();
+        let pending = PendingRecord {
+            owner: owner.to_string(),
+            created: now,
+            expires: now.saturating_add(self.inner.config.pending_expiry),
+        };
+        let max = self.inner.config.max_pending_per_user;
+        for _ in 0..4 {
+            let key = MediaKey::new(self.inner.server_name.clone(), MediaId::generate());
+            let (k, p) = (key.clone(), pending.clone());
+            match self.inner.repo.blocking(move |r| r.reserve(&k, &p, max)).await? {
+                Reserve::Done => {
+                    self.inner.repo.blocking(|r| r.flush()).await?;
+                    return Ok((key, pending.expires));
+                }
+                Reserve::Taken => {}
+                Reserve::TooManyPending { next_expiry } => {
+                    return Err(MediaError::RateLimited {
+                        retry_after: now.until(next_expiry).max(Duration::from_secs(1)),
+                    });
+                }
+            }
+        }
+        Err(MediaError::Forbidden("could not allocate a media id"))
+    }
+
+    /// Stores `body` and returns the media key it is reachable under. The
+    /// answer comes only once bytes are durable and metadata is committed.
+    #[tracing::instrument(level = "debug", skip_all, fields(uploader = %uploader))]
+    pub async fn upload(
+        &self,
+        uploader: &UserId,
+        meta: UploadMeta,
+        body: ByteStream,
+        target: UploadTarget,
+    ) -> Result<MediaKey, MediaError> {
+        let mode = match &target {
+            UploadTarget::New => CommitMode::Fresh,
+            UploadTarget::Reserved(key) => {
+                // Fail before reading a byte when the answer is already known.
+                self.check_reserved(key, uploader).await?;
+                CommitMode::Reserved {
+                    owner: uploader.to_string(),
+                    now: UnixMillis::now(),
+                }
+            }
+        };
+
+        let config = &self.inner.config;
+        let limit = config.max_upload_size.as_u64();
+        let store = self.inner.stores.writer_for(DatastoreKind::LocalMedia)?;
+        let guard = BlobGuard::new(self, store);
+        let (body, meter) = Meter::wrap(body, limit, config.upload_idle_timeout);
+        store
+            .put_stream(&guard.key, body)
+            .await
+            .map_err(|e| meter.explain(e, limit, config.upload_idle_timeout))?;
+        let (size, sha256) = meter.finish();
+
+        let record = MediaRecord {
+            sha256,
+            size,
+            content_type: meta.content_type,
+            upload_name: meta.upload_name,
+            uploader: Some(uploader.to_string()),
+            created: UnixMillis::now(),
+            origin: Origin::Local,
+            requires_auth: config.freeze_unauthenticated,
+            quarantined: false,
+        };
+        let blob = NewBlob {
+            datastore: store.id().clone(),
+            key: guard.key.clone(),
+        };
+        let mut key = match target {
+            UploadTarget::New => MediaKey::new(self.inner.server_name.clone(), MediaId::generate()),
+            UploadTarget::Reserved(key) => key,
+        };
+        let deduplicated = loop {
+            let (k, rec, b, m) = (key.clone(), record.clone(), blob.clone(), mode.clone());
+            let outcome = self
+                .inner
+                .repo
+                .blocking(move |r| {
+                    let outcome = r.commit(&k, &rec, &b, &m)?;
+                    if matches!(outcome, Commit::Done { .. }) {
+                        r.flush()?;
+                    }
+                    Ok(outcome)
+                })
+                .await?;
+            match outcome {
+                Commit::Done { deduplicated } => break deduplicated,
+                Commit::Taken => key = MediaKey::new(self.inner.server_name.clone(), MediaId::generate()),
+                Commit::AlreadyHasContent => return Err(MediaError::CannotOverwrite),
+                Commit::NotReserved => return Err(MediaError::NotFound),
+                Commit::NotOwner => return Err(MediaError::Forbidden(NOT_OWNER)),
+            }
+        };
+        // A deduplicated upload's own copy is surplus: the armed guard deletes it.
+        if !deduplicated {
+            guard.disarm();
+        }
+        self.inner.committed.notify_waiters();
+        tracing::info!(mxc = %key, size, sha256 = %sha256.to_hex(), deduplicated, "media stored");
+        Ok(key)
+    }
+
+    async fn check_reserved(&self, key: &MediaKey, uploader: &UserId) -> Result<(), MediaError> {
+        if key.server != self.inner.server_name {
+            return Err(MediaError::NotFound);
+        }
+        let k = key.clone();
+        let state = self.inner.repo.blocking(move |r| r.get(&k)).await?;
+        match state {
+            None => Err(MediaError::NotFound),
+            Some(MediaState::Complete(_)) => Err(MediaError::CannotOverwrite),
+            Some(MediaState::Pending(p)) if p.expires <= UnixMillis::now() => Err(MediaError::NotFound),
+            Some(MediaState::Pending(p)) if p.owner != uploader.as_str() => {
+                Err(MediaError::Forbidden(NOT_OWNER))
+            }
+            Some(MediaState::Pending(_)) => Ok(()),
+        }
+    }
+
+    /// Whether `key` is being written right now; for sweeps.
+    pub(super) fn is_in_flight(&self, store: &DatastoreId, key: &BlobKey) -> bool {
+        self.in_flight().contains(&(store.clone(), key.clone()))
+    }
+}
+
+const NOT_OWNER: &str = "this media id was created by another user";

@@ -1,0 +1,76 @@
+//! Key encoding for the sled trees. Variable-length parts are separated by a
+//! 0x00 byte, which neither server names, media ids, user ids nor datastore
+//! ids can contain, so prefixes never collide and order is preserved.
+
+use crate::ids::{BlobKey, DatastoreId, MediaKey};
+
+const SEP: u8 = 0;
+
+fn join(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(SEP);
+        }
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// `media_by_id`: server ++ 0 ++ media id.
+pub fn media(key: &MediaKey) -> Vec<u8> {
+    join(&[key.server.as_bytes(), key.id.as_str().as_bytes()])
+}
+
+pub fn parse_media(bytes: &[u8]) -> Option<MediaKey> {
+    let sep = bytes.iter().position(|&b| b == SEP)?;
+    let server = std::str::from_utf8(&bytes[..sep]).ok()?;
+    let id = std::str::from_utf8(&bytes[sep + 1..]).ok()?;
+    MediaKey::parse(server, id).ok()
+}
+
+/// `pending_by_owner`: owner ++ 0 ++ media key.
+pub fn pending(owner: &str, key: &MediaKey) -> Vec<u8> {
+    join(&[owner.as_bytes(), &media(key)])
+}
+
+/// Prefix of every pending key of `owner`.
+pub fn pending_prefix(owner: &str) -> Vec<u8> {
+    let mut out = owner.as_bytes().to_vec();
+    out.push(SEP);
+    out
+}
+
+pub fn parse_pending(bytes: &[u8]) -> Option<MediaKey> {
+    let sep = bytes.iter().position(|&b| b == SEP)?;
+    parse_media(&bytes[sep + 1..])
+}
+
+/// `blobs_by_key`: datastore ++ 0 ++ blob key.
+pub fn blob_key(datastore: &DatastoreId, key: &BlobKey) -> Vec<u8> {
+    join(&[datastore.0.as_bytes(), key.as_str().as_bytes()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Media keys round-trip through their byte encoding.
+        #[test]
+        fn media_keys_round_trip(server in "[a-z0-9.-]{1,30}(:[0-9]{1,4})?", id in "[A-Za-z0-9_-]{1,64}") {
+            let key = MediaKey::parse(&server, &id).unwrap();
+            prop_assert_eq!(parse_media(&media(&key)), Some(key.clone()));
+            prop_assert_eq!(parse_pending(&pending("@u:x", &key)), Some(key));
+        }
+
+        /// One owner's prefix never matches another owner's keys.
+        #[test]
+        fn owner_prefixes_do_not_collide(a in "@[a-z]{1,8}:x", b in "@[a-z]{1,8}:x", id in "[A-Za-z]{4}") {
+            let key = MediaKey::parse("x", &id).unwrap();
+            let encoded = pending(&b, &key);
+            prop_assert_eq!(encoded.starts_with(&pending_prefix(&a)), a == b);
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Media metadata. The `MediaRepo` trait speaks in records; only `sled.rs`
+//! knows trees, key bytes and encodings. Methods are synchronous, because the
+//! embedded engines we use are; async callers go through `Repo::blocking`.
+
+mod codec;
+mod keys;
+pub mod sled;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis};
+
+/// An async upload id reserved by `/create`, waiting for its bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRecord {
+    /// Matrix user id of the user who called `/create`; only they may upload.
+    pub owner: String,
+    pub created: UnixMillis,
+    pub expires: UnixMillis,
+}
+
+/// Where media came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    Local,
+    Remote,
+}
+
+/// Media with content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaRecord {
+    pub sha256: Sha256Digest,
+    pub size: u64,
+    /// The Content-Type as uploaded (already checked to be a valid media type).
+    pub content_type: String,
+    /// The upload name, already stripped of path parts and control characters.
+    pub upload_name: Option<String>,
+    pub uploader: Option<String>,
+    pub created: UnixMillis,
+    pub origin: Origin,
+    /// Created while unauthenticated media was frozen: never served on the
+    /// legacy unauthenticated endpoints.
+    pub requires_auth: bool,
+    pub quarantined: bool,
+}
+
+/// What the repository holds for one media key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MediaState {
+    Pending(PendingRecord),
+    Complete(MediaRecord),
+}
+
+/// One stored object, shared by every media record with the same digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    pub datastore: DatastoreId,
+    pub key: BlobKey,
+    pub size: u64,
+    /// How many media records point at this blob.
+    pub refs: u64,
+    pub created: UnixMillis,
+}
+
+/// A freshly written object, offered to `commit`.
+#[derive(Clone, Debug)]
+pub struct NewBlob {
+    pub datastore: DatastoreId,
+    pub key: BlobKey,
+}
+
+/// Which kind of upload a commit finishes.
+#[derive(Clone, Debug)]
+pub enum CommitMode {
+    /// `POST /upload`: the key must not exist yet.
+    Fresh,
+    /// `PUT /upload/{s}/{id}`: the key must be pending, unexpired and owned by `owner`.
+    Reserved { owner: String, now: UnixMillis },
+}
+
+/// Outcome of `reserve`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reserve {
+    Done,
+    /// The id exists already (astronomically unlikely for random ids).
+    Taken,
+    /// The owner already has `max_pending` unexpired reservations; the
+    /// oldest of them expires at `next_expiry`.
+    TooManyPending { next_expiry: UnixMillis },
+}
+
+/// Outcome of `commit`. Expected outcomes are values, so `?` only ever
+/// carries real failures.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// Committed. `deduplicated` says the offered blob was not needed because
+    /// identical content is already stored; the caller deletes it.
+    Done { deduplicated: bool },
+    AlreadyHasContent,
+    /// Unknown or expired reservation.
+    NotReserved,
+    NotOwner,
+    /// `Fresh` commit onto an existing key.
+    Taken,
+}
+
+/// Record counts, for readiness checks, metrics and tests.
+#[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
+pub struct Counts {
+    pub media: u64,
+    pub pending: u64,
+    pub blobs: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("sled: {0}")]
+    Sled(#[from] ::sled::Error),
+    #[error("record encoding: {0}")]
+    Codec(#[from] codec::CodecError),
+    #[error("metadata task panicked")]
+    TaskPanicked,
+}
+
+/// The metadata store.
+pub trait MediaRepo: Send + Sync + 'static {
+    /// Creates a pending record for `/create`, enforcing the per-owner cap.
+    fn reserve(
+        &self,
+        key: &MediaKey,
+        pending: &PendingRecord,
+        max_pending: usize,
+    ) -> Result<Reserve, RepoError>;
+    /// Attaches content to `key` and registers (or shares) its blob, atomically.
+    fn commit(
+        &self,
+        key: &MediaKey,
+        record: &MediaRecord,
+        blob: &NewBlob,
+        mode: &CommitMode,
+    ) -> Result<Commit, RepoError>;
+    fn get(&self, key: &MediaKey) -> Result<Option<MediaState>, RepoError>;
+    fn blob(&self, sha256: &Sha256Digest) -> Result<Option<BlobRecord>, RepoError>;
+    /// Whether any blob record points at `key` in `datastore`.
+    fn blob_key_known(&self, datastore: &DatastoreId, key: &BlobKey) -> Result<bool, RepoError>;
+    /// Pending records whose expiry is at or before `now`.
+    fn expired_pending(&self, now: UnixMillis, limit: usize) -> Result<Vec<MediaKey>, RepoError>;
+    /// Removes `key` if it is still pending and expired at `now`.
+    fn remove_expired_pending(&self, key: &MediaKey, now: UnixMillis) -> Result<bool, RepoError>;
+    fn counts(&self) -> Result<Counts, RepoError>;
+    /// Makes every committed change durable.
+    fn flush(&self) -> Result<(), RepoError>;
+}
+
+/// Cheap-to-clone handle that keeps blocking engine calls off the runtime.
+#[derive(Clone)]
+pub struct Repo(Arc<dyn MediaRepo>);
+
+impl Repo {
+    pub fn new(inner: Arc<dyn MediaRepo>) -> Self {
+        Self(inner)
+    }
+
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T, RepoError>
+    where
+        F: FnOnce(&dyn MediaRepo) -> Result<T, RepoError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let repo = Arc::clone(&self.0);
+        tokio::task::spawn_blocking(move || f(repo.as_ref()))
+            .await
+            .map_err(|_| RepoError::TaskPanicked)?
+    }
+}

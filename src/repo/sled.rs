@@ -1,0 +1,334 @@
+//! `SledRepo`: the embedded default metadata store. Trees are named
+//! `<record>_by_<key>` under a versioned directory; a layout change means a new
+//! version directory plus a migration, never in-place reinterpretation.
+
+use std::{path::Path, sync::Mutex};
+
+use sled::{
+    Transactional,
+    transaction::{ConflictableTransactionError, TransactionError, TransactionalTree},
+};
+
+use super::{
+    BlobRecord, Commit, CommitMode, Counts, MediaRecord, MediaRepo, MediaState, NewBlob,
+    PendingRecord, RepoError, Reserve, codec, keys,
+};
+use crate::ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis};
+
+pub struct SledRepo {
+    /// `media_by_id`: media key -> `MediaState`.
+    media: sled::Tree,
+    /// `pending_by_owner`: owner ++ media key -> `PendingRecord` (only pending ids).
+    pending: sled::Tree,
+    /// `blobs_by_sha256`: digest -> `BlobRecord`.
+    blobs: sled::Tree,
+    /// `blobs_by_key`: datastore ++ blob key -> digest, to recognise orphans.
+    blob_keys: sled::Tree,
+    /// Serialises `reserve`: counting an owner's pending ids and inserting one
+    /// must be one step, and sled transactions cannot scan.
+    reserve_lock: Mutex<()>,
+    db: sled::Db,
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<RepoError>>;
+
+fn abort(err: impl Into<RepoError>) -> ConflictableTransactionError<RepoError> {
+    ConflictableTransactionError::Abort(err.into())
+}
+
+fn tx_get<T: serde::de::DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
+    tree.get(key)?
+        .map(|v| codec::decode(&v))
+        .transpose()
+        .map_err(abort)
+}
+
+fn flatten<T>(result: Result<T, TransactionError<RepoError>>) -> Result<T, RepoError> {
+    result.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => RepoError::Sled(e),
+    })
+}
+
+impl SledRepo {
+    /// Bump when the on-disk layout changes; a migration reads the old directory.
+    const LAYOUT: &'static str = "v1";
+
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, RepoError> {
+        let db = sled::Config::new()
+            .path(dir.join(Self::LAYOUT))
+            .cache_capacity(cache_bytes)
+            .open()?;
+        Ok(Self {
+            media: db.open_tree("media_by_id")?,
+            pending: db.open_tree("pending_by_owner")?,
+            blobs: db.open_tree("blobs_by_sha256")?,
+            blob_keys: db.open_tree("blobs_by_key")?,
+            reserve_lock: Mutex::new(()),
+            db,
+        })
+    }
+
+    fn decode_state(bytes: Option<sled::IVec>) -> Result<Option<MediaState>, RepoError> {
+        Ok(bytes.map(|v| codec::decode(&v)).transpose()?)
+    }
+}
+
+impl MediaRepo for SledRepo {
+    fn reserve(
+        &self,
+        key: &MediaKey,
+        pending: &PendingRecord,
+        max_pending: usize,
+    ) -> Result<Reserve, RepoError> {
+        let _guard = self
+            .reserve_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut live = Vec::new();
+        for entry in self.pending.scan_prefix(keys::pending_prefix(&pending.owner)) {
+            let (_, value) = entry?;
+            let record: PendingRecord = codec::decode(&value)?;
+            if record.expires > pending.created {
+                live.push(record.expires);
+            }
+        }
+        if live.len() >= max_pending {
+            let next_expiry = live.into_iter().min().unwrap_or(pending.expires);
+            return Ok(Reserve::TooManyPending { next_expiry });
+        }
+        let media_key = keys::media(key);
+        let pending_key = keys::pending(&pending.owner, key);
+        let state = codec::encode(&MediaState::Pending(pending.clone()))?;
+        let record = codec::encode(pending)?;
+        let outcome = (&self.media, &self.pending).transaction(|(media, by_owner)| {
+            if media.get(&media_key)?.is_some() {
+                return Ok(Reserve::Taken);
+            }
+            media.insert(media_key.as_slice(), state.as_slice())?;
+            by_owner.insert(pending_key.as_slice(), record.as_slice())?;
+            Ok(Reserve::Done)
+        });
+        flatten(outcome)
+    }
+
+    fn commit(
+        &self,
+        key: &MediaKey,
+        record: &MediaRecord,
+        blob: &NewBlob,
+        mode: &CommitMode,
+    ) -> Result<Commit, RepoError> {
+        let media_key = keys::media(key);
+        let value = codec::encode(&MediaState::Complete(record.clone()))?;
+        let digest = record.sha256.0;
+        let fresh_blob = BlobRecord {
+            datastore: blob.datastore.clone(),
+            key: blob.key.clone(),
+            size: record.size,
+            refs: 1,
+            created: record.created,
+        };
+        let blob_key = keys::blob_key(&blob.datastore, &blob.key);
+
+        // sled may re-run this closure on conflict: it has no side effects
+        // outside the transactional trees.
+        let outcome = (&self.media, &self.pending, &self.blobs, &self.blob_keys).transaction(
+            |(media, pending, blobs, blob_keys)| {
+                let current: Option<MediaState> = tx_get(media, &media_key)?;
+                match (mode, current) {
+                    (CommitMode::Fresh, Some(_)) => return Ok(Commit::Taken),
+                    (CommitMode::Fresh, None) => {}
+                    (CommitMode::Reserved { .. }, None) => return Ok(Commit::NotReserved),
+                    (CommitMode::Reserved { .. }, Some(MediaState::Complete(_))) => {
+                        return Ok(Commit::AlreadyHasContent);
+                    }
+                    (CommitMode::Reserved { owner, now }, Some(MediaState::Pending(p))) => {
+                        if p.expires <= *now {
+                            return Ok(Commit::NotReserved);
+                        }
+                        if &p.owner != owner {
+                            return Ok(Commit::NotOwner);
+                        }
+                        pending.remove(keys::pending(&p.owner, key))?;
+                    }
+                }
+                let existing: Option<BlobRecord> = tx_get(blobs, &digest)?;
+                let deduplicated = if let Some(mut shared) = existing {
+                    shared.refs += 1;
+                    blobs.insert(&digest[..], codec::encode(&shared).map_err(abort)?)?;
+                    true
+                } else {
+                    blobs.insert(&digest[..], codec::encode(&fresh_blob).map_err(abort)?)?;
+                    blob_keys.insert(blob_key.as_slice(), &digest[..])?;
+                    false
+                };
+                media.insert(media_key.as_slice(), value.as_slice())?;
+                Ok(Commit::Done { deduplicated })
+            },
+        );
+        flatten(outcome)
+    }
+
+    fn get(&self, key: &MediaKey) -> Result<Option<MediaState>, RepoError> {
+        Self::decode_state(self.media.get(keys::media(key))?)
+    }
+
+    fn blob(&self, sha256: &Sha256Digest) -> Result<Option<BlobRecord>, RepoError> {
+        Ok(self
+            .blobs
+            .get(sha256.0)?
+            .map(|v| codec::decode(&v))
+            .transpose()?)
+    }
+
+    fn blob_key_known(&self, datastore: &DatastoreId, key: &BlobKey) -> Result<bool, RepoError> {
+        Ok(self.blob_keys.contains_key(keys::blob_key(datastore, key))?)
+    }
+
+    fn expired_pending(&self, now: UnixMillis, limit: usize) -> Result<Vec<MediaKey>, RepoError> {
+        let mut out = Vec::new();
+        for entry in &self.pending {
+            let (key, value) = entry?;
+            let record: PendingRecord = codec::decode(&value)?;
+            if record.expires <= now {
+                if let Some(media) = keys::parse_pending(&key) {
+                    out.push(media);
+                }
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn remove_expired_pending(&self, key: &MediaKey, now: UnixMillis) -> Result<bool, RepoError> {
+        let media_key = keys::media(key);
+        let outcome = (&self.media, &self.pending).transaction(|(media, pending)| {
+            match tx_get::<MediaState>(media, &media_key)? {
+                Some(MediaState::Pending(p)) if p.expires <= now => {
+                    media.remove(media_key.as_slice())?;
+                    pending.remove(keys::pending(&p.owner, key))?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        });
+        flatten(outcome)
+    }
+
+    fn counts(&self) -> Result<Counts, RepoError> {
+        let pending = self.pending.len() as u64;
+        Ok(Counts {
+            media: (self.media.len() as u64).saturating_sub(pending),
+            pending,
+            blobs: self.blobs.len() as u64,
+        })
+    }
+
+    fn flush(&self) -> Result<(), RepoError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::Origin;
+
+    fn repo() -> (tempfile::TempDir, SledRepo) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = SledRepo::open(dir.path(), 8 << 20).unwrap();
+        (dir, repo)
+    }
+
+    fn record(sha: u8) -> MediaRecord {
+        MediaRecord {
+            sha256: Sha256Digest([sha; 32]),
+            size: 3,
+            content_type: "text/plain".into(),
+            upload_name: None,
+            uploader: Some("@a:x".into()),
+            created: UnixMillis(10),
+            origin: Origin::Local,
+            requires_auth: true,
+            quarantined: false,
+        }
+    }
+
+    fn key(id: &str) -> MediaKey {
+        MediaKey::parse("x", id).unwrap()
+    }
+
+    fn blob() -> NewBlob {
+        NewBlob {
+            datastore: DatastoreId("local".into()),
+            key: BlobKey::random(),
+        }
+    }
+
+    /// Identical content shares one blob; the reference count follows.
+    #[test]
+    fn commits_deduplicate_by_digest() {
+        let (_d, repo) = repo();
+        let first = blob();
+        assert_eq!(
+            repo.commit(&key("a"), &record(1), &first, &CommitMode::Fresh).unwrap(),
+            Commit::Done { deduplicated: false }
+        );
+        assert_eq!(
+            repo.commit(&key("b"), &record(1), &blob(), &CommitMode::Fresh).unwrap(),
+            Commit::Done { deduplicated: true }
+        );
+        assert_eq!(
+            repo.commit(&key("a"), &record(2), &blob(), &CommitMode::Fresh).unwrap(),
+            Commit::Taken
+        );
+        let shared = repo.blob(&Sha256Digest([1; 32])).unwrap().unwrap();
+        assert_eq!((shared.refs, shared.key), (2, first.key.clone()));
+        assert!(repo.blob_key_known(&first.datastore, &first.key).unwrap());
+        assert_eq!(repo.counts().unwrap(), Counts { media: 2, pending: 0, blobs: 1 });
+    }
+
+    /// Async upload rules: owner only, once, before expiry.
+    #[test]
+    fn reserved_commits_check_owner_expiry_and_overwrite() {
+        let (_d, repo) = repo();
+        let pending = PendingRecord { owner: "@a:x".into(), created: UnixMillis(0), expires: UnixMillis(100) };
+        assert_eq!(repo.reserve(&key("p"), &pending, 5).unwrap(), Reserve::Done);
+        assert_eq!(repo.reserve(&key("p"), &pending, 5).unwrap(), Reserve::Taken);
+        let as_b = CommitMode::Reserved { owner: "@b:x".into(), now: UnixMillis(50) };
+        let as_a = CommitMode::Reserved { owner: "@a:x".into(), now: UnixMillis(50) };
+        let late = CommitMode::Reserved { owner: "@a:x".into(), now: UnixMillis(100) };
+        assert_eq!(repo.commit(&key("p"), &record(1), &blob(), &as_b).unwrap(), Commit::NotOwner);
+        assert_eq!(repo.commit(&key("p"), &record(1), &blob(), &late).unwrap(), Commit::NotReserved);
+        assert_eq!(repo.commit(&key("q"), &record(1), &blob(), &as_a).unwrap(), Commit::NotReserved);
+        assert_eq!(
+            repo.commit(&key("p"), &record(1), &blob(), &as_a).unwrap(),
+            Commit::Done { deduplicated: false }
+        );
+        assert_eq!(repo.commit(&key("p"), &record(1), &blob(), &as_a).unwrap(), Commit::AlreadyHasContent);
+        assert_eq!(repo.counts().unwrap().pending, 0);
+    }
+
+    /// The per-user cap counts only unexpired reservations.
+    #[test]
+    fn reserve_caps_live_pending_per_owner() {
+        let (_d, repo) = repo();
+        let at = |created, expires| PendingRecord { owner: "@a:x".into(), created: UnixMillis(created), expires: UnixMillis(expires) };
+        assert_eq!(repo.reserve(&key("a"), &at(0, 50), 2).unwrap(), Reserve::Done);
+        assert_eq!(repo.reserve(&key("b"), &at(0, 80), 2).unwrap(), Reserve::Done);
+        assert_eq!(
+            repo.reserve(&key("c"), &at(10, 90), 2).unwrap(),
+            Reserve::TooManyPending { next_expiry: UnixMillis(50) }
+        );
+        // At t=60 the first has expired and no longer counts.
+        assert_eq!(repo.reserve(&key("c"), &at(60, 90), 2).unwrap(), Reserve::Done);
+        assert_eq!(repo.expired_pending(UnixMillis(60), 10).unwrap(), vec![key("a")]);
+        assert!(repo.remove_expired_pending(&key("a"), UnixMillis(60)).unwrap());
+        assert!(!repo.remove_expired_pending(&key("b"), UnixMillis(60)).unwrap());
+        assert_eq!(repo.get(&key("a")).unwrap(), None);
+    }
+}

@@ -1,0 +1,215 @@
+//! Blob storage: bytes in, bytes out, over `object_store`. This layer adds our
+//! key scheme, the single-PUT/multipart switch, abort-on-failure and typed
+//! errors. It knows nothing about Matrix, HTTP or metadata.
+
+mod build;
+
+use std::{collections::HashMap, ops::Range, sync::Arc, time::SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt, stream::BoxStream};
+use object_store::{
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt as _, PutPayload, WriteMultipart,
+    path::Path,
+};
+
+pub use build::build_datastores;
+
+use crate::{
+    config::DatastoreKind,
+    ids::{BlobKey, DatastoreId},
+};
+
+/// A stream of body bytes crossing layers; never a `Vec<u8>`.
+pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("blob not found")]
+    NotFound,
+    #[error("reading the request body failed: {0}")]
+    Body(#[source] std::io::Error),
+    #[error("object store request failed: {0}")]
+    Backend(#[source] object_store::Error),
+    #[error("unknown datastore {0}")]
+    UnknownDatastore(DatastoreId),
+    #[error("no datastore takes {0:?}")]
+    NoWritableDatastore(DatastoreKind),
+    #[error("datastore setup: {0}")]
+    Setup(String),
+}
+
+impl From<object_store::Error> for StorageError {
+    fn from(err: object_store::Error) -> Self {
+        match err {
+            object_store::Error::NotFound { .. } => Self::NotFound,
+            other => Self::Backend(other),
+        }
+    }
+}
+
+/// One listed object, for orphan sweeps.
+#[derive(Debug, Clone)]
+pub struct ListedBlob {
+    pub key: BlobKey,
+    pub last_modified: SystemTime,
+}
+
+/// One datastore: an object store plus how we write to it.
+#[derive(Clone)]
+pub struct BlobStore {
+    id: DatastoreId,
+    inner: Arc<dyn ObjectStore>,
+    /// Bodies up to this size go as one PUT; larger ones stream in parts of
+    /// this size, so memory per upload is bounded by it.
+    part_size: usize,
+    parts_in_flight: usize,
+    kinds: Vec<DatastoreKind>,
+}
+
+impl BlobStore {
+    pub fn new(
+        id: DatastoreId,
+        inner: Arc<dyn ObjectStore>,
+        part_size: usize,
+        kinds: Vec<DatastoreKind>,
+    ) -> Self {
+        Self {
+            id,
+            inner,
+            part_size,
+            parts_in_flight: 2,
+            kinds,
+        }
+    }
+
+    pub fn id(&self) -> &DatastoreId {
+        &self.id
+    }
+
+    /// Streams `body` to `key` and returns the byte count. A multipart upload
+    /// is aborted on any failure so no partial object remains.
+    #[tracing::instrument(level = "debug", skip_all, fields(datastore = %self.id, key = key.as_str()))]
+    pub async fn put_stream(&self, key: &BlobKey, mut body: ByteStream) -> Result<u64, StorageError> {
+        let path = Path::from(key.as_str());
+        let mut head = BytesMut::new();
+        while head.len() < self.part_size {
+            let Some(chunk) = body.try_next().await.map_err(StorageError::Body)? else {
+                let len = head.len() as u64;
+                self.inner.put(&path, PutPayload::from(head.freeze())).await?;
+                return Ok(len);
+            };
+            head.extend_from_slice(&chunk);
+        }
+
+        let upload = self.inner.put_multipart(&path).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
+        let mut written = head.len() as u64;
+        writer.put(head.freeze());
+        let streamed: Result<(), StorageError> = async {
+            while let Some(chunk) = body.try_next().await.map_err(StorageError::Body)? {
+                writer.wait_for_capacity(self.parts_in_flight).await?;
+                written += chunk.len() as u64;
+                writer.put(chunk);
+            }
+            Ok(())
+        }
+        .await;
+
+        match streamed {
+            Ok(()) => {
+                writer.finish().await?;
+                Ok(written)
+            }
+            Err(err) => {
+                // Best effort: the original failure is the one worth reporting.
+                if let Err(abort_err) = writer.abort().await {
+                    tracing::warn!(error = %abort_err, "multipart abort failed");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Opens `key` for reading, optionally only the byte `range`.
+    pub async fn open(&self, key: &BlobKey, range: Option<Range<u64>>) -> Result<ByteStream, StorageError> {
+        let options = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..GetOptions::default()
+        };
+        let result = self.inner.get_opts(&Path::from(key.as_str()), options).await?;
+        Ok(result.into_stream().map_err(std::io::Error::other).boxed())
+    }
+
+    /// Deletes `key`; a missing object counts as deleted on every backend.
+    pub async fn delete(&self, key: &BlobKey) -> Result<(), StorageError> {
+        match self.inner.delete(&Path::from(key.as_str())).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Every blob-shaped object in the store (other objects are ignored).
+    pub fn list(&self) -> BoxStream<'static, Result<ListedBlob, StorageError>> {
+        self.inner
+            .list(None)
+            .filter_map(|item| async move {
+                match item {
+                    Ok(meta) => BlobKey::from_listed(meta.location.as_ref()).map(|key| {
+                        Ok(ListedBlob {
+                            key,
+                            last_modified: meta.last_modified.into(),
+                        })
+                    }),
+                    Err(e) => Some(Err(e.into())),
+                }
+            })
+            .boxed()
+    }
+
+    /// Cheap reachability probe: a HEAD of a key that never exists.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        match self.inner.head(&Path::from("mxmedia-readiness-probe")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Every configured datastore, by id.
+#[derive(Clone)]
+pub struct Datastores {
+    stores: Arc<HashMap<DatastoreId, BlobStore>>,
+    /// Config order, so "the first datastore that takes X" is well defined.
+    order: Arc<Vec<DatastoreId>>,
+}
+
+impl Datastores {
+    pub fn new(stores: Vec<BlobStore>) -> Self {
+        let order = stores.iter().map(|s| s.id.clone()).collect();
+        let stores = stores.into_iter().map(|s| (s.id.clone(), s)).collect();
+        Self {
+            stores: Arc::new(stores),
+            order: Arc::new(order),
+        }
+    }
+
+    pub fn get(&self, id: &DatastoreId) -> Result<&BlobStore, StorageError> {
+        self.stores
+            .get(id)
+            .ok_or_else(|| StorageError::UnknownDatastore(id.clone()))
+    }
+
+    /// The datastore new blobs of `kind` are written to.
+    pub fn writer_for(&self, kind: DatastoreKind) -> Result<&BlobStore, StorageError> {
+        self.order
+            .iter()
+            .filter_map(|id| self.stores.get(id))
+            .find(|s| s.kinds.contains(&kind))
+            .ok_or(StorageError::NoWritableDatastore(kind))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &BlobStore> {
+        self.order.iter().filter_map(|id| self.stores.get(id))
+    }
+}
