@@ -118,6 +118,9 @@ impl Authenticator {
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // The homeserver sits next to us; a proxy from the environment would
+            // only add a hop (and break loopback setups).
+            .no_proxy()
             .user_agent(concat!("mxmedia/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| AuthError::BadGateway(e.to_string()))?;

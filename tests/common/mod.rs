@@ -1,0 +1,324 @@
+//! Test harness: the real mxmedia server on 127.0.0.1:0 with its state in a
+//! temporary directory, and a small stand-in for the homeserver's
+//! `/account/whoami` that knows a few users.
+#![allow(dead_code)]
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use axum::{
+    Json, Router,
+    extract::{Query, State},
+    http::{HeaderMap, StatusCode},
+    routing::get,
+};
+use mxmedia::{app::Server, config::Config, repo::Counts};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+pub const SERVER_NAME: &str = "test.local";
+pub const ALICE: &str = "alice_token";
+pub const BOB: &str = "bob_token";
+pub const GUEST: &str = "guest_token";
+/// An appservice token: acts as `@bridgebot`, or as `?user_id=@bridge_*`.
+pub const APPSERVICE: &str = "as_token";
+/// The homeserver answers 401 M_USER_LOCKED for this one.
+pub const LOCKED: &str = "locked_token";
+/// The homeserver answers 500 for this one.
+pub const BROKEN: &str = "broken_token";
+
+#[derive(Clone, Default)]
+struct HsState {
+    users: Arc<Mutex<HashMap<String, (String, bool)>>>,
+    calls: Arc<AtomicUsize>,
+}
+
+/// Stand-in for the homeserver's whoami endpoint.
+pub struct FakeHomeserver {
+    pub url: String,
+    state: HsState,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn whoami(
+    State(state): State<HsState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    state.calls.fetch_add(1, Ordering::SeqCst);
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .to_owned();
+    let unknown = (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"errcode": "M_UNKNOWN_TOKEN", "error": "Unknown access token", "soft_logout": false})),
+    );
+    match token.as_str() {
+        APPSERVICE => match query.get("user_id") {
+            None => (StatusCode::OK, Json(json!({"user_id": "@bridgebot:test.local"}))),
+            Some(u) if u.starts_with("@bridge_") => (StatusCode::OK, Json(json!({"user_id": u}))),
+            Some(_) => (
+                StatusCode::FORBIDDEN,
+                Json(json!({"errcode": "M_FORBIDDEN", "error": "Application service cannot masquerade as this user"})),
+            ),
+        },
+        LOCKED => (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"errcode": "M_USER_LOCKED", "error": "This account has been locked", "soft_logout": true})),
+        ),
+        BROKEN => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"errcode": "M_UNKNOWN", "error": "oops"}))),
+        _ => match state.users.lock().unwrap().get(&token) {
+            Some((user, guest)) => (
+                StatusCode::OK,
+                Json(json!({"user_id": user, "is_guest": guest, "device_id": "DEV"})),
+            ),
+            None => unknown,
+        },
+    }
+}
+
+impl FakeHomeserver {
+    pub async fn start() -> Self {
+        let state = HsState::default();
+        {
+            let mut users = state.users.lock().unwrap();
+            users.insert(ALICE.into(), ("@alice:test.local".into(), false));
+            users.insert(BOB.into(), ("@bob:test.local".into(), false));
+            users.insert(GUEST.into(), ("@guest1:test.local".into(), true));
+        }
+        let router = Router::new()
+            .route("/_matrix/client/v3/account/whoami", get(whoami))
+            .with_state(state.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Self { url, state, task }
+    }
+
+    /// How many whoami calls the homeserver has answered.
+    pub fn calls(&self) -> usize {
+        self.state.calls.load(Ordering::SeqCst)
+    }
+
+    /// Simulates a logout: the token stops being valid on the homeserver.
+    pub fn revoke(&self, token: &str) {
+        self.state.users.lock().unwrap().remove(token);
+    }
+
+    pub fn add_user(&self, token: &str, user_id: &str) {
+        self.state
+            .users
+            .lock()
+            .unwrap()
+            .insert(token.into(), (user_id.into(), false));
+    }
+}
+
+impl Drop for FakeHomeserver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A port nothing listens on: a homeserver that is down.
+pub async fn dead_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+/// The real server with its own data directory.
+pub struct TestServer {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub hs: FakeHomeserver,
+    pub config: Config,
+    pub dir: tempfile::TempDir,
+    server: Option<Server>,
+}
+
+pub fn test_config(dir: &Path, hs_url: &str) -> Config {
+    let yaml = format!(
+        "server_name: {SERVER_NAME}\nlisten: 127.0.0.1:0\ndata_dir: {}\nhomeserver:\n  url: {hs_url}\n",
+        dir.display()
+    );
+    Config::from_yaml(&yaml, Vec::new()).expect("test config")
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let hs = FakeHomeserver::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path(), &hs.url);
+        tweak(&mut config);
+        let (server, base) = Self::launch(&config).await;
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        Self {
+            base,
+            http,
+            hs,
+            config,
+            dir,
+            server: Some(server),
+        }
+    }
+
+    async fn launch(config: &Config) -> (Server, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = Server::start_on(listener, config).expect("server starts");
+        let base = format!("http://{}", server.local_addr());
+        (server, base)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.as_ref().unwrap().local_addr()
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().unwrap()
+    }
+
+    /// Stops the server gracefully and starts a new one on the same data.
+    pub async fn restart(&mut self) {
+        self.server.take().unwrap().stop().await;
+        let (server, base) = Self::launch(&self.config).await;
+        self.server = Some(server);
+        self.base = base;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `POST /_matrix/media/v3/upload`.
+    pub async fn upload(
+        &self,
+        token: &str,
+        body: impl Into<reqwest::Body>,
+        content_type: Option<&str>,
+        filename: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(self.url("/_matrix/media/v3/upload"))
+            .bearer_auth(token)
+            .body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        if let Some(name) = filename {
+            req = req.query(&[("filename", name)]);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// Uploads and returns `(server_name, media_id)`.
+    pub async fn upload_ok(&self, token: &str, body: &[u8], content_type: Option<&str>, filename: Option<&str>) -> (String, String) {
+        let resp = self.upload(token, body.to_vec(), content_type, filename).await;
+        assert_eq!(resp.status(), 200, "upload failed: {}", resp.text().await.unwrap());
+        let json: Value = resp.json().await.unwrap();
+        split_mxc(json["content_uri"].as_str().unwrap())
+    }
+
+    /// GET with an optional bearer token.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn counts(&self) -> Counts {
+        self.server()
+            .state()
+            .media
+            .repo()
+            .blocking(|r| r.counts())
+            .await
+            .unwrap()
+    }
+
+    /// Every file under the local datastore directory.
+    pub fn blob_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            let Ok(entries) = std::fs::read_dir(dir) else { return };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.dir.path().join("media"), &mut out);
+        out
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
+    }
+}
+
+pub fn split_mxc(mxc: &str) -> (String, String) {
+    let rest = mxc.strip_prefix("mxc://").expect("mxc uri");
+    let (server, id) = rest.split_once('/').unwrap();
+    (server.to_owned(), id.to_owned())
+}
+
+/// Asserts a Matrix error: status, errcode, JSON content type, and both keys.
+pub async fn assert_matrix_error(resp: reqwest::Response, status: u16, errcode: &str) -> Value {
+    assert_eq!(resp.status().as_u16(), status, "status for {errcode}");
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert!(ct.starts_with("application/json"), "content-type {ct}");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["errcode"], errcode, "body {body}");
+    assert!(body["error"].is_string(), "error text missing: {body}");
+    body
+}
+
+/// Sends `request_head` (request line and headers, without the final blank
+/// line) byte for byte over a fresh connection, so no client library
+/// normalises the path; returns the status and the whole response text.
+pub async fn raw_request(addr: SocketAddr, request_head: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("{request_head}\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
