@@ -118,12 +118,13 @@ pub struct Server {
 impl Server {
     /// Binds `config.listen` and starts serving.
     pub async fn start(config: &Config) -> Result<Self, AppError> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| AppError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| AppError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
         Self::start_on(listener, config)
     }
 
@@ -139,11 +140,14 @@ impl Server {
         let router = build(state.clone());
         let mut stop_serving = stop.clone();
         let serve = tokio::spawn(async move {
-            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move {
-                    let _ = stop_serving.wait_for(|s| *s).await;
-                })
-                .await
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop_serving.wait_for(|s| *s).await;
+            })
+            .await
         });
 
         let media = state.media.clone();
@@ -192,7 +196,13 @@ impl Server {
             }
         }
         let _ = self.sweeper.await;
-        if let Err(error) = self.state.media.repo().blocking(|r| r.flush()).await {
+        if let Err(error) = self
+            .state
+            .media
+            .repo()
+            .blocking(crate::repo::MediaRepo::flush)
+            .await
+        {
             tracing::error!(%error, "final metadata flush failed");
         }
         tracing::info!("mxmedia stopped");

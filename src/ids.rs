@@ -190,7 +190,8 @@ impl BlobKey {
     pub fn from_listed(s: &str) -> Option<Self> {
         let mut parts = s.split('/');
         let (a, b, c) = (parts.next()?, parts.next()?, parts.next()?);
-        let hexish = |p: &str, len: usize| p.len() == len && p.bytes().all(|x| x.is_ascii_hexdigit());
+        let hexish =
+            |p: &str, len: usize| p.len() == len && p.bytes().all(|x| x.is_ascii_hexdigit());
         (parts.next().is_none()
             && hexish(a, 2)
             && hexish(b, 2)
@@ -232,7 +233,8 @@ mod tests {
         /// Valid ids round-trip unchanged.
         #[test]
         fn valid_media_ids_round_trip(s in "[A-Za-z0-9_-]{1,255}") {
-            prop_assert_eq!(MediaId::parse(&s).unwrap().as_str(), s.as_str());
+            let id = MediaId::parse(&s).unwrap();
+            prop_assert_eq!(id.as_str(), s.as_str());
         }
 
         /// Blob keys made by `random` are recognised when listed back.
@@ -246,7 +248,16 @@ mod tests {
     /// Path traversal never survives id parsing.
     #[test]
     fn traversal_ids_are_rejected() {
-        for bad in ["..", "../../etc/passwd", "a/b", "a%2Fb", "a.b", "é", "a b", ""] {
+        for bad in [
+            "..",
+            "../../etc/passwd",
+            "a/b",
+            "a%2Fb",
+            "a.b",
+            "é",
+            "a b",
+            "",
+        ] {
             assert!(MediaId::parse(bad).is_err(), "{bad}");
         }
         assert!(MediaId::parse(&"a".repeat(256)).is_err());
@@ -268,7 +279,13 @@ mod tests {
         assert!(MediaKey::parse("example.org", "abc").is_ok());
         assert!(MediaKey::parse("example.org:8448", "abc").is_ok());
         assert!(MediaKey::parse("[::1]:8448", "abc").is_ok());
-        for bad in ["", "exa mple.org", "example.org/x", "example.org:99999999", "a@b"] {
+        for bad in [
+            "",
+            "exa mple.org",
+            "example.org/x",
+            "example.org:99999999",
+            "a@b",
+        ] {
             assert!(MediaKey::parse(bad, "abc").is_err(), "{bad}");
         }
     }

@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use mxmedia::{app, config::Config, telemetry};
 
 #[derive(Parser)]
-#[command(name = "mxmedia", version, about = "Media repository for Matrix homeservers")]
+#[command(
+    name = "mxmedia",
+    version,
+    about = "Media repository for Matrix homeservers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,5 +1,7 @@
 //! Async upload (spec v1.7, MSC2246): `/create`, `PUT /upload/{s}/{id}`,
 //! waiting downloads, expiry and the per-user cap; and the token checks.
+// Tests use clippy's default lints; the pedantic set and the unwrap ban are for shipped code.
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -26,7 +28,13 @@ async fn create_ok(t: &TestServer, token: &str) -> (String, String, u64) {
     (s, id, body["unused_expires_at"].as_u64().unwrap())
 }
 
-async fn put(t: &TestServer, token: &str, s: &str, id: &str, body: &'static [u8]) -> reqwest::Response {
+async fn put(
+    t: &TestServer,
+    token: &str,
+    s: &str,
+    id: &str,
+    body: &'static [u8],
+) -> reqwest::Response {
     t.http
         .put(t.url(&format!("/_matrix/media/v3/upload/{s}/{id}")))
         .bearer_auth(token)
@@ -39,7 +47,10 @@ async fn put(t: &TestServer, token: &str, s: &str, id: &str, body: &'static [u8]
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 /// Spec 4.2 #11, #15: create gives an mxc and an expiry ~24 h ahead; PUT fills it once, then 409.
@@ -55,9 +66,17 @@ async fn create_then_put_then_download() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.json::<Value>().await.unwrap(), serde_json::json!({}));
 
-    let resp = t.get(&format!("/_matrix/client/v1/media/download/{s}/{id}"), Some(BOB)).await;
+    let resp = t
+        .get(
+            &format!("/_matrix/client/v1/media/download/{s}/{id}"),
+            Some(BOB),
+        )
+        .await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["content-disposition"], "inline; filename=\"late.txt\"");
+    assert_eq!(
+        resp.headers()["content-disposition"],
+        "inline; filename=\"late.txt\""
+    );
     assert_eq!(resp.bytes().await.unwrap().as_ref(), b"async bytes");
 
     let resp = put(&t, ALICE, &s, &id, b"again").await;
@@ -71,11 +90,26 @@ async fn put_checks_owner_and_existence() {
     let t = TestServer::start().await;
     let (s, id, _) = create_ok(&t, ALICE).await;
     assert_matrix_error(put(&t, BOB, &s, &id, b"x").await, 403, "M_FORBIDDEN").await;
-    assert_matrix_error(put(&t, ALICE, &s, "neverCreated123", b"x").await, 404, "M_NOT_FOUND").await;
-    assert_matrix_error(put(&t, ALICE, "other.example", &id, b"x").await, 404, "M_NOT_FOUND").await;
+    assert_matrix_error(
+        put(&t, ALICE, &s, "neverCreated123", b"x").await,
+        404,
+        "M_NOT_FOUND",
+    )
+    .await;
+    assert_matrix_error(
+        put(&t, ALICE, "other.example", &id, b"x").await,
+        404,
+        "M_NOT_FOUND",
+    )
+    .await;
     // An uploaded (not reserved) id cannot be PUT to either.
     let (s2, id2) = t.upload_ok(ALICE, b"done", None, None).await;
-    assert_matrix_error(put(&t, ALICE, &s2, &id2, b"x").await, 409, "M_CANNOT_OVERWRITE_MEDIA").await;
+    assert_matrix_error(
+        put(&t, ALICE, &s2, &id2, b"x").await,
+        409,
+        "M_CANNOT_OVERWRITE_MEDIA",
+    )
+    .await;
     // The rightful owner still can, and nothing was stored by the refused attempts.
     assert_eq!(put(&t, ALICE, &s, &id, b"mine").await.status(), 200);
     assert_eq!(t.counts().await.media, 2);
@@ -88,7 +122,12 @@ async fn expired_ids_are_not_found() {
     let (s, id, _) = create_ok(&t, ALICE).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_matrix_error(put(&t, ALICE, &s, &id, b"x").await, 404, "M_NOT_FOUND").await;
-    let resp = t.get(&format!("/_matrix/client/v1/media/download/{s}/{id}"), Some(ALICE)).await;
+    let resp = t
+        .get(
+            &format!("/_matrix/client/v1/media/download/{s}/{id}"),
+            Some(ALICE),
+        )
+        .await;
     assert_matrix_error(resp, 404, "M_NOT_FOUND").await;
     let report = t.server().state().media.sweep().await.unwrap();
     assert_eq!(report.expired_pending, 1);
@@ -102,8 +141,15 @@ async fn too_many_pending_uploads_are_rate_limited() {
     create_ok(&t, ALICE).await;
     let (s, id, _) = create_ok(&t, ALICE).await;
     let resp = create(&t, ALICE).await;
-    let retry_after: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!(retry_after > 3600, "the oldest id expires in ~24 h: {retry_after}");
+    let retry_after: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        retry_after > 3600,
+        "the oldest id expires in ~24 h: {retry_after}"
+    );
     let body = assert_matrix_error(resp, 429, "M_LIMIT_EXCEEDED").await;
     assert!(body["retry_after_ms"].as_u64().unwrap() > 3_600_000);
     // Other users are not affected; using an id frees a slot.
@@ -115,13 +161,16 @@ async fn too_many_pending_uploads_are_rate_limited() {
 /// Spec 4.2 #16-17: a download of a pending id waits up to timeout_ms (capped), then 504.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_media_download_times_out_with_not_yet_uploaded() {
-    let t = TestServer::start_with(|c| c.media.max_download_wait = Duration::from_millis(300)).await;
+    let t =
+        TestServer::start_with(|c| c.media.max_download_wait = Duration::from_millis(300)).await;
     let (s, id, _) = create_ok(&t, ALICE).await;
     let path = format!("/_matrix/client/v1/media/download/{s}/{id}");
     let resp = t.get(&format!("{path}?timeout_ms=100"), Some(ALICE)).await;
     assert_matrix_error(resp, 504, "M_NOT_YET_UPLOADED").await;
     // Far above the cap: still answers (after the cap, not after ten days).
-    let resp = t.get(&format!("{path}?timeout_ms=864000000"), Some(ALICE)).await;
+    let resp = t
+        .get(&format!("{path}?timeout_ms=864000000"), Some(ALICE))
+        .await;
     assert_matrix_error(resp, 504, "M_NOT_YET_UPLOADED").await;
     let resp = t.get(&format!("{path}?timeout_ms=abc"), Some(ALICE)).await;
     assert_matrix_error(resp, 400, "M_INVALID_PARAM").await;
@@ -132,7 +181,9 @@ async fn pending_media_download_times_out_with_not_yet_uploaded() {
 async fn waiting_download_returns_once_the_upload_arrives() {
     let t = TestServer::start().await;
     let (s, id, _) = create_ok(&t, ALICE).await;
-    let url = t.url(&format!("/_matrix/client/v1/media/download/{s}/{id}?timeout_ms=20000"));
+    let url = t.url(&format!(
+        "/_matrix/client/v1/media/download/{s}/{id}?timeout_ms=20000"
+    ));
     let http = t.http.clone();
     let waiter = tokio::spawn(async move { http.get(url).bearer_auth(BOB).send().await.unwrap() });
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -147,13 +198,24 @@ async fn waiting_download_returns_once_the_upload_arrives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_body_is_checked() {
     let t = TestServer::start().await;
-    let post = |body: &'static str| t.http.post(t.url("/_matrix/media/v1/create")).bearer_auth(ALICE).body(body).send();
+    let post = |body: &'static str| {
+        t.http
+            .post(t.url("/_matrix/media/v1/create"))
+            .bearer_auth(ALICE)
+            .body(body)
+            .send()
+    };
     assert_eq!(post("").await.unwrap().status(), 200);
     assert_eq!(post("{}").await.unwrap().status(), 200);
     assert_matrix_error(post("not json").await.unwrap(), 400, "M_NOT_JSON").await;
     assert_matrix_error(post("[1]").await.unwrap(), 400, "M_BAD_JSON").await;
     assert_matrix_error(
-        t.http.post(t.url("/_matrix/media/v1/create")).body("{}").send().await.unwrap(),
+        t.http
+            .post(t.url("/_matrix/media/v1/create"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap(),
         401,
         "M_MISSING_TOKEN",
     )
@@ -168,18 +230,47 @@ async fn tokens_are_required_and_checked() {
     let endpoints = [
         (reqwest::Method::POST, "/_matrix/media/v3/upload".to_owned()),
         (reqwest::Method::POST, "/_matrix/media/v1/create".to_owned()),
-        (reqwest::Method::PUT, format!("/_matrix/media/v3/upload/{s}/{id}")),
-        (reqwest::Method::GET, format!("/_matrix/client/v1/media/download/{s}/{id}")),
-        (reqwest::Method::GET, format!("/_matrix/client/v1/media/download/{s}/{id}/f.txt")),
-        (reqwest::Method::GET, "/_matrix/client/v1/media/config".to_owned()),
+        (
+            reqwest::Method::PUT,
+            format!("/_matrix/media/v3/upload/{s}/{id}"),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/_matrix/client/v1/media/download/{s}/{id}"),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/_matrix/client/v1/media/download/{s}/{id}/f.txt"),
+        ),
+        (
+            reqwest::Method::GET,
+            "/_matrix/client/v1/media/config".to_owned(),
+        ),
         (reqwest::Method::GET, "/_matrix/media/v3/config".to_owned()),
     ];
     for (method, path) in endpoints {
-        let resp = t.http.request(method.clone(), t.url(&path)).send().await.unwrap();
+        let resp = t
+            .http
+            .request(method.clone(), t.url(&path))
+            .send()
+            .await
+            .unwrap();
         assert_matrix_error(resp, 401, "M_MISSING_TOKEN").await;
-        let resp = t.http.request(method.clone(), t.url(&path)).bearer_auth("bogus").send().await.unwrap();
+        let resp = t
+            .http
+            .request(method.clone(), t.url(&path))
+            .bearer_auth("bogus")
+            .send()
+            .await
+            .unwrap();
         assert_matrix_error(resp, 401, "M_UNKNOWN_TOKEN").await;
-        let resp = t.http.request(method, t.url(&path)).header("authorization", "Basic abc").send().await.unwrap();
+        let resp = t
+            .http
+            .request(method, t.url(&path))
+            .header("authorization", "Basic abc")
+            .send()
+            .await
+            .unwrap();
         assert_matrix_error(resp, 401, "M_MISSING_TOKEN").await;
     }
 }
@@ -188,10 +279,20 @@ async fn tokens_are_required_and_checked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_access_token_is_accepted_unless_disabled() {
     let t = TestServer::start().await;
-    let resp = t.get(&format!("/_matrix/client/v1/media/config?access_token={ALICE}"), None).await;
+    let resp = t
+        .get(
+            &format!("/_matrix/client/v1/media/config?access_token={ALICE}"),
+            None,
+        )
+        .await;
     assert_eq!(resp.status(), 200);
     let t = TestServer::start_with(|c| c.homeserver.accept_query_token = false).await;
-    let resp = t.get(&format!("/_matrix/client/v1/media/config?access_token={ALICE}"), None).await;
+    let resp = t
+        .get(
+            &format!("/_matrix/client/v1/media/config?access_token={ALICE}"),
+            None,
+        )
+        .await;
     assert_matrix_error(resp, 401, "M_MISSING_TOKEN").await;
 }
 
@@ -199,10 +300,22 @@ async fn query_access_token_is_accepted_unless_disabled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guests_download_but_do_not_upload() {
     let t = TestServer::start().await;
-    let (s, id) = t.upload_ok(ALICE, b"for guests", Some("text/plain"), None).await;
-    let resp = t.get(&format!("/_matrix/client/v1/media/download/{s}/{id}"), Some(GUEST)).await;
+    let (s, id) = t
+        .upload_ok(ALICE, b"for guests", Some("text/plain"), None)
+        .await;
+    let resp = t
+        .get(
+            &format!("/_matrix/client/v1/media/download/{s}/{id}"),
+            Some(GUEST),
+        )
+        .await;
     assert_eq!(resp.status(), 200);
-    assert_matrix_error(t.upload(GUEST, "x", None, None).await, 403, "M_GUEST_ACCESS_FORBIDDEN").await;
+    assert_matrix_error(
+        t.upload(GUEST, "x", None, None).await,
+        403,
+        "M_GUEST_ACCESS_FORBIDDEN",
+    )
+    .await;
     assert_matrix_error(create(&t, GUEST).await, 403, "M_GUEST_ACCESS_FORBIDDEN").await;
 }
 
@@ -210,38 +323,87 @@ async fn guests_download_but_do_not_upload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appservice_user_id_is_passed_through() {
     let t = TestServer::start().await;
-    let as_user = |path: &str, user: &str| format!("{}?user_id={}", t.url(path), user.replace('@', "%40").replace(':', "%3A"));
-    let resp = t.http.post(as_user("/_matrix/media/v1/create", "@bridge_alice:test.local")).bearer_auth(APPSERVICE).send().await.unwrap();
+    let as_user = |path: &str, user: &str| {
+        format!(
+            "{}?user_id={}",
+            t.url(path),
+            user.replace('@', "%40").replace(':', "%3A")
+        )
+    };
+    let resp = t
+        .http
+        .post(as_user(
+            "/_matrix/media/v1/create",
+            "@bridge_alice:test.local",
+        ))
+        .bearer_auth(APPSERVICE)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     let (s, id) = split_mxc(body["content_uri"].as_str().unwrap());
     let upload_path = format!("/_matrix/media/v3/upload/{s}/{id}");
     // The appservice's own user is a different user: 403.
-    let resp = t.http.put(t.url(&upload_path)).bearer_auth(APPSERVICE).body("x").send().await.unwrap();
+    let resp = t
+        .http
+        .put(t.url(&upload_path))
+        .bearer_auth(APPSERVICE)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_matrix_error(resp, 403, "M_FORBIDDEN").await;
-    let resp = t.http.put(as_user(&upload_path, "@bridge_alice:test.local")).bearer_auth(APPSERVICE).body("x").send().await.unwrap();
+    let resp = t
+        .http
+        .put(as_user(&upload_path, "@bridge_alice:test.local"))
+        .bearer_auth(APPSERVICE)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     // Outside the namespace, the homeserver's refusal is relayed.
-    let resp = t.http.post(as_user("/_matrix/media/v3/upload", "@alice:test.local")).bearer_auth(APPSERVICE).body("x").send().await.unwrap();
+    let resp = t
+        .http
+        .post(as_user("/_matrix/media/v3/upload", "@alice:test.local"))
+        .bearer_auth(APPSERVICE)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_matrix_error(resp, 403, "M_FORBIDDEN").await;
 }
 
 /// Token answers are cached (valid and rejected), and a logged-out token is refused once its entry expires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_checks_are_cached_both_ways() {
-    let t = TestServer::start_with(|c| c.homeserver.token_cache_ttl = Duration::from_millis(300)).await;
+    let t =
+        TestServer::start_with(|c| c.homeserver.token_cache_ttl = Duration::from_millis(300)).await;
     t.hs.add_user("carol_token", "@carol:test.local");
     for _ in 0..5 {
-        assert_eq!(t.get("/_matrix/client/v1/media/config", Some("carol_token")).await.status(), 200);
+        assert_eq!(
+            t.get("/_matrix/client/v1/media/config", Some("carol_token"))
+                .await
+                .status(),
+            200
+        );
     }
     assert_eq!(t.hs.calls(), 1);
     for _ in 0..5 {
-        assert_eq!(t.get("/_matrix/client/v1/media/config", Some("nope")).await.status(), 401);
+        assert_eq!(
+            t.get("/_matrix/client/v1/media/config", Some("nope"))
+                .await
+                .status(),
+            401
+        );
     }
     assert_eq!(t.hs.calls(), 2);
     t.hs.revoke("carol_token");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let resp = t.get("/_matrix/client/v1/media/config", Some("carol_token")).await;
+    let resp = t
+        .get("/_matrix/client/v1/media/config", Some("carol_token"))
+        .await;
     assert_matrix_error(resp, 401, "M_UNKNOWN_TOKEN").await;
 }
 
@@ -253,11 +415,24 @@ async fn homeserver_failures_are_gateway_errors() {
     let resp = t.get("/_matrix/client/v1/media/config", Some(ALICE)).await;
     assert!(resp.headers().contains_key("retry-after"));
     let body = assert_matrix_error(resp, 503, "M_UNKNOWN").await;
-    assert!(!body["error"].as_str().unwrap().contains("127.0.0.1"), "no internals: {body}");
+    assert!(
+        !body["error"].as_str().unwrap().contains("127.0.0.1"),
+        "no internals: {body}"
+    );
 
     let t = TestServer::start().await;
-    assert_matrix_error(t.get("/_matrix/client/v1/media/config", Some(BROKEN)).await, 502, "M_UNKNOWN").await;
-    let body = assert_matrix_error(t.get("/_matrix/client/v1/media/config", Some(LOCKED)).await, 401, "M_USER_LOCKED").await;
+    assert_matrix_error(
+        t.get("/_matrix/client/v1/media/config", Some(BROKEN)).await,
+        502,
+        "M_UNKNOWN",
+    )
+    .await;
+    let body = assert_matrix_error(
+        t.get("/_matrix/client/v1/media/config", Some(LOCKED)).await,
+        401,
+        "M_USER_LOCKED",
+    )
+    .await;
     assert_eq!(body["soft_logout"], true);
 }
 
@@ -265,7 +440,10 @@ async fn homeserver_failures_are_gateway_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_uploads_deduplicate_with_correct_counts() {
     let t = TestServer::start().await;
-    let same = futures::future::join_all((0..100).map(|_| t.upload(ALICE, vec![42u8; 100_000], None, None))).await;
+    let same = futures::future::join_all(
+        (0..100).map(|_| t.upload(ALICE, vec![42u8; 100_000], None, None)),
+    )
+    .await;
     let mut ids = std::collections::HashSet::new();
     for resp in same {
         assert_eq!(resp.status(), 200);
@@ -284,13 +462,24 @@ async fn concurrent_uploads_deduplicate_with_correct_counts() {
     }
     assert_eq!(t.blob_files().len(), 1);
 
-    let distinct = futures::future::join_all((0..100u32).map(|i| t.upload(BOB, i.to_le_bytes().repeat(1000), None, None))).await;
+    let distinct = futures::future::join_all(
+        (0..100u32).map(|i| t.upload(BOB, i.to_le_bytes().repeat(1000), None, None)),
+    )
+    .await;
     assert!(distinct.iter().all(|r| r.status() == 200));
     let counts = t.counts().await;
     assert_eq!((counts.media, counts.blobs), (200, 101));
     assert_eq!(t.blob_files().len(), 101);
     // Every media id serves its own bytes.
     let (s, id) = split_mxc(ids.iter().next().unwrap());
-    let resp = t.get(&format!("/_matrix/client/v1/media/download/{s}/{id}"), Some(ALICE)).await;
-    assert_eq!(resp.bytes().await.unwrap().as_ref(), vec![42u8; 100_000].as_slice());
+    let resp = t
+        .get(
+            &format!("/_matrix/client/v1/media/download/{s}/{id}"),
+            Some(ALICE),
+        )
+        .await;
+    assert_eq!(
+        resp.bytes().await.unwrap().as_ref(),
+        vec![42u8; 100_000].as_slice()
+    );
 }

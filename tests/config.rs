@@ -1,5 +1,7 @@
 //! The config contract: the sample loads, env overrides, every problem
 //! reported at once; and the `mxmedia` binary's `check-config` and `serve`.
+// Tests use clippy's default lints; the pedantic set and the unwrap ban are for shipped code.
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -8,11 +10,15 @@ use std::{path::Path, process::Command, time::Duration};
 use mxmedia::config::{Config, DatastoreConfig, DatastoreKind};
 
 fn sample() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.sample.yaml")).unwrap()
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.sample.yaml"))
+        .unwrap()
 }
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 /// The shipped sample is the operator manual: it loads, and says what the defaults are.
@@ -26,29 +32,60 @@ fn sample_config_loads_with_the_documented_defaults() {
     assert_eq!(config.media.pending_expiry, Duration::from_secs(86_400));
     assert_eq!(config.datastores.len(), 1);
     let DatastoreConfig::Local(local) = &config.datastores[0];
-    assert_eq!(local.kinds, vec![DatastoreKind::LocalMedia, DatastoreKind::RemoteMedia, DatastoreKind::Thumbnails]);
+    assert_eq!(
+        local.kinds,
+        vec![
+            DatastoreKind::LocalMedia,
+            DatastoreKind::RemoteMedia,
+            DatastoreKind::Thumbnails
+        ]
+    );
 }
 
 /// Every key of the sample documents its env var; and a minimal file gets the same defaults.
 #[test]
 fn minimal_config_gets_defaults_matching_the_sample() {
-    let minimal = Config::from_yaml("server_name: example.org\nhomeserver:\n  url: http://127.0.0.1:8008\n", Vec::new()).unwrap();
+    let minimal = Config::from_yaml(
+        "server_name: example.org\nhomeserver:\n  url: http://127.0.0.1:8008\n",
+        Vec::new(),
+    )
+    .unwrap();
     let full = Config::from_yaml(&sample(), Vec::new()).unwrap();
     assert_eq!(format!("{:?}", minimal.media), format!("{:?}", full.media));
-    assert_eq!(format!("{:?}", minimal.homeserver), format!("{:?}", full.homeserver));
+    assert_eq!(
+        format!("{:?}", minimal.homeserver),
+        format!("{:?}", full.homeserver)
+    );
     assert_eq!(minimal.listen, full.listen);
     assert_eq!(minimal.sled_path(), Path::new("./data/db"));
     let text = sample();
     for var in [
-        "MXMEDIA__SERVER_NAME", "MXMEDIA__LISTEN", "MXMEDIA__DATA_DIR", "MXMEDIA__HOMESERVER__URL",
-        "MXMEDIA__HOMESERVER__TIMEOUT", "MXMEDIA__HOMESERVER__TOKEN_CACHE_TTL",
-        "MXMEDIA__HOMESERVER__TOKEN_NEGATIVE_CACHE_TTL", "MXMEDIA__HOMESERVER__ACCEPT_QUERY_TOKEN",
-        "MXMEDIA__MEDIA__MAX_UPLOAD_SIZE", "MXMEDIA__MEDIA__FREEZE_UNAUTHENTICATED", "MXMEDIA__MEDIA__PENDING_EXPIRY",
-        "MXMEDIA__MEDIA__MAX_PENDING_PER_USER", "MXMEDIA__MEDIA__MAX_DOWNLOAD_WAIT", "MXMEDIA__MEDIA__UPLOAD_IDLE_TIMEOUT",
-        "MXMEDIA__MEDIA__SWEEP_INTERVAL", "MXMEDIA__MEDIA__ORPHAN_GRACE", "MXMEDIA__MEDIA__MAX_RANGES",
-        "MXMEDIA__DATABASE__PATH", "MXMEDIA__DATABASE__CACHE_CAPACITY", "MXMEDIA__LOG__LEVEL", "MXMEDIA__LOG__FORMAT",
+        "MXMEDIA__SERVER_NAME",
+        "MXMEDIA__LISTEN",
+        "MXMEDIA__DATA_DIR",
+        "MXMEDIA__HOMESERVER__URL",
+        "MXMEDIA__HOMESERVER__TIMEOUT",
+        "MXMEDIA__HOMESERVER__TOKEN_CACHE_TTL",
+        "MXMEDIA__HOMESERVER__TOKEN_NEGATIVE_CACHE_TTL",
+        "MXMEDIA__HOMESERVER__ACCEPT_QUERY_TOKEN",
+        "MXMEDIA__MEDIA__MAX_UPLOAD_SIZE",
+        "MXMEDIA__MEDIA__FREEZE_UNAUTHENTICATED",
+        "MXMEDIA__MEDIA__PENDING_EXPIRY",
+        "MXMEDIA__MEDIA__MAX_PENDING_PER_USER",
+        "MXMEDIA__MEDIA__MAX_DOWNLOAD_WAIT",
+        "MXMEDIA__MEDIA__UPLOAD_IDLE_TIMEOUT",
+        "MXMEDIA__MEDIA__SWEEP_INTERVAL",
+        "MXMEDIA__MEDIA__ORPHAN_GRACE",
+        "MXMEDIA__MEDIA__MAX_RANGES",
+        "MXMEDIA__DATABASE__PATH",
+        "MXMEDIA__DATABASE__CACHE_CAPACITY",
+        "MXMEDIA__LOG__LEVEL",
+        "MXMEDIA__LOG__FORMAT",
     ] {
-        assert!(text.contains(var), "config.sample.yaml does not document {var}");
+        assert!(
+            text.contains(var),
+            "config.sample.yaml does not document {var}"
+        );
     }
 }
 
@@ -68,7 +105,10 @@ fn env_overrides_the_file() {
         ]),
     )
     .unwrap();
-    assert_eq!(config.homeserver.url.as_str(), "https://matrix.example.net/");
+    assert_eq!(
+        config.homeserver.url.as_str(),
+        "https://matrix.example.net/"
+    );
     assert_eq!(config.media.max_upload_size.as_u64(), 5 * 1024 * 1024);
     assert!(!config.media.freeze_unauthenticated);
     assert_eq!(config.server_name.as_str(), "1234");
@@ -120,7 +160,10 @@ datastores:
   - {type: local, id: a, kinds: []}
 media: {max_pending_per_user: 0, max_upload_size: 0}
 ";
-    let text = Config::from_yaml(yaml, Vec::new()).unwrap_err().problems().join("\n");
+    let text = Config::from_yaml(yaml, Vec::new())
+        .unwrap_err()
+        .problems()
+        .join("\n");
     for expected in [
         "homeserver.url",
         "datastores[1].id: \"a\" is used twice",
@@ -131,10 +174,13 @@ media: {max_pending_per_user: 0, max_upload_size: 0}
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
     // A datastore type that does not exist is named.
-    let text = Config::from_yaml("server_name: x\nhomeserver: {url: 'http://h'}\ndatastores: [{type: ftp}]\n", Vec::new())
-        .unwrap_err()
-        .problems()
-        .join("\n");
+    let text = Config::from_yaml(
+        "server_name: x\nhomeserver: {url: 'http://h'}\ndatastores: [{type: ftp}]\n",
+        Vec::new(),
+    )
+    .unwrap_err()
+    .problems()
+    .join("\n");
     assert!(text.contains("ftp"), "{text}");
 }
 
@@ -143,20 +189,40 @@ media: {max_pending_per_user: 0, max_upload_size: 0}
 fn check_config_command_reports_problems() {
     let bin = env!("CARGO_BIN_EXE_mxmedia");
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.sample.yaml");
-    let out = Command::new(bin).args(["check-config", "--config"]).arg(&sample).env_remove("MXMEDIA__LISTEN").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin)
+        .args(["check-config", "--config"])
+        .arg(&sample)
+        .env_remove("MXMEDIA__LISTEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "server_name: example.org\nhomeserver: {url: 'http://h'}\nmedia: {max_upload_siz: 1, max_ranges: 0}\n").unwrap();
-    let out = Command::new(bin).args(["check-config", "--config"]).arg(&bad).output().unwrap();
+    let out = Command::new(bin)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("media.max_upload_siz: unknown field"), "{stderr}");
+    assert!(
+        stderr.contains("media.max_upload_siz: unknown field"),
+        "{stderr}"
+    );
     assert!(stderr.contains("media.max_ranges"), "{stderr}");
 
-    let out = Command::new(bin).args(["check-config", "--config"]).arg(dir.path().join("missing.yaml")).output().unwrap();
+    let out = Command::new(bin)
+        .args(["check-config", "--config"])
+        .arg(dir.path().join("missing.yaml"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -164,7 +230,11 @@ fn check_config_command_reports_problems() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let hs = common::FakeHomeserver::start().await;
     let config = dir.path().join("config.yaml");
     std::fs::write(
@@ -190,20 +260,52 @@ async fn serve_stops_gracefully_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(up, "server did not come up");
-    let resp = http.post(format!("{base}/_matrix/media/v3/upload")).bearer_auth(common::ALICE).body("kept").send().await.unwrap();
+    let resp = http
+        .post(format!("{base}/_matrix/media/v3/upload"))
+        .bearer_auth(common::ALICE)
+        .body("kept")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
 
     let pid = child.id().unwrap().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits after SIGTERM").unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
     assert!(status.success(), "{status}");
     let mut stderr = String::new();
-    tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).await.unwrap();
-    assert!(stderr.contains("\"message\":\"mxmedia stopped\""), "JSON logs with a clean stop: {stderr}");
-    assert!(!stderr.contains(common::ALICE), "tokens never reach the logs");
+    tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert!(
+        stderr.contains("\"message\":\"mxmedia stopped\""),
+        "JSON logs with a clean stop: {stderr}"
+    );
+    assert!(
+        !stderr.contains(common::ALICE),
+        "tokens never reach the logs"
+    );
 
     // The metadata was flushed: a new server on the same data sees the upload.
     let cfg = Config::load(&config).unwrap();
     let state = mxmedia::app::build_state(&cfg).unwrap();
-    assert_eq!(state.media.repo().blocking(|r| r.counts()).await.unwrap().media, 1);
+    assert_eq!(
+        state
+            .media
+            .repo()
+            .blocking(|r| r.counts())
+            .await
+            .unwrap()
+            .media,
+        1
+    );
 }

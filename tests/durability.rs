@@ -1,5 +1,7 @@
 //! Durability rules: acknowledged data survives a restart, and failed or
 //! abandoned uploads leave neither a record nor a blob.
+// Tests use clippy's default lints; the pedantic set and the unwrap ban are for shipped code.
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -22,22 +24,50 @@ async fn settle(t: &TestServer, files: usize) {
 async fn data_survives_a_restart() {
     let mut t = TestServer::start().await;
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
-    let (s, small) = t.upload_ok(ALICE, b"small", Some("text/plain"), Some("s.txt")).await;
+    let (s, small) = t
+        .upload_ok(ALICE, b"small", Some("text/plain"), Some("s.txt"))
+        .await;
     let (_, large) = t.upload_ok(ALICE, &big, Some("video/mp4"), None).await;
-    let resp = t.http.post(t.url("/_matrix/media/v1/create")).bearer_auth(ALICE).send().await.unwrap();
+    let resp = t
+        .http
+        .post(t.url("/_matrix/media/v1/create"))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
     let body: serde_json::Value = resp.json().await.unwrap();
     let (_, pending) = split_mxc(body["content_uri"].as_str().unwrap());
     let before = t.counts().await;
 
     t.restart().await;
     assert_eq!(t.counts().await, before);
-    let resp = t.get(&format!("/_matrix/client/v1/media/download/{s}/{small}"), Some(ALICE)).await;
-    assert_eq!(resp.headers()["content-disposition"], "inline; filename=\"s.txt\"");
+    let resp = t
+        .get(
+            &format!("/_matrix/client/v1/media/download/{s}/{small}"),
+            Some(ALICE),
+        )
+        .await;
+    assert_eq!(
+        resp.headers()["content-disposition"],
+        "inline; filename=\"s.txt\""
+    );
     assert_eq!(resp.bytes().await.unwrap().as_ref(), b"small");
-    let resp = t.get(&format!("/_matrix/client/v1/media/download/{s}/{large}"), Some(ALICE)).await;
+    let resp = t
+        .get(
+            &format!("/_matrix/client/v1/media/download/{s}/{large}"),
+            Some(ALICE),
+        )
+        .await;
     assert_eq!(resp.bytes().await.unwrap().as_ref(), big.as_slice());
     // The reservation is still usable by its owner after the restart.
-    let resp = t.http.put(t.url(&format!("/_matrix/media/v3/upload/{s}/{pending}"))).bearer_auth(ALICE).body("later").send().await.unwrap();
+    let resp = t
+        .http
+        .put(t.url(&format!("/_matrix/media/v3/upload/{s}/{pending}")))
+        .bearer_auth(ALICE)
+        .body("later")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
 }
 
@@ -63,14 +93,21 @@ async fn client_disconnect_mid_upload_leaves_nothing() {
                 }
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
-            assert!(!t.blob_files().is_empty(), "the upload should have reached the disk");
+            assert!(
+                !t.blob_files().is_empty(),
+                "the upload should have reached the disk"
+            );
         } else {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         drop(stream);
     }
     settle(&t, 0).await;
-    assert!(t.blob_files().is_empty(), "left behind: {:?}", t.blob_files());
+    assert!(
+        t.blob_files().is_empty(),
+        "left behind: {:?}",
+        t.blob_files()
+    );
     assert_eq!(t.counts().await, mxmedia::repo::Counts::default());
     // The server is unharmed.
     t.upload_ok(ALICE, b"after", None, None).await;
@@ -79,12 +116,19 @@ async fn client_disconnect_mid_upload_leaves_nothing() {
 /// Rule 1: an upload whose client stalls is dropped after the idle timeout, leaving nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_upload_is_dropped() {
-    let t = TestServer::start_with(|c| c.media.upload_idle_timeout = Duration::from_millis(300)).await;
+    let t =
+        TestServer::start_with(|c| c.media.upload_idle_timeout = Duration::from_millis(300)).await;
     let mut stream = tokio::net::TcpStream::connect(t.addr()).await.unwrap();
-    let head = format!("POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\nContent-Length: 100\r\n\r\nabc");
+    let head = format!(
+        "POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\nContent-Length: 100\r\n\r\nabc"
+    );
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut response = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response)).await;
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response),
+    )
+    .await;
     assert!(read.is_ok(), "the server must answer a stalled upload");
     let text = String::from_utf8_lossy(&response);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
@@ -97,7 +141,9 @@ async fn stalled_upload_is_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_removes_orphans_only() {
     let t = TestServer::start_with(|c| c.media.orphan_grace = Duration::ZERO).await;
-    let (s, id) = t.upload_ok(ALICE, b"keep me", Some("text/plain"), None).await;
+    let (s, id) = t
+        .upload_ok(ALICE, b"keep me", Some("text/plain"), None)
+        .await;
     let media = t.dir.path().join("media");
     let orphan = media.join("ab/cd/abcd0123456789abcdef0123456789ab");
     std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
@@ -108,15 +154,35 @@ async fn sweep_removes_orphans_only() {
     let report = t.server().state().media.sweep().await.unwrap();
     assert_eq!(report.orphan_blobs, 1);
     assert!(!orphan.exists());
-    assert!(foreign.exists(), "objects that are not blob-shaped are never touched");
-    let resp = t.get(&format!("/_matrix/client/v1/media/download/{s}/{id}"), Some(ALICE)).await;
+    assert!(
+        foreign.exists(),
+        "objects that are not blob-shaped are never touched"
+    );
+    let resp = t
+        .get(
+            &format!("/_matrix/client/v1/media/download/{s}/{id}"),
+            Some(ALICE),
+        )
+        .await;
     assert_eq!(resp.bytes().await.unwrap().as_ref(), b"keep me");
 
     // With the default grace, a fresh orphan is left for a later sweep.
     let t2 = TestServer::start().await;
-    let young = t2.dir.path().join("media/ab/cd/abcd0123456789abcdef0123456789ab");
+    let young = t2
+        .dir
+        .path()
+        .join("media/ab/cd/abcd0123456789abcdef0123456789ab");
     std::fs::create_dir_all(young.parent().unwrap()).unwrap();
     std::fs::write(&young, b"maybe in flight elsewhere").unwrap();
-    assert_eq!(t2.server().state().media.sweep().await.unwrap().orphan_blobs, 0);
+    assert_eq!(
+        t2.server()
+            .state()
+            .media
+            .sweep()
+            .await
+            .unwrap()
+            .orphan_blobs,
+        0
+    );
     assert!(young.exists());
 }

@@ -1,6 +1,8 @@
 //! Error contract: every failure is a Matrix error with the spec's status,
 //! unknown routes and wrong methods speak M_UNRECOGNIZED, OPTIONS runs no
 //! logic, and every route in the spec's OpenAPI files is routed.
+// Tests use clippy's default lints; the pedantic set and the unwrap ban are for shipped code.
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -31,13 +33,28 @@ async fn wrong_methods_are_unrecognized() {
         (reqwest::Method::GET, "/_matrix/media/v3/upload"),
         (reqwest::Method::PUT, "/_matrix/media/v3/upload"),
         (reqwest::Method::GET, "/_matrix/media/v1/create"),
-        (reqwest::Method::POST, "/_matrix/media/v3/upload/test.local/abc"),
-        (reqwest::Method::DELETE, "/_matrix/client/v1/media/download/test.local/abc"),
-        (reqwest::Method::POST, "/_matrix/media/v3/download/test.local/abc"),
+        (
+            reqwest::Method::POST,
+            "/_matrix/media/v3/upload/test.local/abc",
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/_matrix/client/v1/media/download/test.local/abc",
+        ),
+        (
+            reqwest::Method::POST,
+            "/_matrix/media/v3/download/test.local/abc",
+        ),
         (reqwest::Method::POST, "/_matrix/client/v1/media/config"),
     ];
     for (method, path) in cases {
-        let resp = t.http.request(method, t.url(path)).bearer_auth(ALICE).send().await.unwrap();
+        let resp = t
+            .http
+            .request(method, t.url(path))
+            .bearer_auth(ALICE)
+            .send()
+            .await
+            .unwrap();
         assert_matrix_error(resp, 405, "M_UNRECOGNIZED").await;
     }
 }
@@ -46,12 +63,32 @@ async fn wrong_methods_are_unrecognized() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn options_answers_cors_without_logic() {
     let t = TestServer::start().await;
-    for path in ["/_matrix/media/v3/upload", "/_matrix/client/v1/media/download/test.local/abc", "/_matrix/media/v1/create", "/anything"] {
-        let resp = t.http.request(reqwest::Method::OPTIONS, t.url(path)).send().await.unwrap();
+    for path in [
+        "/_matrix/media/v3/upload",
+        "/_matrix/client/v1/media/download/test.local/abc",
+        "/_matrix/media/v1/create",
+        "/anything",
+    ] {
+        let resp = t
+            .http
+            .request(reqwest::Method::OPTIONS, t.url(path))
+            .send()
+            .await
+            .unwrap();
         assert!(resp.status().is_success(), "{path}");
         assert_eq!(resp.headers()["access-control-allow-origin"], "*");
-        assert!(resp.headers()["access-control-allow-headers"].to_str().unwrap().contains("Authorization"));
-        assert!(resp.headers()["access-control-allow-methods"].to_str().unwrap().contains("OPTIONS"));
+        assert!(
+            resp.headers()["access-control-allow-headers"]
+                .to_str()
+                .unwrap()
+                .contains("Authorization")
+        );
+        assert!(
+            resp.headers()["access-control-allow-methods"]
+                .to_str()
+                .unwrap()
+                .contains("OPTIONS")
+        );
     }
     assert_eq!(t.hs.calls(), 0, "OPTIONS must not check tokens");
     // CORS on errors too.
@@ -78,7 +115,13 @@ async fn streamed_oversized_upload_is_cut_off() {
     let resp = t.upload(ALICE, body, None, None).await;
     assert_matrix_error(resp, 413, "M_TOO_LARGE").await;
     let (s, id, _) = {
-        let resp = t.http.post(t.url("/_matrix/media/v1/create")).bearer_auth(ALICE).send().await.unwrap();
+        let resp = t
+            .http
+            .post(t.url("/_matrix/media/v1/create"))
+            .bearer_auth(ALICE)
+            .send()
+            .await
+            .unwrap();
         let body: Value = resp.json().await.unwrap();
         let (s, id) = split_mxc(body["content_uri"].as_str().unwrap());
         (s, id, ())
@@ -108,7 +151,12 @@ async fn streamed_oversized_upload_is_cut_off() {
 async fn bad_query_parameters_are_invalid_param() {
     let t = TestServer::start().await;
     for query in ["timeout_ms=soon", "allow_remote=maybe", "allow_redirect=2"] {
-        let resp = t.get(&format!("/_matrix/media/v3/download/test.local/abc?{query}"), None).await;
+        let resp = t
+            .get(
+                &format!("/_matrix/media/v3/download/test.local/abc?{query}"),
+                None,
+            )
+            .await;
         assert_matrix_error(resp, 400, "M_INVALID_PARAM").await;
     }
 }
@@ -127,7 +175,10 @@ async fn health_endpoints_answer() {
 /// answer M_UNRECOGNIZED (so peers fall back), and this list must shrink.
 const NOT_YET_SERVED: &[(&str, &str)] = &[
     // Thumbnails: issue #4.
-    ("GET", "/_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}"),
+    (
+        "GET",
+        "/_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}",
+    ),
     ("GET", "/_matrix/media/v3/thumbnail/{serverName}/{mediaId}"),
     // Federation media: issue #6.
     ("GET", "/_matrix/federation/v1/media/download/{mediaId}"),
@@ -149,9 +200,12 @@ async fn every_spec_route_is_routed() {
     ];
     let mut checked = 0;
     for file in files {
-        let text = std::fs::read_to_string(spec.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let text =
+            std::fs::read_to_string(spec.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         let doc: Value = serde_norway::from_str(&text).unwrap();
-        let base = doc["servers"][0]["variables"]["basePath"]["default"].as_str().unwrap();
+        let base = doc["servers"][0]["variables"]["basePath"]["default"]
+            .as_str()
+            .unwrap();
         for (path, ops) in doc["paths"].as_object().unwrap() {
             for method in ops.as_object().unwrap().keys() {
                 let method = method.to_uppercase();
@@ -171,9 +225,15 @@ async fn every_spec_route_is_routed() {
                 let body: Value = resp.json().await.unwrap_or(Value::Null);
                 let unrecognized = body["errcode"] == "M_UNRECOGNIZED";
                 if NOT_YET_SERVED.contains(&(method.as_str(), template.as_str())) {
-                    assert!(unrecognized && status == 404, "{method} {template} is served now: update NOT_YET_SERVED");
+                    assert!(
+                        unrecognized && status == 404,
+                        "{method} {template} is served now: update NOT_YET_SERVED"
+                    );
                 } else {
-                    assert!(!unrecognized, "{method} {template} is not routed ({status} {body})");
+                    assert!(
+                        !unrecognized,
+                        "{method} {template} is not routed ({status} {body})"
+                    );
                 }
                 checked += 1;
             }

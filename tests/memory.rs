@@ -1,5 +1,7 @@
 //! Rule 2: memory does not grow with file size. Its own test binary, so the
 //! process's peak RSS belongs to this test alone.
+// Tests use clippy's default lints; the pedantic set and the unwrap ban are for shipped code.
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -27,7 +29,8 @@ fn peak_rss() -> u64 {
 /// grows by far less than the file sizes, and the over-limit body is not read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_stream_with_flat_memory() {
-    let t = TestServer::start_with(|c| c.media.max_upload_size = bytesize::ByteSize::mib(300)).await;
+    let t =
+        TestServer::start_with(|c| c.media.max_upload_size = bytesize::ByteSize::mib(300)).await;
     t.upload_ok(ALICE, b"warm-up", None, None).await;
     let baseline = peak_rss();
 
@@ -35,13 +38,30 @@ async fn large_bodies_stream_with_flat_memory() {
     let chunk = Bytes::from(vec![0x5Au8; 256 * 1024]);
     let total = 256 * MIB;
     let chunks = total / chunk.len() as u64;
-    let body = futures::stream::iter((0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
-    let resp = t.upload(ALICE, reqwest::Body::wrap_stream(body), Some("video/mp4"), None).await;
+    let body =
+        futures::stream::iter((0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let resp = t
+        .upload(
+            ALICE,
+            reqwest::Body::wrap_stream(body),
+            Some("video/mp4"),
+            None,
+        )
+        .await;
     assert_eq!(resp.status(), 200);
-    let (s, id) = split_mxc(resp.json::<serde_json::Value>().await.unwrap()["content_uri"].as_str().unwrap());
+    let (s, id) = split_mxc(
+        resp.json::<serde_json::Value>().await.unwrap()["content_uri"]
+            .as_str()
+            .unwrap(),
+    );
 
     // 256 MiB out, counted without keeping it.
-    let resp = t.get(&format!("/_matrix/client/v1/media/download/{s}/{id}"), Some(ALICE)).await;
+    let resp = t
+        .get(
+            &format!("/_matrix/client/v1/media/download/{s}/{id}"),
+            Some(ALICE),
+        )
+        .await;
     assert_eq!(resp.headers()["content-length"], total.to_string().as_str());
     let mut received = 0u64;
     let mut stream = resp.bytes_stream();
@@ -52,7 +72,10 @@ async fn large_bodies_stream_with_flat_memory() {
     }
     assert_eq!(received, total);
     let grown = peak_rss().saturating_sub(baseline);
-    println!("peak RSS growth for 256 MiB up and down: {} MiB", grown / MIB);
+    println!(
+        "peak RSS growth for 256 MiB up and down: {} MiB",
+        grown / MIB
+    );
     assert!(grown < 64 * MIB, "peak RSS grew by {} MiB", grown / MIB);
 
     // Over the limit without a Content-Length: cut off while it arrives.
@@ -62,7 +85,9 @@ async fn large_bodies_stream_with_flat_memory() {
     let written = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&written);
     let sender = tokio::spawn(async move {
-        let head = format!("POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let head = format!(
+            "POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
         writer.write_all(head.as_bytes()).await?;
         let data = vec![1u8; 64 * 1024];
         let frame_head = format!("{:x}\r\n", data.len());
@@ -93,7 +118,11 @@ async fn large_bodies_stream_with_flat_memory() {
     assert!(text.contains("M_TOO_LARGE"), "{text}");
     let sent = written.load(Ordering::Relaxed);
     println!("client got 413 after sending {} MiB of 512", sent / MIB);
-    assert!(sent < 128 * MIB, "the server kept reading: {} MiB", sent / MIB);
+    assert!(
+        sent < 128 * MIB,
+        "the server kept reading: {} MiB",
+        sent / MIB
+    );
     assert_eq!(t.counts().await.media, 0);
     let grown = peak_rss().saturating_sub(baseline);
     assert!(grown < 96 * MIB, "peak RSS grew by {} MiB", grown / MIB);

@@ -132,7 +132,11 @@ impl Authenticator {
             })
             .build();
         Ok(Self {
-            inner: Arc::new(Inner { http, whoami, cache }),
+            inner: Arc::new(Inner {
+                http,
+                whoami,
+                cache,
+            }),
         })
     }
 
@@ -191,7 +195,9 @@ impl Inner {
         }
         let matrix: Option<MatrixError> = serde_json::from_slice(&body).ok();
         match (status.as_u16(), matrix) {
-            (401, Some(e)) if matches!(e.errcode.as_str(), "M_UNKNOWN_TOKEN" | "M_MISSING_TOKEN") => {
+            (401, Some(e))
+                if matches!(e.errcode.as_str(), "M_UNKNOWN_TOKEN" | "M_MISSING_TOKEN") =>
+            {
                 Ok(Verdict::Unknown)
             }
             (code @ (400 | 401 | 403 | 429), Some(e)) if valid_errcode(&e.errcode) => {
@@ -202,7 +208,9 @@ impl Inner {
                     soft_logout: e.soft_logout,
                 })
             }
-            (code, _) => Err(AuthError::BadGateway(format!("whoami answered HTTP {code}"))),
+            (code, _) => Err(AuthError::BadGateway(format!(
+                "whoami answered HTTP {code}"
+            ))),
         }
     }
 }

@@ -152,11 +152,13 @@ fn set_path(tree: &mut Value, segments: &[String], value: Value) -> Result<(), S
                 .entry(seg.clone())
                 .or_insert_with(|| Value::Object(Map::new())),
             Value::Array(items) => {
-                let index: usize = seg.parse().map_err(|_| format!("{seg:?} is not a list index"))?;
+                let index: usize = seg
+                    .parse()
+                    .map_err(|_| format!("{seg:?} is not a list index"))?;
                 let len = items.len();
-                items
-                    .get_mut(index)
-                    .ok_or_else(|| format!("list index {index} out of range (the list has {len})"))?
+                items.get_mut(index).ok_or_else(|| {
+                    format!("list index {index} out of range (the list has {len})")
+                })?
             }
             _ => return Err(format!("{seg:?} is inside a value that is not a section")),
         };
@@ -167,7 +169,9 @@ fn set_path(tree: &mut Value, segments: &[String], value: Value) -> Result<(), S
             Ok(())
         }
         Value::Array(items) => {
-            let index: usize = last.parse().map_err(|_| format!("{last:?} is not a list index"))?;
+            let index: usize = last
+                .parse()
+                .map_err(|_| format!("{last:?} is not a list index"))?;
             let slot = items
                 .get_mut(index)
                 .ok_or_else(|| format!("list index {index} out of range"))?;

@@ -221,8 +221,16 @@ impl Config {
         if !matches!(self.homeserver.url.scheme(), "http" | "https") {
             problems.push("homeserver.url: must be an http:// or https:// URL".to_owned());
         }
-        if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
-            problems.push(format!("log.level: {:?} is not a valid filter", self.log.level));
+        if self
+            .log
+            .level
+            .parse::<tracing_subscriber::EnvFilter>()
+            .is_err()
+        {
+            problems.push(format!(
+                "log.level: {:?} is not a valid filter",
+                self.log.level
+            ));
         }
         storage::check_datastores(&self.datastores, &mut problems);
         problems

@@ -76,7 +76,11 @@ pub(super) fn check_datastores(stores: &[DatastoreConfig], problems: &mut Vec<St
     let mut ids = HashSet::new();
     for (i, store) in stores.iter().enumerate() {
         let id = store.id();
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
             problems.push(format!(
                 "datastores[{i}].id: {id:?} must be non-empty and use only A-Z, a-z, 0-9, '_' and '-'"
             ));
@@ -96,7 +100,9 @@ pub(super) fn check_datastores(stores: &[DatastoreConfig], problems: &mut Vec<St
                     ));
                 }
                 if local.write_chunk_size.as_u64() < 4096 {
-                    problems.push(format!("datastores[{i}].write_chunk_size: must be at least 4KiB"));
+                    problems.push(format!(
+                        "datastores[{i}].write_chunk_size: must be at least 4KiB"
+                    ));
                 }
             }
         }
@@ -105,6 +111,8 @@ pub(super) fn check_datastores(stores: &[DatastoreConfig], problems: &mut Vec<St
         .iter()
         .any(|s| s.kinds().contains(&DatastoreKind::LocalMedia))
     {
-        problems.push("datastores: no datastore takes local_media, so uploads could not be stored".to_owned());
+        problems.push(
+            "datastores: no datastore takes local_media, so uploads could not be stored".to_owned(),
+        );
     }
 }

@@ -45,14 +45,20 @@ impl ApiError {
             Self::Media(M::TooLarge { .. }) => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
             Self::Media(M::NotYetUploaded) => (StatusCode::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED"),
             Self::Media(M::CannotOverwrite) => (StatusCode::CONFLICT, "M_CANNOT_OVERWRITE_MEDIA"),
-            Self::Media(M::RateLimited { .. }) => (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
+            Self::Media(M::RateLimited { .. }) => {
+                (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED")
+            }
             Self::Media(M::Forbidden(_)) => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
             Self::Media(M::UploadStalled(_)) => (StatusCode::REQUEST_TIMEOUT, "M_UNKNOWN"),
             Self::Media(M::Body(_)) => (StatusCode::BAD_REQUEST, "M_UNKNOWN"),
-            Self::Media(M::Storage(_) | M::Repo(_)) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
+            Self::Media(M::Storage(_) | M::Repo(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN")
+            }
             Self::Auth(AuthError::MissingToken) => (StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN"),
             Self::Auth(AuthError::UnknownToken) => (StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
-            Self::Auth(AuthError::Rejected { status, errcode, .. }) => (
+            Self::Auth(AuthError::Rejected {
+                status, errcode, ..
+            }) => (
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN),
                 errcode.as_str(),
             ),
@@ -65,7 +71,9 @@ impl ApiError {
             Self::BadJson(_) => (StatusCode::BAD_REQUEST, "M_BAD_JSON"),
             Self::Unrecognized => (StatusCode::NOT_FOUND, "M_UNRECOGNIZED"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED"),
-            Self::RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "M_INVALID_PARAM"),
+            Self::RangeNotSatisfiable { .. } => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "M_INVALID_PARAM")
+            }
         }
     }
 

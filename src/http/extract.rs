@@ -57,7 +57,10 @@ fn credentials(parts: &Parts, accept_query_token: bool) -> Result<Credentials, A
 impl FromRequestParts<AppState> for Requester {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let credentials = credentials(parts, state.config.homeserver.accept_query_token)?;
         Ok(state.auth.authenticate(credentials).await?)
     }
@@ -70,7 +73,10 @@ pub struct FullUser(pub Requester);
 impl FromRequestParts<AppState> for FullUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let requester = Requester::from_request_parts(parts, state).await?;
         if requester.is_guest {
             return Err(ApiError::GuestForbidden);

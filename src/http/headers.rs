@@ -68,13 +68,27 @@ pub fn is_inline(content_type: &str) -> bool {
 /// RFC 5987 `filename*` and an ASCII stand-in, so the header is always one
 /// well-formed value.
 pub fn content_disposition(content_type: &str, filename: Option<&str>) -> HeaderValue {
-    let kind = if is_inline(content_type) { "inline" } else { "attachment" };
+    let kind = if is_inline(content_type) {
+        "inline"
+    } else {
+        "attachment"
+    };
     let Some(name) = filename else {
-        return HeaderValue::from_static(if kind == "inline" { "inline" } else { "attachment" });
+        return HeaderValue::from_static(if kind == "inline" {
+            "inline"
+        } else {
+            "attachment"
+        });
     };
     let ascii: String = name
         .chars()
-        .map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let quoted = ascii.replace('\\', "\\\\").replace('"', "\\\"");
     let value = if ascii == name {
@@ -89,18 +103,28 @@ pub fn content_disposition(content_type: &str, filename: Option<&str>) -> Header
 /// The Content-Type to send: the stored one, or octet-stream if it cannot be
 /// a header value (it was validated at upload, so that is belt and braces).
 pub fn content_type(stored: &str) -> HeaderValue {
-    HeaderValue::from_str(stored).unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
+    HeaderValue::from_str(stored)
+        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
 }
 
 /// Headers every served media response carries, errors aside.
 pub fn insert_media_security(headers: &mut HeaderMap) {
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(MEDIA_CSP));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(MEDIA_CSP),
+    );
     headers.insert(
         HeaderName::from_static("cross-origin-resource-policy"),
         HeaderValue::from_static("cross-origin"),
     );
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(MEDIA_CACHE_CONTROL));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(MEDIA_CACHE_CONTROL),
+    );
 }
 
 #[cfg(test)]
@@ -111,10 +135,21 @@ mod tests {
     /// Spec §4.4 examples: inline only for the safe list.
     #[test]
     fn inline_follows_the_allowlist() {
-        for t in ["image/png", "video/mp4", "text/plain; charset=utf-8", "IMAGE/JPEG"] {
+        for t in [
+            "image/png",
+            "video/mp4",
+            "text/plain; charset=utf-8",
+            "IMAGE/JPEG",
+        ] {
             assert!(is_inline(t), "{t}");
         }
-        for t in ["text/html", "image/svg+xml", "application/pdf", "application/javascript", ""] {
+        for t in [
+            "text/html",
+            "image/svg+xml",
+            "application/pdf",
+            "application/javascript",
+            "",
+        ] {
             assert!(!is_inline(t), "{t}");
         }
     }

@@ -43,25 +43,73 @@ pub fn router(state: AppState) -> Router {
         .route("/_matrix/media/v1/create", post(upload::create_media_id))
         .route("/_matrix/media/v3/create", post(upload::create_media_id))
         .route("/_matrix/media/r0/create", post(upload::create_media_id))
-        .route("/_matrix/media/v3/upload/{server_name}/{media_id}", put(upload::upload_to_reserved))
-        .route("/_matrix/media/v1/upload/{server_name}/{media_id}", put(upload::upload_to_reserved))
-        .route("/_matrix/media/r0/upload/{server_name}/{media_id}", put(upload::upload_to_reserved))
+        .route(
+            "/_matrix/media/v3/upload/{server_name}/{media_id}",
+            put(upload::upload_to_reserved),
+        )
+        .route(
+            "/_matrix/media/v1/upload/{server_name}/{media_id}",
+            put(upload::upload_to_reserved),
+        )
+        .route(
+            "/_matrix/media/r0/upload/{server_name}/{media_id}",
+            put(upload::upload_to_reserved),
+        )
         // Authenticated download (spec v1.11); HEAD is routed with GET.
-        .route("/_matrix/client/v1/media/download/{server_name}/{media_id}", get(download::download_media))
-        .route("/_matrix/client/v1/media/download/{server_name}/{media_id}/", get(download::download_media))
-        .route("/_matrix/client/v1/media/download/{server_name}/{media_id}/{file_name}", get(download::download_media))
+        .route(
+            "/_matrix/client/v1/media/download/{server_name}/{media_id}",
+            get(download::download_media),
+        )
+        .route(
+            "/_matrix/client/v1/media/download/{server_name}/{media_id}/",
+            get(download::download_media),
+        )
+        .route(
+            "/_matrix/client/v1/media/download/{server_name}/{media_id}/{file_name}",
+            get(download::download_media),
+        )
         // Legacy unauthenticated download (deprecated v1.11; frozen media is 404 here).
-        .route("/_matrix/media/v3/download/{server_name}/{media_id}", get(download::download_legacy))
-        .route("/_matrix/media/v3/download/{server_name}/{media_id}/", get(download::download_legacy))
-        .route("/_matrix/media/v3/download/{server_name}/{media_id}/{file_name}", get(download::download_legacy))
-        .route("/_matrix/media/v1/download/{server_name}/{media_id}", get(download::download_legacy))
-        .route("/_matrix/media/v1/download/{server_name}/{media_id}/", get(download::download_legacy))
-        .route("/_matrix/media/v1/download/{server_name}/{media_id}/{file_name}", get(download::download_legacy))
-        .route("/_matrix/media/r0/download/{server_name}/{media_id}", get(download::download_legacy))
-        .route("/_matrix/media/r0/download/{server_name}/{media_id}/", get(download::download_legacy))
-        .route("/_matrix/media/r0/download/{server_name}/{media_id}/{file_name}", get(download::download_legacy))
+        .route(
+            "/_matrix/media/v3/download/{server_name}/{media_id}",
+            get(download::download_legacy),
+        )
+        .route(
+            "/_matrix/media/v3/download/{server_name}/{media_id}/",
+            get(download::download_legacy),
+        )
+        .route(
+            "/_matrix/media/v3/download/{server_name}/{media_id}/{file_name}",
+            get(download::download_legacy),
+        )
+        .route(
+            "/_matrix/media/v1/download/{server_name}/{media_id}",
+            get(download::download_legacy),
+        )
+        .route(
+            "/_matrix/media/v1/download/{server_name}/{media_id}/",
+            get(download::download_legacy),
+        )
+        .route(
+            "/_matrix/media/v1/download/{server_name}/{media_id}/{file_name}",
+            get(download::download_legacy),
+        )
+        .route(
+            "/_matrix/media/r0/download/{server_name}/{media_id}",
+            get(download::download_legacy),
+        )
+        .route(
+            "/_matrix/media/r0/download/{server_name}/{media_id}/",
+            get(download::download_legacy),
+        )
+        .route(
+            "/_matrix/media/r0/download/{server_name}/{media_id}/{file_name}",
+            get(download::download_legacy),
+        )
         // Config.
-        .route("/_matrix/client/v1/media/config", get(config::get_media_config))
+        .route(
+            "/_matrix/client/v1/media/config",
+            get(config::get_media_config),
+        )
         .route("/_matrix/media/v3/config", get(config::get_media_config))
         .route("/_matrix/media/v1/config", get(config::get_media_config))
         .route("/_matrix/media/r0/config", get(config::get_media_config))
@@ -93,7 +141,10 @@ async fn cors(request: Request, next: Next) -> Response {
         next.run(request).await
     };
     let headers = response.headers_mut();
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS"),
@@ -104,7 +155,9 @@ async fn cors(request: Request, next: Next) -> Response {
     );
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Content-Disposition, Content-Range, Accept-Ranges, Content-Length, ETag"),
+        HeaderValue::from_static(
+            "Content-Disposition, Content-Range, Accept-Ranges, Content-Length, ETag",
+        ),
     );
     response
 }

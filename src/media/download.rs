@@ -114,7 +114,11 @@ impl MediaService {
     }
 
     /// Streams the bytes of `download`, or only `range` of them.
-    pub async fn read(&self, download: &Download, range: Option<Range<u64>>) -> Result<ByteStream, MediaError> {
+    pub async fn read(
+        &self,
+        download: &Download,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, MediaError> {
         let store = self.inner.stores.get(&download.blob.datastore)?;
         Ok(store.open(&download.blob.key, range).await?)
     }

@@ -25,7 +25,11 @@ impl MediaService {
         let mut report = SweepReport::default();
         loop {
             let now = UnixMillis::now();
-            let expired = self.inner.repo.blocking(move |r| r.expired_pending(now, BATCH)).await?;
+            let expired = self
+                .inner
+                .repo
+                .blocking(move |r| r.expired_pending(now, BATCH))
+                .await?;
             if expired.is_empty() {
                 break;
             }

@@ -66,7 +66,12 @@ struct Inner {
 }
 
 impl MediaService {
-    pub fn new(server_name: OwnedServerName, repo: Repo, stores: Datastores, config: MediaConfig) -> Self {
+    pub fn new(
+        server_name: OwnedServerName,
+        repo: Repo,
+        stores: Datastores,
+        config: MediaConfig,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 server_name,

@@ -14,11 +14,8 @@ fn is_unwanted(c: char) -> bool {
 /// The cleaned name, or `None` when nothing usable is left.
 pub fn clean_filename(raw: &str) -> Option<String> {
     let base = raw.rsplit(['/', '\\']).next().unwrap_or(raw);
-    let mut name: String = base.chars().filter(|&c| !is_unwanted(c)).collect();
-    let trimmed = name.trim();
-    if trimmed.len() != name.len() {
-        name = trimmed.to_owned();
-    }
+    let kept: String = base.chars().filter(|&c| !is_unwanted(c)).collect();
+    let mut name = kept.trim().to_owned();
     if name.len() > MAX_NAME_BYTES {
         let mut cut = MAX_NAME_BYTES;
         while !name.is_char_boundary(cut) {
@@ -60,10 +57,22 @@ mod tests {
     /// synapse#2887: a path in the upload name is never kept.
     #[test]
     fn path_parts_and_injection_are_stripped() {
-        assert_eq!(clean_filename("../../etc/passwd").as_deref(), Some("passwd"));
-        assert_eq!(clean_filename("C:\\Users\\me\\cat.png").as_deref(), Some("cat.png"));
-        assert_eq!(clean_filename("a\r\nSet-Cookie: x").as_deref(), Some("aSet-Cookie: x"));
-        assert_eq!(clean_filename("evil\u{202E}gnp.exe").as_deref(), Some("evilgnp.exe"));
+        assert_eq!(
+            clean_filename("../../etc/passwd").as_deref(),
+            Some("passwd")
+        );
+        assert_eq!(
+            clean_filename("C:\\Users\\me\\cat.png").as_deref(),
+            Some("cat.png")
+        );
+        assert_eq!(
+            clean_filename("a\r\nSet-Cookie: x").as_deref(),
+            Some("aSet-Cookie: x")
+        );
+        assert_eq!(
+            clean_filename("evil\u{202E}gnp.exe").as_deref(),
+            Some("evilgnp.exe")
+        );
         assert_eq!(clean_filename("dir/"), None);
         assert_eq!(clean_filename(" .. "), None);
     }

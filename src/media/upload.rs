@@ -57,38 +57,41 @@ impl Meter {
     fn wrap(body: ByteStream, limit: u64, idle: Duration) -> (ByteStream, Self) {
         let state = Arc::new(Mutex::new(MeterState::default()));
         let shared = Arc::clone(&state);
-        let metered = stream::unfold((body, shared, false), move |(mut body, state, done)| async move {
-            if done {
-                return None;
-            }
-            let fail = |stop: Stop, state: &Arc<Mutex<MeterState>>| {
-                lock(state).stop = Some(stop);
-                std::io::Error::other(match stop {
-                    Stop::TooLarge => "upload too large",
-                    Stop::Stalled => "upload stalled",
-                })
-            };
-            match tokio::time::timeout(idle, body.next()).await {
-                Err(_) => {
-                    let err = fail(Stop::Stalled, &state);
-                    Some((Err(err), (body, state, true)))
+        let metered = stream::unfold(
+            (body, shared, false),
+            move |(mut body, state, done)| async move {
+                if done {
+                    return None;
                 }
-                Ok(None) => None,
-                Ok(Some(Err(e))) => Some((Err(e), (body, state, true))),
-                Ok(Some(Ok(chunk))) => {
-                    let mut guard = lock(&state);
-                    guard.bytes += chunk.len() as u64;
-                    if guard.bytes > limit {
-                        drop(guard);
-                        let err = fail(Stop::TooLarge, &state);
-                        return Some((Err(err), (body, state, true)));
+                let fail = |stop: Stop, state: &Arc<Mutex<MeterState>>| {
+                    lock(state).stop = Some(stop);
+                    std::io::Error::other(match stop {
+                        Stop::TooLarge => "upload too large",
+                        Stop::Stalled => "upload stalled",
+                    })
+                };
+                match tokio::time::timeout(idle, body.next()).await {
+                    Err(_) => {
+                        let err = fail(Stop::Stalled, &state);
+                        Some((Err(err), (body, state, true)))
                     }
-                    guard.hasher.update(&chunk);
-                    drop(guard);
-                    Some((Ok(chunk), (body, state, false)))
+                    Ok(None) => None,
+                    Ok(Some(Err(e))) => Some((Err(e), (body, state, true))),
+                    Ok(Some(Ok(chunk))) => {
+                        let mut guard = lock(&state);
+                        guard.bytes += chunk.len() as u64;
+                        if guard.bytes > limit {
+                            drop(guard);
+                            let err = fail(Stop::TooLarge, &state);
+                            return Some((Err(err), (body, state, true)));
+                        }
+                        guard.hasher.update(&chunk);
+                        drop(guard);
+                        Some((Ok(chunk), (body, state, false)))
+                    }
                 }
-            }
-        });
+            },
+        );
         (metered.boxed(), Self(state))
     }
 
@@ -123,7 +126,9 @@ struct BlobGuard {
 impl BlobGuard {
     fn new(service: &MediaService, store: &BlobStore) -> Self {
         let key = BlobKey::random();
-        service.in_flight().insert((store.id().clone(), key.clone()));
+        service
+            .in_flight()
+            .insert((store.id().clone(), key.clone()));
         Self {
             service: service.clone(),
             store: store.clone(),
@@ -154,9 +159,11 @@ impl Drop for BlobGuard {
             }
             service.in_flight().remove(&entry);
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(cleanup)),
-            Err(_) => tracing::warn!(key = self.key.as_str(), "no runtime to remove unused blob"),
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            drop(runtime.spawn(cleanup));
+        } else {
+            // The orphan sweep of the next start removes it.
+            tracing::warn!(key = self.key.as_str(), "no runtime to remove unused blob");
         }
     }
 }
@@ -175,9 +182,17 @@ impl MediaService {
         for _ in 0..4 {
             let key = MediaKey::new(self.inner.server_name.clone(), MediaId::generate());
             let (k, p) = (key.clone(), pending.clone());
-            match self.inner.repo.blocking(move |r| r.reserve(&k, &p, max)).await? {
+            match self
+                .inner
+                .repo
+                .blocking(move |r| r.reserve(&k, &p, max))
+                .await?
+            {
                 Reserve::Done => {
-                    self.inner.repo.blocking(|r| r.flush()).await?;
+                    self.inner
+                        .repo
+                        .blocking(crate::repo::MediaRepo::flush)
+                        .await?;
                     return Ok((key, pending.expires));
                 }
                 Reserve::Taken => {}
@@ -258,7 +273,9 @@ impl MediaService {
                 .await?;
             match outcome {
                 Commit::Done { deduplicated } => break deduplicated,
-                Commit::Taken => key = MediaKey::new(self.inner.server_name.clone(), MediaId::generate()),
+                Commit::Taken => {
+                    key = MediaKey::new(self.inner.server_name.clone(), MediaId::generate())
+                }
                 Commit::AlreadyHasContent => return Err(MediaError::CannotOverwrite),
                 Commit::NotReserved => return Err(MediaError::NotFound),
                 Commit::NotOwner => return Err(MediaError::Forbidden(NOT_OWNER)),
@@ -282,7 +299,9 @@ impl MediaService {
         match state {
             None => Err(MediaError::NotFound),
             Some(MediaState::Complete(_)) => Err(MediaError::CannotOverwrite),
-            Some(MediaState::Pending(p)) if p.expires <= UnixMillis::now() => Err(MediaError::NotFound),
+            Some(MediaState::Pending(p)) if p.expires <= UnixMillis::now() => {
+                Err(MediaError::NotFound)
+            }
             Some(MediaState::Pending(p)) if p.owner != uploader.as_str() => {
                 Err(MediaError::Forbidden(NOT_OWNER))
             }

@@ -40,7 +40,10 @@ mod tests {
         assert_eq!(decode::<Vec<u32>>(&bytes).unwrap(), vec![1, 2, 3]);
         let mut wrong = bytes.clone();
         wrong[0] = 9;
-        assert!(matches!(decode::<Vec<u32>>(&wrong), Err(CodecError::Version(9))));
+        assert!(matches!(
+            decode::<Vec<u32>>(&wrong),
+            Err(CodecError::Version(9))
+        ));
         assert!(matches!(decode::<Vec<u32>>(&[]), Err(CodecError::Empty)));
     }
 }

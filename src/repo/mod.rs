@@ -89,7 +89,9 @@ pub enum Reserve {
     Taken,
     /// The owner already has `max_pending` unexpired reservations; the
     /// oldest of them expires at `next_expiry`.
-    TooManyPending { next_expiry: UnixMillis },
+    TooManyPending {
+        next_expiry: UnixMillis,
+    },
 }
 
 /// Outcome of `commit`. Expected outcomes are values, so `?` only ever
@@ -98,7 +100,9 @@ pub enum Reserve {
 pub enum Commit {
     /// Committed. `deduplicated` says the offered blob was not needed because
     /// identical content is already stored; the caller deletes it.
-    Done { deduplicated: bool },
+    Done {
+        deduplicated: bool,
+    },
     AlreadyHasContent,
     /// Unknown or expired reservation.
     NotReserved,

@@ -36,7 +36,10 @@ fn abort(err: impl Into<RepoError>) -> ConflictableTransactionError<RepoError> {
     ConflictableTransactionError::Abort(err.into())
 }
 
-fn tx_get<T: serde::de::DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
+fn tx_get<T: serde::de::DeserializeOwned>(
+    tree: &TransactionalTree,
+    key: &[u8],
+) -> TxResult<Option<T>> {
     tree.get(key)?
         .map(|v| codec::decode(&v))
         .transpose()
@@ -86,7 +89,10 @@ impl MediaRepo for SledRepo {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut live = Vec::new();
-        for entry in self.pending.scan_prefix(keys::pending_prefix(&pending.owner)) {
+        for entry in self
+            .pending
+            .scan_prefix(keys::pending_prefix(&pending.owner))
+        {
             let (_, value) = entry?;
             let record: PendingRecord = codec::decode(&value)?;
             if record.expires > pending.created {
@@ -183,7 +189,9 @@ impl MediaRepo for SledRepo {
     }
 
     fn blob_key_known(&self, datastore: &DatastoreId, key: &BlobKey) -> Result<bool, RepoError> {
-        Ok(self.blob_keys.contains_key(keys::blob_key(datastore, key))?)
+        Ok(self
+            .blob_keys
+            .contains_key(keys::blob_key(datastore, key))?)
     }
 
     fn expired_pending(&self, now: UnixMillis, limit: usize) -> Result<Vec<MediaKey>, RepoError> {
@@ -275,41 +283,83 @@ mod tests {
         let (_d, repo) = repo();
         let first = blob();
         assert_eq!(
-            repo.commit(&key("a"), &record(1), &first, &CommitMode::Fresh).unwrap(),
-            Commit::Done { deduplicated: false }
+            repo.commit(&key("a"), &record(1), &first, &CommitMode::Fresh)
+                .unwrap(),
+            Commit::Done {
+                deduplicated: false
+            }
         );
         assert_eq!(
-            repo.commit(&key("b"), &record(1), &blob(), &CommitMode::Fresh).unwrap(),
+            repo.commit(&key("b"), &record(1), &blob(), &CommitMode::Fresh)
+                .unwrap(),
             Commit::Done { deduplicated: true }
         );
         assert_eq!(
-            repo.commit(&key("a"), &record(2), &blob(), &CommitMode::Fresh).unwrap(),
+            repo.commit(&key("a"), &record(2), &blob(), &CommitMode::Fresh)
+                .unwrap(),
             Commit::Taken
         );
         let shared = repo.blob(&Sha256Digest([1; 32])).unwrap().unwrap();
         assert_eq!((shared.refs, shared.key), (2, first.key.clone()));
         assert!(repo.blob_key_known(&first.datastore, &first.key).unwrap());
-        assert_eq!(repo.counts().unwrap(), Counts { media: 2, pending: 0, blobs: 1 });
+        assert_eq!(
+            repo.counts().unwrap(),
+            Counts {
+                media: 2,
+                pending: 0,
+                blobs: 1
+            }
+        );
     }
 
     /// Async upload rules: owner only, once, before expiry.
     #[test]
     fn reserved_commits_check_owner_expiry_and_overwrite() {
         let (_d, repo) = repo();
-        let pending = PendingRecord { owner: "@a:x".into(), created: UnixMillis(0), expires: UnixMillis(100) };
+        let pending = PendingRecord {
+            owner: "@a:x".into(),
+            created: UnixMillis(0),
+            expires: UnixMillis(100),
+        };
         assert_eq!(repo.reserve(&key("p"), &pending, 5).unwrap(), Reserve::Done);
-        assert_eq!(repo.reserve(&key("p"), &pending, 5).unwrap(), Reserve::Taken);
-        let as_b = CommitMode::Reserved { owner: "@b:x".into(), now: UnixMillis(50) };
-        let as_a = CommitMode::Reserved { owner: "@a:x".into(), now: UnixMillis(50) };
-        let late = CommitMode::Reserved { owner: "@a:x".into(), now: UnixMillis(100) };
-        assert_eq!(repo.commit(&key("p"), &record(1), &blob(), &as_b).unwrap(), Commit::NotOwner);
-        assert_eq!(repo.commit(&key("p"), &record(1), &blob(), &late).unwrap(), Commit::NotReserved);
-        assert_eq!(repo.commit(&key("q"), &record(1), &blob(), &as_a).unwrap(), Commit::NotReserved);
+        assert_eq!(
+            repo.reserve(&key("p"), &pending, 5).unwrap(),
+            Reserve::Taken
+        );
+        let as_b = CommitMode::Reserved {
+            owner: "@b:x".into(),
+            now: UnixMillis(50),
+        };
+        let as_a = CommitMode::Reserved {
+            owner: "@a:x".into(),
+            now: UnixMillis(50),
+        };
+        let late = CommitMode::Reserved {
+            owner: "@a:x".into(),
+            now: UnixMillis(100),
+        };
+        assert_eq!(
+            repo.commit(&key("p"), &record(1), &blob(), &as_b).unwrap(),
+            Commit::NotOwner
+        );
+        assert_eq!(
+            repo.commit(&key("p"), &record(1), &blob(), &late).unwrap(),
+            Commit::NotReserved
+        );
+        assert_eq!(
+            repo.commit(&key("q"), &record(1), &blob(), &as_a).unwrap(),
+            Commit::NotReserved
+        );
         assert_eq!(
             repo.commit(&key("p"), &record(1), &blob(), &as_a).unwrap(),
-            Commit::Done { deduplicated: false }
+            Commit::Done {
+                deduplicated: false
+            }
         );
-        assert_eq!(repo.commit(&key("p"), &record(1), &blob(), &as_a).unwrap(), Commit::AlreadyHasContent);
+        assert_eq!(
+            repo.commit(&key("p"), &record(1), &blob(), &as_a).unwrap(),
+            Commit::AlreadyHasContent
+        );
         assert_eq!(repo.counts().unwrap().pending, 0);
     }
 
@@ -317,18 +367,43 @@ mod tests {
     #[test]
     fn reserve_caps_live_pending_per_owner() {
         let (_d, repo) = repo();
-        let at = |created, expires| PendingRecord { owner: "@a:x".into(), created: UnixMillis(created), expires: UnixMillis(expires) };
-        assert_eq!(repo.reserve(&key("a"), &at(0, 50), 2).unwrap(), Reserve::Done);
-        assert_eq!(repo.reserve(&key("b"), &at(0, 80), 2).unwrap(), Reserve::Done);
+        let at = |created, expires| PendingRecord {
+            owner: "@a:x".into(),
+            created: UnixMillis(created),
+            expires: UnixMillis(expires),
+        };
+        assert_eq!(
+            repo.reserve(&key("a"), &at(0, 50), 2).unwrap(),
+            Reserve::Done
+        );
+        assert_eq!(
+            repo.reserve(&key("b"), &at(0, 80), 2).unwrap(),
+            Reserve::Done
+        );
         assert_eq!(
             repo.reserve(&key("c"), &at(10, 90), 2).unwrap(),
-            Reserve::TooManyPending { next_expiry: UnixMillis(50) }
+            Reserve::TooManyPending {
+                next_expiry: UnixMillis(50)
+            }
         );
         // At t=60 the first has expired and no longer counts.
-        assert_eq!(repo.reserve(&key("c"), &at(60, 90), 2).unwrap(), Reserve::Done);
-        assert_eq!(repo.expired_pending(UnixMillis(60), 10).unwrap(), vec![key("a")]);
-        assert!(repo.remove_expired_pending(&key("a"), UnixMillis(60)).unwrap());
-        assert!(!repo.remove_expired_pending(&key("b"), UnixMillis(60)).unwrap());
+        assert_eq!(
+            repo.reserve(&key("c"), &at(60, 90), 2).unwrap(),
+            Reserve::Done
+        );
+        assert_eq!(
+            repo.expired_pending(UnixMillis(60), 10).unwrap(),
+            vec![key("a")]
+        );
+        assert!(
+            repo.remove_expired_pending(&key("a"), UnixMillis(60))
+                .unwrap()
+        );
+        assert!(
+            !repo
+                .remove_expired_pending(&key("b"), UnixMillis(60))
+                .unwrap()
+        );
         assert_eq!(repo.get(&key("a")).unwrap(), None);
     }
 }

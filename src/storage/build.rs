@@ -9,7 +9,10 @@ use super::{BlobStore, Datastores, StorageError};
 use crate::{config::DatastoreConfig, ids::DatastoreId};
 
 /// Builds every datastore; local directories are created if missing.
-pub fn build_datastores(configs: &[DatastoreConfig], data_dir: &Path) -> Result<Datastores, StorageError> {
+pub fn build_datastores(
+    configs: &[DatastoreConfig],
+    data_dir: &Path,
+) -> Result<Datastores, StorageError> {
     let mut stores = Vec::with_capacity(configs.len());
     for config in configs {
         match config {

@@ -9,8 +9,7 @@ use std::{collections::HashMap, ops::Range, sync::Arc, time::SystemTime};
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt, stream::BoxStream};
 use object_store::{
-    GetOptions, GetRange, ObjectStore, ObjectStoreExt as _, PutPayload, WriteMultipart,
-    path::Path,
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt as _, PutPayload, WriteMultipart, path::Path,
 };
 
 pub use build::build_datastores;
@@ -90,13 +89,19 @@ impl BlobStore {
     /// Streams `body` to `key` and returns the byte count. A multipart upload
     /// is aborted on any failure so no partial object remains.
     #[tracing::instrument(level = "debug", skip_all, fields(datastore = %self.id, key = key.as_str()))]
-    pub async fn put_stream(&self, key: &BlobKey, mut body: ByteStream) -> Result<u64, StorageError> {
+    pub async fn put_stream(
+        &self,
+        key: &BlobKey,
+        mut body: ByteStream,
+    ) -> Result<u64, StorageError> {
         let path = Path::from(key.as_str());
         let mut head = BytesMut::new();
         while head.len() < self.part_size {
             let Some(chunk) = body.try_next().await.map_err(StorageError::Body)? else {
                 let len = head.len() as u64;
-                self.inner.put(&path, PutPayload::from(head.freeze())).await?;
+                self.inner
+                    .put(&path, PutPayload::from(head.freeze()))
+                    .await?;
                 return Ok(len);
             };
             head.extend_from_slice(&chunk);
@@ -132,12 +137,19 @@ impl BlobStore {
     }
 
     /// Opens `key` for reading, optionally only the byte `range`.
-    pub async fn open(&self, key: &BlobKey, range: Option<Range<u64>>) -> Result<ByteStream, StorageError> {
+    pub async fn open(
+        &self,
+        key: &BlobKey,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, StorageError> {
         let options = GetOptions {
             range: range.map(GetRange::Bounded),
             ..GetOptions::default()
         };
-        let result = self.inner.get_opts(&Path::from(key.as_str()), options).await?;
+        let result = self
+            .inner
+            .get_opts(&Path::from(key.as_str()), options)
+            .await?;
         Ok(result.into_stream().map_err(std::io::Error::other).boxed())
     }
 
@@ -169,7 +181,11 @@ impl BlobStore {
 
     /// Cheap reachability probe: a HEAD of a key that never exists.
     pub async fn ping(&self) -> Result<(), StorageError> {
-        match self.inner.head(&Path::from("mxmedia-readiness-probe")).await {
+        match self
+            .inner
+            .head(&Path::from("mxmedia-readiness-probe"))
+            .await
+        {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }

@@ -61,22 +61,34 @@ async fn whoami(
         .to_owned();
     let unknown = (
         StatusCode::UNAUTHORIZED,
-        Json(json!({"errcode": "M_UNKNOWN_TOKEN", "error": "Unknown access token", "soft_logout": false})),
+        Json(
+            json!({"errcode": "M_UNKNOWN_TOKEN", "error": "Unknown access token", "soft_logout": false}),
+        ),
     );
     match token.as_str() {
         APPSERVICE => match query.get("user_id") {
-            None => (StatusCode::OK, Json(json!({"user_id": "@bridgebot:test.local"}))),
+            None => (
+                StatusCode::OK,
+                Json(json!({"user_id": "@bridgebot:test.local"})),
+            ),
             Some(u) if u.starts_with("@bridge_") => (StatusCode::OK, Json(json!({"user_id": u}))),
             Some(_) => (
                 StatusCode::FORBIDDEN,
-                Json(json!({"errcode": "M_FORBIDDEN", "error": "Application service cannot masquerade as this user"})),
+                Json(
+                    json!({"errcode": "M_FORBIDDEN", "error": "Application service cannot masquerade as this user"}),
+                ),
             ),
         },
         LOCKED => (
             StatusCode::UNAUTHORIZED,
-            Json(json!({"errcode": "M_USER_LOCKED", "error": "This account has been locked", "soft_logout": true})),
+            Json(
+                json!({"errcode": "M_USER_LOCKED", "error": "This account has been locked", "soft_logout": true}),
+            ),
         ),
-        BROKEN => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"errcode": "M_UNKNOWN", "error": "oops"}))),
+        BROKEN => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"errcode": "M_UNKNOWN", "error": "oops"})),
+        ),
         _ => match state.users.lock().unwrap().get(&token) {
             Some((user, guest)) => (
                 StatusCode::OK,
@@ -230,9 +242,22 @@ impl TestServer {
     }
 
     /// Uploads and returns `(server_name, media_id)`.
-    pub async fn upload_ok(&self, token: &str, body: &[u8], content_type: Option<&str>, filename: Option<&str>) -> (String, String) {
-        let resp = self.upload(token, body.to_vec(), content_type, filename).await;
-        assert_eq!(resp.status(), 200, "upload failed: {}", resp.text().await.unwrap());
+    pub async fn upload_ok(
+        &self,
+        token: &str,
+        body: &[u8],
+        content_type: Option<&str>,
+        filename: Option<&str>,
+    ) -> (String, String) {
+        let resp = self
+            .upload(token, body.to_vec(), content_type, filename)
+            .await;
+        assert_eq!(
+            resp.status(),
+            200,
+            "upload failed: {}",
+            resp.text().await.unwrap()
+        );
         let json: Value = resp.json().await.unwrap();
         split_mxc(json["content_uri"].as_str().unwrap())
     }
@@ -259,7 +284,9 @@ impl TestServer {
     /// Every file under the local datastore directory.
     pub fn blob_files(&self) -> Vec<PathBuf> {
         fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-            let Ok(entries) = std::fs::read_dir(dir) else { return };
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
             for entry in entries.flatten() {
                 let path = entry.path();
                 if path.is_dir() {

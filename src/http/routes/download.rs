@@ -60,7 +60,15 @@ pub async fn download_media(
     method: Method,
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    serve(&state, path, &query, Access::Authenticated, &method, &request_headers).await
+    serve(
+        &state,
+        path,
+        &query,
+        Access::Authenticated,
+        &method,
+        &request_headers,
+    )
+    .await
 }
 
 /// Legacy unauthenticated download; media created during the freeze is 404.
@@ -71,7 +79,15 @@ pub async fn download_legacy(
     method: Method,
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    serve(&state, path, &query, Access::Legacy, &method, &request_headers).await
+    serve(
+        &state,
+        path,
+        &query,
+        Access::Legacy,
+        &method,
+        &request_headers,
+    )
+    .await
 }
 
 async fn serve(
@@ -102,7 +118,10 @@ async fn serve(
     let etag = format!("\"{}\"", record.sha256.to_hex());
 
     let mut out = HeaderMap::new();
-    out.insert(header::CONTENT_TYPE, headers::content_type(&record.content_type));
+    out.insert(
+        header::CONTENT_TYPE,
+        headers::content_type(&record.content_type),
+    );
     out.insert(
         header::CONTENT_DISPOSITION,
         headers::content_disposition(&record.content_type, filename.as_deref()),
@@ -120,7 +139,9 @@ async fn serve(
     // If-Range with anything but our current ETag means "send it all".
     let range_header = match request_headers.get(header::IF_RANGE) {
         Some(value) if value.as_bytes() != etag.as_bytes() => None,
-        _ => request_headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        _ => request_headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok()),
     };
     let head = method == Method::HEAD;
 
@@ -177,7 +198,12 @@ async fn serve(
             if head {
                 return Ok((StatusCode::PARTIAL_CONTENT, out, Body::empty()).into_response());
             }
-            Ok((StatusCode::PARTIAL_CONTENT, out, Body::from_stream(multipart(state, download, parts, trailer))).into_response())
+            Ok((
+                StatusCode::PARTIAL_CONTENT,
+                out,
+                Body::from_stream(multipart(state, download, parts, trailer)),
+            )
+                .into_response())
         }
     }
 }

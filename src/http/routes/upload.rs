@@ -67,7 +67,10 @@ async fn store(
         content_type: upload_content_type(headers),
         upload_name: query.filename.as_deref().and_then(clean_filename),
     };
-    let body = body.into_data_stream().map_err(std::io::Error::other).boxed();
+    let body = body
+        .into_data_stream()
+        .map_err(std::io::Error::other)
+        .boxed();
     Ok(state
         .media
         .upload(&requester.user_id, meta, body, target)
@@ -121,6 +124,14 @@ pub async fn upload_to_reserved(
 ) -> Result<Json<Value>, ApiError> {
     let key = MediaKey::parse(&server_name, &media_id)
         .map_err(|e| ApiError::InvalidParam(e.to_string()))?;
-    store(&state, user, query, &headers, body, UploadTarget::Reserved(key)).await?;
+    store(
+        &state,
+        user,
+        query,
+        &headers,
+        body,
+        UploadTarget::Reserved(key),
+    )
+    .await?;
     Ok(Json(json!({})))
 }
