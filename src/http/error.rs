@@ -51,7 +51,7 @@ impl ApiError {
             Self::Media(M::Forbidden(_)) => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
             Self::Media(M::UploadStalled(_)) => (StatusCode::REQUEST_TIMEOUT, "M_UNKNOWN"),
             Self::Media(M::Body(_)) => (StatusCode::BAD_REQUEST, "M_UNKNOWN"),
-            Self::Media(M::Storage(_) | M::Repo(_)) => {
+            Self::Media(M::Storage(_) | M::Repo(_) | M::Internal(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN")
             }
             Self::Auth(AuthError::MissingToken) => (StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN"),

@@ -42,6 +42,9 @@ pub enum MediaError {
     UploadStalled(Duration),
     #[error("reading the request body failed: {0}")]
     Body(#[source] std::io::Error),
+    /// Something that cannot happen unless the metadata store misbehaves.
+    #[error("internal: {0}")]
+    Internal(&'static str),
     #[error("storage failure: {0}")]
     Storage(#[from] StorageError),
     #[error("metadata failure: {0}")]
@@ -102,7 +105,10 @@ impl MediaService {
 
     /// Readiness: the metadata store answers and every datastore is reachable.
     pub async fn ping(&self) -> Result<(), MediaError> {
-        self.inner.repo.blocking(|r| r.counts().map(|_| ())).await?;
+        self.inner
+            .repo
+            .blocking(crate::repo::MediaRepo::ping)
+            .await?;
         for store in self.inner.stores.iter() {
             store.ping().await?;
         }

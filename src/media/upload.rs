@@ -203,7 +203,9 @@ impl MediaService {
                 }
             }
         }
-        Err(MediaError::Forbidden("could not allocate a media id"))
+        Err(MediaError::Internal(
+            "four random media ids in a row were taken",
+        ))
     }
 
     /// Stores `body` and returns the media key it is reachable under. The
@@ -258,7 +260,14 @@ impl MediaService {
             UploadTarget::New => MediaKey::new(self.inner.server_name.clone(), MediaId::generate()),
             UploadTarget::Reserved(key) => key,
         };
+        let mut attempts = 0;
         let deduplicated = loop {
+            attempts += 1;
+            if attempts > 4 {
+                return Err(MediaError::Internal(
+                    "four random media ids in a row were taken",
+                ));
+            }
             let (k, rec, b, m) = (key.clone(), record.clone(), blob.clone(), mode.clone());
             let outcome = self
                 .inner
@@ -274,7 +283,7 @@ impl MediaService {
             match outcome {
                 Commit::Done { deduplicated } => break deduplicated,
                 Commit::Taken => {
-                    key = MediaKey::new(self.inner.server_name.clone(), MediaId::generate())
+                    key = MediaKey::new(self.inner.server_name.clone(), MediaId::generate());
                 }
                 Commit::AlreadyHasContent => return Err(MediaError::CannotOverwrite),
                 Commit::NotReserved => return Err(MediaError::NotFound),

@@ -154,7 +154,10 @@ pub trait MediaRepo: Send + Sync + 'static {
     fn expired_pending(&self, now: UnixMillis, limit: usize) -> Result<Vec<MediaKey>, RepoError>;
     /// Removes `key` if it is still pending and expired at `now`.
     fn remove_expired_pending(&self, key: &MediaKey, now: UnixMillis) -> Result<bool, RepoError>;
+    /// Record counts. Walks every tree: for tests and operator tools, not hot paths.
     fn counts(&self) -> Result<Counts, RepoError>;
+    /// A cheap round trip through the engine, for readiness probes.
+    fn ping(&self) -> Result<(), RepoError>;
     /// Makes every committed change durable.
     fn flush(&self) -> Result<(), RepoError>;
 }

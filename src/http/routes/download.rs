@@ -168,44 +168,52 @@ async fn serve(
             };
             Ok((StatusCode::PARTIAL_CONTENT, out, body).into_response())
         }
-        RangeRequest::Partial(ranges) => {
-            let boundary = format!("{:032x}", rand::rng().random::<u128>());
-            let content_type = record.content_type.clone();
-            let parts: Vec<(Bytes, std::ops::Range<u64>)> = ranges
-                .into_iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    let lead = if i == 0 { "" } else { "\r\n" };
-                    let head = format!(
-                        "{lead}--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {}-{}/{size}\r\n\r\n",
-                        r.start,
-                        r.end - 1
-                    );
-                    (Bytes::from(head), r)
-                })
-                .collect();
-            let trailer = Bytes::from(format!("\r\n--{boundary}--\r\n"));
-            let length: u64 = parts
-                .iter()
-                .map(|(h, r)| h.len() as u64 + (r.end - r.start))
-                .sum::<u64>()
-                + trailer.len() as u64;
-            out.insert(
-                header::CONTENT_TYPE,
-                header_value(&format!("multipart/byteranges; boundary={boundary}")),
-            );
-            out.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-            if head {
-                return Ok((StatusCode::PARTIAL_CONTENT, out, Body::empty()).into_response());
-            }
-            Ok((
-                StatusCode::PARTIAL_CONTENT,
-                out,
-                Body::from_stream(multipart(state, download, parts, trailer)),
-            )
-                .into_response())
-        }
+        RangeRequest::Partial(ranges) => Ok(multipart_response(state, download, ranges, out, head)),
     }
+}
+
+/// 206 with a `multipart/byteranges` body: one part per range, each with its
+/// own Content-Type and Content-Range, and an exact Content-Length.
+fn multipart_response(
+    state: &AppState,
+    download: Download,
+    ranges: Vec<std::ops::Range<u64>>,
+    mut out: HeaderMap,
+    head: bool,
+) -> Response {
+    let size = download.record.size;
+    let boundary = format!("{:032x}", rand::rng().random::<u128>());
+    let content_type = download.record.content_type.clone();
+    let parts: Vec<(Bytes, std::ops::Range<u64>)> = ranges
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let lead = if i == 0 { "" } else { "\r\n" };
+            let head = format!(
+                "{lead}--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {}-{}/{size}\r\n\r\n",
+                r.start,
+                r.end - 1
+            );
+            (Bytes::from(head), r)
+        })
+        .collect();
+    let trailer = Bytes::from(format!("\r\n--{boundary}--\r\n"));
+    let length: u64 = parts
+        .iter()
+        .map(|(h, r)| h.len() as u64 + (r.end - r.start))
+        .sum::<u64>()
+        + trailer.len() as u64;
+    out.insert(
+        header::CONTENT_TYPE,
+        header_value(&format!("multipart/byteranges; boundary={boundary}")),
+    );
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from_stream(multipart(state, download, parts, trailer))
+    };
+    (StatusCode::PARTIAL_CONTENT, out, body).into_response()
 }
 
 /// The multipart/byteranges body: each part's header, then its bytes opened
