@@ -205,6 +205,17 @@ impl Server {
         {
             tracing::error!(%error, "final metadata flush failed");
         }
+        // Connection tasks may drop their copy of the state just after the
+        // server future ends; wait until the store is really closed, so a
+        // restart in this process can open it again.
+        let repo = self.state.media.repo().downgrade();
+        drop(self.state);
+        for _ in 0..100 {
+            if repo.strong_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         tracing::info!("mxmedia stopped");
     }
 }

@@ -171,6 +171,11 @@ impl Repo {
         Self(inner)
     }
 
+    /// A handle that does not keep the store open, to wait for its close.
+    pub fn downgrade(&self) -> std::sync::Weak<dyn MediaRepo> {
+        Arc::downgrade(&self.0)
+    }
+
     pub async fn blocking<T, F>(&self, f: F) -> Result<T, RepoError>
     where
         F: FnOnce(&dyn MediaRepo) -> Result<T, RepoError> + Send + 'static,

@@ -30,6 +30,13 @@ pub struct SledRepo {
     db: sled::Db,
 }
 
+const LOCK_RETRIES: u32 = 50;
+const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+fn is_lock_error(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
+}
+
 type TxResult<T> = Result<T, ConflictableTransactionError<RepoError>>;
 
 fn abort(err: impl Into<RepoError>) -> ConflictableTransactionError<RepoError> {
@@ -57,11 +64,22 @@ impl SledRepo {
     /// Bump when the on-disk layout changes; a migration reads the old directory.
     const LAYOUT: &'static str = "v1";
 
+    /// Opens (or creates) the database. A lock still held by a previous
+    /// instance that is shutting down is waited for, up to a few seconds.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, RepoError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir.join(Self::LAYOUT))
-            .cache_capacity(cache_bytes)
-            .open()?;
+            .cache_capacity(cache_bytes);
+        let mut attempts = 0;
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e)) if attempts < LOCK_RETRIES && is_lock_error(&e) => {
+                    attempts += 1;
+                    std::thread::sleep(LOCK_RETRY_PAUSE);
+                }
+                other => break other?,
+            }
+        };
         Ok(Self {
             media: db.open_tree("media_by_id")?,
             pending: db.open_tree("pending_by_owner")?,
