@@ -454,13 +454,7 @@ async fn concurrent_uploads_deduplicate_with_correct_counts() {
     let counts = t.counts().await;
     assert_eq!((counts.media, counts.blobs), (100, 1));
     // Surplus copies are deleted in the background; wait for that to settle.
-    for _ in 0..100 {
-        if t.blob_files().len() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(t.blob_files().len(), 1);
+    assert_eq!(t.wait_for_blob_files(1, false).await.len(), 1);
 
     let distinct = futures::future::join_all(
         (0..100u32).map(|i| t.upload(BOB, i.to_le_bytes().repeat(1000), None, None)),

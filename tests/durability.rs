@@ -10,15 +10,6 @@ use std::time::Duration;
 use common::*;
 use tokio::io::AsyncWriteExt;
 
-async fn settle(t: &TestServer, files: usize) {
-    for _ in 0..200 {
-        if t.blob_files().len() == files {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// Rule 1: media, async reservations and their bytes survive a graceful restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_survives_a_restart() {
@@ -87,14 +78,8 @@ async fn client_disconnect_mid_upload_leaves_nothing() {
         // Let the server start writing the blob, then vanish. Past one write
         // chunk the bytes are on disk, so the cleanup path really runs.
         if sent > 1024 * 1024 {
-            for _ in 0..200 {
-                if !t.blob_files().is_empty() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
             assert!(
-                !t.blob_files().is_empty(),
+                !t.wait_for_blob_files(1, true).await.is_empty(),
                 "the upload should have reached the disk"
             );
         } else {
@@ -102,7 +87,7 @@ async fn client_disconnect_mid_upload_leaves_nothing() {
         }
         drop(stream);
     }
-    settle(&t, 0).await;
+    t.wait_for_blob_files(0, false).await;
     assert!(
         t.blob_files().is_empty(),
         "left behind: {:?}",
@@ -132,7 +117,7 @@ async fn stalled_upload_is_dropped() {
     assert!(read.is_ok(), "the server must answer a stalled upload");
     let text = String::from_utf8_lossy(&response);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    settle(&t, 0).await;
+    t.wait_for_blob_files(0, false).await;
     assert!(t.blob_files().is_empty());
     assert_eq!(t.counts().await.media, 0);
 }

@@ -137,13 +137,8 @@ async fn streamed_oversized_upload_is_cut_off() {
         .unwrap();
     assert_matrix_error(resp, 413, "M_TOO_LARGE").await;
     assert_eq!(t.counts().await.media, 0);
-    for _ in 0..100 {
-        if t.blob_files().is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(t.blob_files().is_empty(), "{:?}", t.blob_files());
+    let left = t.wait_for_blob_files(0, false).await;
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// Query parameters of the wrong type are 400 M_INVALID_PARAM, not a plain-text rejection.

@@ -301,6 +301,20 @@ impl TestServer {
         out
     }
 
+    /// Waits (up to 5 s) until the datastore directory holds `count` files
+    /// or more (`at_least`) or exactly `count` files; returns what it holds.
+    /// Unused blobs are deleted in the background, so tests wait for that.
+    pub async fn wait_for_blob_files(&self, count: usize, at_least: bool) -> Vec<PathBuf> {
+        for _ in 0..200 {
+            let files = self.blob_files();
+            if files.len() == count || (at_least && files.len() >= count) {
+                return files;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        self.blob_files()
+    }
+
     /// Stops the server and waits for it to finish.
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {

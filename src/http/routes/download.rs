@@ -25,7 +25,7 @@ use crate::{
         range::{self, RangeRequest},
     },
     ids::MediaKey,
-    media::{Access, Download, clean_filename},
+    media::{Access, Download, MediaError, clean_filename},
 };
 
 /// Spec default for `timeout_ms`.
@@ -42,11 +42,12 @@ pub struct DownloadPath {
 #[derive(Debug, Deserialize)]
 pub struct DownloadQuery {
     timeout_ms: Option<i64>,
-    /// Legacy only. Remote fetching arrives with federation; until then no
-    /// download ever goes out, so both values behave alike.
-    #[allow(dead_code)]
+    /// Legacy only (default true): `false` means "never fetch from another
+    /// server", which breaks fetch loops between servers.
     allow_remote: Option<bool>,
-    /// Legacy only; we never redirect yet, so the bytes always come back.
+    /// Legacy only (default false). Parsed so a malformed value is a 400;
+    /// the bytes always come back because no datastore redirects yet.
+    // TODO(#3): presigned redirects honour this on the legacy endpoints.
     #[allow(dead_code)]
     allow_redirect: Option<bool>,
 }
@@ -100,6 +101,9 @@ async fn serve(
 ) -> Result<Response, ApiError> {
     let key = MediaKey::parse(&path.server_name, &path.media_id)
         .map_err(|e| ApiError::InvalidParam(e.to_string()))?;
+    if query.allow_remote == Some(false) && key.server != state.media.server_name() {
+        return Err(MediaError::NotFound.into());
+    }
     let wait_ms = query
         .timeout_ms
         .map_or(DEFAULT_TIMEOUT_MS, |ms| u64::try_from(ms).unwrap_or(0));
