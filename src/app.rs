@@ -6,7 +6,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    extract::Request,
+    extract::{ConnectInfo, Request},
     http::{HeaderName, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -82,12 +82,17 @@ pub fn build(state: AppState) -> Router {
                         .get::<RequestId>()
                         .and_then(|id| id.header_value().to_str().ok())
                         .unwrap_or("-");
+                    let client = request
+                        .extensions()
+                        .get::<ConnectInfo<SocketAddr>>()
+                        .map(|info| info.0.ip());
                     // The path only: the query may hold an access token.
                     tracing::info_span!(
                         "request",
                         method = %request.method(),
                         path = request.uri().path(),
                         request_id = id,
+                        client = client.map(tracing::field::display),
                     )
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO))

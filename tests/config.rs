@@ -294,6 +294,10 @@ async fn serve_stops_gracefully_on_sigterm() {
         !stderr.contains(common::ALICE),
         "tokens never reach the logs"
     );
+    assert!(
+        stderr.contains("\"client\":\"127.0.0.1\"") && stderr.contains("\"request_id\":"),
+        "request logs name the client and the request id: {stderr}"
+    );
 
     // The metadata was flushed: a new server on the same data sees the upload.
     let cfg = Config::load(&config).unwrap();
