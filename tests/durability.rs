@@ -171,3 +171,31 @@ async fn sweep_removes_orphans_only() {
     );
     assert!(young.exists());
 }
+
+/// A blob damaged on disk is never served as a silently short 200: the body
+/// ends in an error the client sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_blob_fails_loudly() {
+    let t = TestServer::start().await;
+    let data = vec![3u8; 1_000_000];
+    let (s, id) = t.upload_ok(ALICE, &data, None, None).await;
+    let files = t.blob_files();
+    assert_eq!(files.len(), 1);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&files[0])
+        .unwrap()
+        .set_len(600_000)
+        .unwrap();
+    let resp = t
+        .get(
+            &format!("/_matrix/client/v1/media/download/{s}/{id}"),
+            Some(ALICE),
+        )
+        .await;
+    assert_eq!(resp.headers()["content-length"], "1000000");
+    assert!(
+        resp.bytes().await.is_err(),
+        "a short body must not look complete"
+    );
+}
