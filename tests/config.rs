@@ -31,7 +31,9 @@ fn sample_config_loads_with_the_documented_defaults() {
     assert!(config.media.freeze_unauthenticated);
     assert_eq!(config.media.pending_expiry, Duration::from_secs(86_400));
     assert_eq!(config.datastores.len(), 1);
-    let DatastoreConfig::Local(local) = &config.datastores[0];
+    let DatastoreConfig::Local(local) = &config.datastores[0] else {
+        panic!("the default datastore is local")
+    };
     assert_eq!(
         local.kinds,
         vec![
@@ -112,7 +114,9 @@ fn env_overrides_the_file() {
     assert_eq!(config.media.max_upload_size.as_u64(), 5 * 1024 * 1024);
     assert!(!config.media.freeze_unauthenticated);
     assert_eq!(config.server_name.as_str(), "1234");
-    let DatastoreConfig::Local(local) = &config.datastores[0];
+    let DatastoreConfig::Local(local) = &config.datastores[0] else {
+        panic!("the default datastore is local")
+    };
     assert_eq!(local.path.as_deref(), Some(Path::new("/srv/media")));
 }
 

@@ -66,18 +66,20 @@ async fn data_survives_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_disconnect_mid_upload_leaves_nothing() {
     let t = TestServer::start().await;
-    for sent in [1000usize, 3 * 1024 * 1024] {
+    // 12 MiB is past one local write chunk and past S3's single-PUT threshold,
+    // so a multipart upload is under way when the client vanishes.
+    for sent in [1000usize, 12 * 1024 * 1024] {
         let mut stream = tokio::net::TcpStream::connect(t.addr()).await.unwrap();
         let head = format!(
             "POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-            10 * 1024 * 1024
+            30 * 1024 * 1024
         );
         stream.write_all(head.as_bytes()).await.unwrap();
         stream.write_all(&vec![9u8; sent]).await.unwrap();
         stream.flush().await.unwrap();
-        // Let the server start writing the blob, then vanish. Past one write
-        // chunk the bytes are on disk, so the cleanup path really runs.
-        if sent > 1024 * 1024 {
+        // Let the server start writing the blob, then vanish; the bytes have
+        // reached the datastore, so the cleanup path really runs.
+        if sent > 1000 {
             assert!(
                 !t.wait_for_blob_files(1, true).await.is_empty(),
                 "the upload should have reached the disk"
@@ -129,7 +131,7 @@ async fn sweep_removes_orphans_only() {
     let (s, id) = t
         .upload_ok(ALICE, b"keep me", Some("text/plain"), None)
         .await;
-    let media = t.dir.path().join("media");
+    let media = t.blob_dir();
     let orphan = media.join("ab/cd/abcd0123456789abcdef0123456789ab");
     std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
     std::fs::write(&orphan, b"crash leftover").unwrap();
@@ -153,10 +155,7 @@ async fn sweep_removes_orphans_only() {
 
     // With the default grace, a fresh orphan is left for a later sweep.
     let t2 = TestServer::start().await;
-    let young = t2
-        .dir
-        .path()
-        .join("media/ab/cd/abcd0123456789abcdef0123456789ab");
+    let young = t2.blob_dir().join("ab/cd/abcd0123456789abcdef0123456789ab");
     std::fs::create_dir_all(young.parent().unwrap()).unwrap();
     std::fs::write(&young, b"maybe in flight elsewhere").unwrap();
     assert_eq!(

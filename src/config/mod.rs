@@ -3,6 +3,7 @@
 //! Defaults live only in the `Default` impls; every problem is reported at once.
 
 mod load;
+pub mod secret;
 pub mod storage;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -13,7 +14,11 @@ use serde::Deserialize;
 use url::Url;
 
 pub use load::ConfigError;
-pub use storage::{DatastoreConfig, DatastoreKind, LocalDatastoreConfig};
+pub use secret::Secret;
+pub use storage::{
+    DatastoreConfig, DatastoreKind, LocalDatastoreConfig, RedirectConfig, S3DatastoreConfig,
+    S3Provider, SseConfig,
+};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]

@@ -1,10 +1,15 @@
 //! Datastore configuration: where blobs live and which kinds of blob each
-//! datastore takes. A datastore that takes no kind is read-only.
+//! datastore takes. A datastore that takes no kind is read-only. S3
+//! datastores take a `provider` preset that fills endpoint, region and
+//! addressing defaults for each service.
 
-use std::{collections::HashSet, path::PathBuf};
+use std::{collections::HashSet, path::PathBuf, time::Duration};
 
 use bytesize::ByteSize;
 use serde::Deserialize;
+use url::Url;
+
+use super::secret::Secret;
 
 /// What a datastore may be given to store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -21,19 +26,222 @@ pub enum DatastoreKind {
 pub enum DatastoreConfig {
     /// A directory on local disk.
     Local(LocalDatastoreConfig),
+    /// An S3-compatible bucket.
+    S3(Box<S3DatastoreConfig>),
 }
 
 impl DatastoreConfig {
     pub fn id(&self) -> &str {
         match self {
             Self::Local(local) => &local.id,
+            Self::S3(s3) => &s3.id,
         }
     }
 
     pub fn kinds(&self) -> &[DatastoreKind] {
         match self {
             Self::Local(local) => &local.kinds,
+            Self::S3(s3) => &s3.kinds,
         }
+    }
+}
+
+/// S3-compatible services with known defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum S3Provider {
+    Aws,
+    B2,
+    Wasabi,
+    R2,
+    Spaces,
+    Minio,
+    Garage,
+    #[default]
+    Generic,
+}
+
+/// Server-side encryption.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SseConfig {
+    /// SSE-KMS with the given key (AWS).
+    Kms {
+        key_id: String,
+        #[serde(default)]
+        bucket_key: bool,
+    },
+    /// SSE-C: a base64 256-bit key we send with every request.
+    Customer {
+        key: Option<Secret>,
+        key_file: Option<PathBuf>,
+    },
+}
+
+/// Presigned redirects for downloads (spec MSC3860).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedirectConfig {
+    /// Answer downloads with a 307 to a presigned URL. Default false.
+    pub enabled: bool,
+    /// How long a presigned URL is valid. Default 1h.
+    #[serde(with = "humantime_serde")]
+    pub url_ttl: Duration,
+    /// How long one URL is handed out again before a fresh one is signed,
+    /// so clients and caches can reuse it. At most half of `url_ttl`. Default 30m.
+    #[serde(with = "humantime_serde")]
+    pub reuse_for: Duration,
+}
+
+impl Default for RedirectConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            url_ttl: Duration::from_secs(3600),
+            reuse_for: Duration::from_secs(1800),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3DatastoreConfig {
+    /// Name recorded with every blob stored here. Required.
+    pub id: String,
+    /// Fills endpoint, region and addressing defaults. Default `generic`.
+    #[serde(default)]
+    pub provider: S3Provider,
+    /// Bucket name. Required.
+    pub bucket: String,
+    /// Region. Provider default when unset (`auto` for r2, `us-east-1` for most).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Service URL. Derived from the provider and region when unset (not for
+    /// minio, garage or generic, which need it).
+    #[serde(default)]
+    pub endpoint: Option<Url>,
+    /// Cloudflare account id, used to build the r2 endpoint.
+    #[serde(default)]
+    pub account_id: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`). Default: false for aws, true otherwise.
+    #[serde(default)]
+    pub path_style: Option<bool>,
+    /// Credentials; without them the standard `AWS_*` environment variables are used.
+    #[serde(default)]
+    pub access_key_id: Option<Secret>,
+    #[serde(default)]
+    pub access_key_id_file: Option<PathBuf>,
+    #[serde(default)]
+    pub secret_access_key: Option<Secret>,
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub session_token: Option<Secret>,
+    /// Key prefix inside the bucket, e.g. `media/`. Default none.
+    #[serde(default)]
+    pub prefix: String,
+    /// Storage class for new objects, e.g. `STANDARD_IA`. Default: the bucket's.
+    #[serde(default)]
+    pub storage_class: Option<String>,
+    /// Use multipart uploads for large bodies. Off: every upload is buffered
+    /// in memory and sent as one PUT. Default true.
+    #[serde(default = "yes")]
+    pub multipart: bool,
+    /// Bodies up to this size go as one PUT. Default 8MiB, minimum 5MiB.
+    #[serde(default = "default_part_size")]
+    pub multipart_threshold: ByteSize,
+    /// Size of every multipart part (equal parts, as B2 and R2 require). Default 8MiB, 5MiB-5GiB.
+    #[serde(default = "default_part_size")]
+    pub part_size: ByteSize,
+    /// Server-side encryption. Default none.
+    #[serde(default)]
+    pub sse: Option<SseConfig>,
+    /// Timeout of one request to the service. Default 60s.
+    #[serde(default = "default_s3_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Connection timeout. Default 5s.
+    #[serde(default = "default_s3_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Retries of a failed request (with backoff) before giving up. Default 2.
+    #[serde(default = "default_retries")]
+    pub max_retries: usize,
+    #[serde(default)]
+    pub redirect: RedirectConfig,
+    /// Kinds of blob written here. Default all three; empty means read-only.
+    #[serde(default = "all_kinds")]
+    pub kinds: Vec<DatastoreKind>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_part_size() -> ByteSize {
+    ByteSize::mib(8)
+}
+fn default_s3_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_s3_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_retries() -> usize {
+    2
+}
+fn all_kinds() -> Vec<DatastoreKind> {
+    vec![
+        DatastoreKind::LocalMedia,
+        DatastoreKind::RemoteMedia,
+        DatastoreKind::Thumbnails,
+    ]
+}
+
+impl S3DatastoreConfig {
+    /// Region after the provider's default.
+    pub fn effective_region(&self) -> String {
+        if let Some(region) = &self.region {
+            return region.clone();
+        }
+        match self.provider {
+            S3Provider::R2 => "auto".to_owned(),
+            S3Provider::Garage => "garage".to_owned(),
+            _ => "us-east-1".to_owned(),
+        }
+    }
+
+    /// Endpoint after the provider's pattern; `None` means the AWS default.
+    pub fn effective_endpoint(&self) -> Result<Option<Url>, String> {
+        if let Some(endpoint) = &self.endpoint {
+            return Ok(Some(endpoint.clone()));
+        }
+        let region = self.region.as_deref();
+        let url = match (self.provider, region) {
+            (S3Provider::Aws, _) => return Ok(None),
+            (S3Provider::B2, Some(r)) => format!("https://s3.{r}.backblazeb2.com"),
+            (S3Provider::Wasabi, Some(r)) => format!("https://s3.{r}.wasabisys.com"),
+            (S3Provider::Spaces, Some(r)) => format!("https://{r}.digitaloceanspaces.com"),
+            (S3Provider::R2, _) => match &self.account_id {
+                Some(account) => format!("https://{account}.r2.cloudflarestorage.com"),
+                None => return Err("r2 needs account_id (or an explicit endpoint)".to_owned()),
+            },
+            (S3Provider::B2 | S3Provider::Wasabi | S3Provider::Spaces, None) => {
+                return Err(format!(
+                    "{:?} needs a region (or an explicit endpoint)",
+                    self.provider
+                )
+                .to_lowercase());
+            }
+            (S3Provider::Minio | S3Provider::Garage | S3Provider::Generic, _) => {
+                return Err("this provider needs an explicit endpoint".to_owned());
+            }
+        };
+        Url::parse(&url)
+            .map(Some)
+            .map_err(|e| format!("endpoint {url}: {e}"))
+    }
+
+    /// Path-style addressing after the provider's default.
+    pub fn effective_path_style(&self) -> bool {
+        self.path_style.unwrap_or(self.provider != S3Provider::Aws)
     }
 }
 
@@ -89,6 +297,7 @@ pub(super) fn check_datastores(stores: &[DatastoreConfig], problems: &mut Vec<St
             problems.push(format!("datastores[{i}].id: {id:?} is used twice"));
         }
         match store {
+            DatastoreConfig::S3(s3) => check_s3(i, s3, problems),
             DatastoreConfig::Local(local) => {
                 if let Some(path) = &local.path
                     && path.exists()
@@ -114,5 +323,61 @@ pub(super) fn check_datastores(stores: &[DatastoreConfig], problems: &mut Vec<St
         problems.push(
             "datastores: no datastore takes local_media, so uploads could not be stored".to_owned(),
         );
+    }
+}
+
+fn check_s3(i: usize, s3: &S3DatastoreConfig, problems: &mut Vec<String>) {
+    let at = |key: &str| format!("datastores[{i}].{key}");
+    if s3.bucket.is_empty() {
+        problems.push(format!("{}: must not be empty", at("bucket")));
+    }
+    if let Err(why) = s3.effective_endpoint() {
+        problems.push(format!("{}: {why}", at("endpoint")));
+    }
+    let min = ByteSize::mib(5);
+    if s3.part_size < min || s3.part_size > ByteSize::gib(5) {
+        problems.push(format!(
+            "{}: S3 parts must be between 5MiB and 5GiB",
+            at("part_size")
+        ));
+    }
+    if s3.multipart_threshold < min {
+        problems.push(format!(
+            "{}: must be at least 5MiB",
+            at("multipart_threshold")
+        ));
+    }
+    for (key, inline, file) in [
+        (
+            "access_key_id",
+            s3.access_key_id.as_ref(),
+            s3.access_key_id_file.as_deref(),
+        ),
+        (
+            "secret_access_key",
+            s3.secret_access_key.as_ref(),
+            s3.secret_access_key_file.as_deref(),
+        ),
+    ] {
+        if let Err(why) = Secret::resolve(inline, file) {
+            problems.push(format!("{}: {why}", at(key)));
+        }
+    }
+    if let Some(SseConfig::Customer { key, key_file }) = &s3.sse {
+        match Secret::resolve(key.as_ref(), key_file.as_deref()) {
+            Ok(Some(_)) => {}
+            Ok(None) => problems.push(format!("{}: sse customer needs key or key_file", at("sse"))),
+            Err(why) => problems.push(format!("{}: {why}", at("sse"))),
+        }
+    }
+    let r = &s3.redirect;
+    if r.enabled && (r.url_ttl.is_zero() || r.reuse_for * 2 > r.url_ttl) {
+        problems.push(format!(
+            "{}: url_ttl must be non-zero and reuse_for at most half of it",
+            at("redirect")
+        ));
+    }
+    if s3.timeout.is_zero() || s3.connect_timeout.is_zero() {
+        problems.push(format!("{}: timeouts must be non-zero", at("timeout")));
     }
 }

@@ -10,7 +10,7 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::{auth::AuthError, media::MediaError};
+use crate::{auth::AuthError, media::MediaError, storage::StorageError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -51,6 +51,9 @@ impl ApiError {
             Self::Media(M::Forbidden(_)) => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
             Self::Media(M::UploadStalled(_)) => (StatusCode::REQUEST_TIMEOUT, "M_UNKNOWN"),
             Self::Media(M::Body(_)) => (StatusCode::BAD_REQUEST, "M_UNKNOWN"),
+            Self::Media(M::Storage(StorageError::Backend(_))) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN")
+            }
             Self::Media(M::Storage(_) | M::Repo(_) | M::Internal(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN")
             }
@@ -87,6 +90,9 @@ impl ApiError {
             Self::Auth(AuthError::BadGateway(_)) => {
                 "The homeserver gave an unusable answer to the access token check".to_owned()
             }
+            Self::Media(MediaError::Storage(StorageError::Backend(_))) => {
+                "The media storage is unavailable; try again shortly".to_owned()
+            }
             _ if status.is_server_error() => "Internal server error".to_owned(),
             other => other.to_string(),
         }
@@ -115,6 +121,9 @@ impl IntoResponse for ApiError {
         let retry_after = match &self {
             Self::Media(MediaError::RateLimited { retry_after }) => Some(*retry_after),
             Self::Auth(AuthError::Unavailable(_)) => Some(std::time::Duration::from_secs(5)),
+            Self::Media(MediaError::Storage(StorageError::Backend(_))) => {
+                Some(std::time::Duration::from_secs(10))
+            }
             _ => None,
         };
         let soft_logout = match &self {

@@ -9,7 +9,7 @@ use super::{MediaError, MediaService};
 use crate::{
     ids::{MediaKey, UnixMillis},
     repo::{BlobRecord, MediaRecord, MediaState},
-    storage::{ByteStream, StorageError},
+    storage::{ByteStream, Presigned, StorageError},
 };
 
 /// Re-check pending media at least this often, in case a commit happened in
@@ -111,6 +111,21 @@ impl MediaService {
                 })))
             }
         }
+    }
+
+    /// A presigned URL for `download` when its datastore redirects downloads;
+    /// the URL's response carries `content_type` and `content_disposition`.
+    pub async fn redirect(
+        &self,
+        download: &Download,
+        content_type: &str,
+        content_disposition: &str,
+    ) -> Result<Option<Presigned>, MediaError> {
+        let store = self.inner.stores.get(&download.blob.datastore)?;
+        Ok(store
+            .presign(&download.blob.key, content_type, content_disposition)
+            .await
+            .transpose()?)
     }
 
     /// Streams the bytes of `download`, or only `range` of them.

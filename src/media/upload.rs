@@ -235,8 +235,7 @@ impl MediaService {
         let store = self.inner.stores.writer_for(DatastoreKind::LocalMedia)?;
         let guard = BlobGuard::new(self, store);
         let (body, meter) = Meter::wrap(body, limit, config.upload_idle_timeout);
-        store
-            .put_stream(&guard.key, body)
+        write_detached(store, &guard.key, body)
             .await
             .map_err(|e| meter.explain(e, limit, config.upload_idle_timeout))?;
         let (size, sha256) = meter.finish();
@@ -322,6 +321,28 @@ impl MediaService {
     pub(super) fn is_in_flight(&self, store: &DatastoreId, key: &BlobKey) -> bool {
         self.in_flight().contains(&(store.clone(), key.clone()))
     }
+}
+
+/// Runs the write in a task of its own. When a client disconnects, axum drops
+/// the handler; a write dropped mid-way would leave an S3 multipart upload
+/// (billable parts) behind. Detached, the write instead sees the body fail and
+/// aborts. A write that completes after its caller left deletes its object.
+async fn write_detached(
+    store: &BlobStore,
+    key: &BlobKey,
+    body: ByteStream,
+) -> Result<u64, StorageError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (store, key) = (store.clone(), key.clone());
+    tokio::spawn(async move {
+        let result = store.put_stream(&key, body).await;
+        if let Err(Ok(_)) = tx.send(result)
+            && let Err(error) = store.delete(&key).await
+        {
+            tracing::warn!(key = key.as_str(), %error, "could not remove an abandoned upload");
+        }
+    });
+    rx.await.unwrap_or(Err(StorageError::TaskFailed))
 }
 
 const NOT_OWNER: &str = "this media id was created by another user";

@@ -1,12 +1,18 @@
 //! Datastore config -> `BlobStore`s. The only place that picks an
-//! `object_store` implementation.
+//! `object_store` implementation and applies provider presets.
 
 use std::{path::Path, sync::Arc};
 
-use object_store::local::LocalFileSystem;
+use object_store::{
+    Attribute, Attributes, ClientOptions, ObjectStore, RetryConfig, aws::AmazonS3Builder,
+    local::LocalFileSystem,
+};
 
-use super::{BlobStore, Datastores, StorageError};
-use crate::{config::DatastoreConfig, ids::DatastoreId};
+use super::{Backend, BlobStore, Datastores, Presigner, StorageError, WritePolicy};
+use crate::{
+    config::{DatastoreConfig, S3DatastoreConfig, Secret, SseConfig},
+    ids::DatastoreId,
+};
 
 /// Builds every datastore; local directories are created if missing.
 pub fn build_datastores(
@@ -15,7 +21,7 @@ pub fn build_datastores(
 ) -> Result<Datastores, StorageError> {
     let mut stores = Vec::with_capacity(configs.len());
     for config in configs {
-        match config {
+        stores.push(match config {
             DatastoreConfig::Local(local) => {
                 let dir = local.path.clone().unwrap_or_else(|| data_dir.join("media"));
                 std::fs::create_dir_all(&dir).map_err(|e| {
@@ -26,15 +32,127 @@ pub fn build_datastores(
                     // Without fsync an acknowledged upload could vanish on power loss.
                     .with_fsync(local.fsync)
                     .with_automatic_cleanup(true);
-                let part = usize::try_from(local.write_chunk_size.as_u64()).unwrap_or(usize::MAX);
-                stores.push(BlobStore::new(
+                let chunk = usize::try_from(local.write_chunk_size.as_u64()).unwrap_or(usize::MAX);
+                let policy = WritePolicy {
+                    single_put_max: chunk,
+                    part_size: chunk,
+                    multipart: true,
+                };
+                BlobStore::new(
                     DatastoreId(local.id.clone()),
                     Arc::new(fs),
-                    part,
+                    Backend::Local,
+                    policy,
                     local.kinds.clone(),
-                ));
+                )
             }
-        }
+            DatastoreConfig::S3(s3) => build_s3(s3)?,
+        });
     }
     Ok(Datastores::new(stores))
+}
+
+fn setup(context: &str) -> impl Fn(String) -> StorageError + '_ {
+    move |why| StorageError::Setup(format!("{context}: {why}"))
+}
+
+/// An S3 datastore with its provider's defaults. No optional checksum
+/// headers are sent (B2 and R2 reject them), conditional PUTs are never
+/// used (B2 lacks them), and parts are all the same size.
+fn build_s3(config: &S3DatastoreConfig) -> Result<BlobStore, StorageError> {
+    let id = config.id.as_str();
+    let err = setup(id);
+    let path_style = config.effective_path_style();
+    // `from_env` picks up the standard AWS_* variables; explicit settings win.
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(&config.bucket)
+        .with_region(config.effective_region())
+        .with_virtual_hosted_style_request(!path_style)
+        .with_client_options(
+            ClientOptions::new()
+                .with_timeout(config.timeout)
+                .with_connect_timeout(config.connect_timeout),
+        )
+        .with_retry(RetryConfig {
+            max_retries: config.max_retries,
+            retry_timeout: config.timeout,
+            ..RetryConfig::default()
+        });
+    if let Some(endpoint) = config.effective_endpoint().map_err(&err)? {
+        if endpoint.scheme() == "http" {
+            builder = builder.with_allow_http(true);
+        }
+        let mut endpoint = endpoint;
+        // With virtual-host addressing object_store takes the endpoint as the
+        // bucket's own URL, so the bucket goes into the host name here.
+        if !path_style && let Some(host) = endpoint.host_str().map(str::to_owned) {
+            endpoint
+                .set_host(Some(&format!("{}.{host}", config.bucket)))
+                .map_err(|e| err(e.to_string()))?;
+        }
+        builder = builder.with_endpoint(endpoint.as_str().trim_end_matches('/'));
+    }
+    let key_id = Secret::resolve(
+        config.access_key_id.as_ref(),
+        config.access_key_id_file.as_deref(),
+    )
+    .map_err(&err)?;
+    let secret = Secret::resolve(
+        config.secret_access_key.as_ref(),
+        config.secret_access_key_file.as_deref(),
+    )
+    .map_err(&err)?;
+    if let Some(key_id) = key_id {
+        builder = builder.with_access_key_id(key_id.expose());
+    }
+    if let Some(secret) = secret {
+        builder = builder.with_secret_access_key(secret.expose());
+    }
+    if let Some(token) = &config.session_token {
+        builder = builder.with_token(token.expose());
+    }
+    match &config.sse {
+        None => {}
+        Some(SseConfig::Kms { key_id, bucket_key }) => {
+            builder = builder
+                .with_sse_kms_encryption(key_id)
+                .with_bucket_key(*bucket_key);
+        }
+        Some(SseConfig::Customer { key, key_file }) => {
+            let key = Secret::resolve(key.as_ref(), key_file.as_deref())
+                .map_err(&err)?
+                .ok_or_else(|| err("sse customer needs key or key_file".to_owned()))?;
+            builder = builder.with_ssec_encryption(key.expose());
+        }
+    }
+    let s3 = Arc::new(builder.build().map_err(|e| err(e.to_string()))?);
+
+    let to_usize = |b: bytesize::ByteSize| usize::try_from(b.as_u64()).unwrap_or(usize::MAX);
+    let policy = WritePolicy {
+        single_put_max: to_usize(config.multipart_threshold),
+        part_size: to_usize(config.part_size),
+        multipart: config.multipart,
+    };
+    let inner: Arc<dyn ObjectStore> = s3.clone();
+    let mut store = BlobStore::new(
+        DatastoreId(config.id.clone()),
+        inner,
+        Backend::S3,
+        policy,
+        config.kinds.clone(),
+    )
+    .with_prefix(&config.prefix);
+    if let Some(class) = &config.storage_class {
+        let mut attributes = Attributes::new();
+        attributes.insert(Attribute::StorageClass, class.clone().into());
+        store = store.with_attributes(attributes);
+    }
+    if config.redirect.enabled {
+        store = store.with_presigner(Presigner::new(
+            s3,
+            config.redirect.url_ttl,
+            config.redirect.reuse_for,
+        ));
+    }
+    Ok(store)
 }

@@ -1,19 +1,22 @@
 //! Blob storage: bytes in, bytes out, over `object_store`. This layer adds our
-//! key scheme, the single-PUT/multipart switch, abort-on-failure and typed
-//! errors. It knows nothing about Matrix, HTTP or metadata.
+//! key scheme (with an optional prefix), the single-PUT/multipart switch,
+//! abort-on-failure, presigned URLs and typed errors. It knows nothing about
+//! Matrix, HTTP or metadata.
 
 mod build;
+mod presign;
 
 use std::{collections::HashMap, ops::Range, sync::Arc, time::SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt, stream::BoxStream};
 use object_store::{
-    GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt as _, PutPayload,
-    WriteMultipart, path::Path,
+    Attributes, GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt as _,
+    PutMultipartOptions, PutOptions, PutPayload, WriteMultipart, path::Path,
 };
 
 pub use build::build_datastores;
+pub use presign::{Presigned, Presigner};
 
 use crate::{
     config::DatastoreKind,
@@ -37,6 +40,8 @@ pub enum StorageError {
     NoWritableDatastore(DatastoreKind),
     #[error("datastore setup: {0}")]
     Setup(String),
+    #[error("storage task failed")]
+    TaskFailed,
 }
 
 impl From<object_store::Error> for StorageError {
@@ -55,36 +60,117 @@ pub struct ListedBlob {
     pub last_modified: SystemTime,
 }
 
+/// What kind of service a datastore is; the hot cache only fronts remote ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Local,
+    S3,
+}
+
+/// How bodies are written.
+#[derive(Debug, Clone, Copy)]
+pub struct WritePolicy {
+    /// Bodies up to this size go as one PUT.
+    pub single_put_max: usize,
+    /// Size of each multipart part; all parts but the last are exactly this.
+    pub part_size: usize,
+    /// Off: every body is buffered and sent as one PUT.
+    pub multipart: bool,
+}
+
 /// One datastore: an object store plus how we write to it.
 #[derive(Clone)]
 pub struct BlobStore {
     id: DatastoreId,
     inner: Arc<dyn ObjectStore>,
-    /// Bodies up to this size go as one PUT; larger ones stream in parts of
-    /// this size, so memory per upload is bounded by it.
-    part_size: usize,
+    backend: Backend,
+    policy: WritePolicy,
     parts_in_flight: usize,
     kinds: Vec<DatastoreKind>,
+    /// Every key lives under this prefix (no leading or trailing `/`).
+    prefix: Option<String>,
+    /// Sent with every new object (storage class).
+    attributes: Attributes,
+    presigner: Option<Presigner>,
 }
 
 impl BlobStore {
     pub fn new(
         id: DatastoreId,
         inner: Arc<dyn ObjectStore>,
-        part_size: usize,
+        backend: Backend,
+        policy: WritePolicy,
         kinds: Vec<DatastoreKind>,
     ) -> Self {
         Self {
             id,
             inner,
-            part_size,
+            backend,
+            policy,
             parts_in_flight: 2,
             kinds,
+            prefix: None,
+            attributes: Attributes::new(),
+            presigner: None,
         }
+    }
+
+    /// Keys live under `prefix` inside the bucket.
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: &str) -> Self {
+        let trimmed = prefix.trim_matches('/');
+        self.prefix = (!trimmed.is_empty()).then(|| trimmed.to_owned());
+        self
+    }
+
+    #[must_use]
+    pub fn with_attributes(mut self, attributes: Attributes) -> Self {
+        self.attributes = attributes;
+        self
+    }
+
+    #[must_use]
+    pub fn with_presigner(mut self, presigner: Presigner) -> Self {
+        self.presigner = Some(presigner);
+        self
     }
 
     pub fn id(&self) -> &DatastoreId {
         &self.id
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn kinds(&self) -> &[DatastoreKind] {
+        &self.kinds
+    }
+
+    pub fn presigner(&self) -> Option<&Presigner> {
+        self.presigner.as_ref()
+    }
+
+    /// A presigned GET for `key` when this datastore redirects downloads.
+    pub async fn presign(
+        &self,
+        key: &BlobKey,
+        content_type: &str,
+        content_disposition: &str,
+    ) -> Option<Result<Presigned, StorageError>> {
+        let presigner = self.presigner.as_ref()?;
+        Some(
+            presigner
+                .get(&self.path(key), content_type, content_disposition)
+                .await,
+        )
+    }
+
+    fn path(&self, key: &BlobKey) -> Path {
+        match &self.prefix {
+            Some(prefix) => Path::from(format!("{prefix}/{}", key.as_str())),
+            None => Path::from(key.as_str()),
+        }
     }
 
     /// Streams `body` to `key` and returns the byte count. A multipart upload
@@ -95,21 +181,34 @@ impl BlobStore {
         key: &BlobKey,
         mut body: ByteStream,
     ) -> Result<u64, StorageError> {
-        let path = Path::from(key.as_str());
+        let path = self.path(key);
+        let single_max = if self.policy.multipart {
+            self.policy.single_put_max
+        } else {
+            usize::MAX
+        };
         let mut head = BytesMut::new();
-        while head.len() < self.part_size {
+        while head.len() <= single_max {
             let Some(chunk) = body.try_next().await.map_err(StorageError::Body)? else {
                 let len = head.len() as u64;
+                let options = PutOptions {
+                    attributes: self.attributes.clone(),
+                    ..PutOptions::default()
+                };
                 self.inner
-                    .put(&path, PutPayload::from(head.freeze()))
+                    .put_opts(&path, PutPayload::from(head.freeze()), options)
                     .await?;
                 return Ok(len);
             };
             head.extend_from_slice(&chunk);
         }
 
-        let upload = self.inner.put_multipart(&path).await?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
+        let options = PutMultipartOptions {
+            attributes: self.attributes.clone(),
+            ..PutMultipartOptions::default()
+        };
+        let upload = self.inner.put_multipart_opts(&path, options).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, self.policy.part_size);
         let mut written = head.len() as u64;
         writer.put(head.freeze());
         let streamed: Result<(), StorageError> = async {
@@ -123,10 +222,10 @@ impl BlobStore {
         .await;
 
         match streamed {
-            Ok(()) => {
-                writer.finish().await?;
-                Ok(written)
-            }
+            Ok(()) => match writer.finish().await {
+                Ok(_) => Ok(written),
+                Err(err) => Err(err.into()),
+            },
             Err(err) => {
                 // Best effort: the original failure is the one worth reporting.
                 if let Err(abort_err) = writer.abort().await {
@@ -147,10 +246,7 @@ impl BlobStore {
             range: range.map(GetRange::Bounded),
             ..GetOptions::default()
         };
-        let result = self
-            .inner
-            .get_opts(&Path::from(key.as_str()), options)
-            .await?;
+        let result = self.inner.get_opts(&self.path(key), options).await?;
         let range = result.range.clone();
         match result.payload {
             GetResultPayload::File(file, _) => Ok(file_stream(file, range)),
@@ -160,7 +256,7 @@ impl BlobStore {
 
     /// Deletes `key`; a missing object counts as deleted on every backend.
     pub async fn delete(&self, key: &BlobKey) -> Result<(), StorageError> {
-        match self.inner.delete(&Path::from(key.as_str())).await {
+        match self.inner.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(other) => Err(other.into()),
         }
@@ -168,20 +264,36 @@ impl BlobStore {
 
     /// Every blob-shaped object in the store (other objects are ignored).
     pub fn list(&self) -> BoxStream<'static, Result<ListedBlob, StorageError>> {
+        let prefix = self.prefix.clone();
         self.inner
-            .list(None)
-            .filter_map(|item| async move {
-                match item {
-                    Ok(meta) => BlobKey::from_listed(meta.location.as_ref()).map(|key| {
-                        Ok(ListedBlob {
-                            key,
-                            last_modified: meta.last_modified.into(),
-                        })
-                    }),
-                    Err(e) => Some(Err(e.into())),
+            .list(prefix.as_deref().map(Path::from).as_ref())
+            .filter_map(move |item| {
+                let prefix = prefix.clone();
+                async move {
+                    match item {
+                        Ok(meta) => {
+                            let name = meta.location.as_ref();
+                            let name = match &prefix {
+                                Some(p) => name.strip_prefix(p.as_str())?.strip_prefix('/')?,
+                                None => name,
+                            };
+                            BlobKey::from_listed(name).map(|key| {
+                                Ok(ListedBlob {
+                                    key,
+                                    last_modified: meta.last_modified.into(),
+                                })
+                            })
+                        }
+                        Err(e) => Some(Err(e.into())),
+                    }
                 }
             })
             .boxed()
+    }
+
+    /// Size of the object at `key`.
+    pub async fn head(&self, key: &BlobKey) -> Result<u64, StorageError> {
+        Ok(self.inner.head(&self.path(key)).await?.size)
     }
 
     /// Cheap reachability probe: a HEAD of a key that never exists.

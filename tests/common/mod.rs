@@ -1,6 +1,11 @@
 //! Test harness: the real mxmedia server on 127.0.0.1:0 with its state in a
-//! temporary directory, and a small stand-in for the homeserver's
-//! `/account/whoami` that knows a few users.
+//! temporary directory, a small stand-in for the homeserver's
+//! `/account/whoami` that knows a few users, and a real S3 server (s3s-fs,
+//! SigV4 checked) in-process for the S3 datastore.
+//!
+//! The same contract tests run on both datastores: a test binary whose name
+//! starts with `s3_` (see `tests/s3_contract.rs`) uses S3, others the local
+//! directory; `MXMEDIA_TEST_BACKEND=s3|local` overrides that.
 #![allow(dead_code)]
 
 use std::{
@@ -24,6 +29,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 pub const SERVER_NAME: &str = "test.local";
+pub const S3_ACCESS_KEY: &str = "mxmedia-test";
+pub const S3_SECRET_KEY: &str = "mxmedia-test-secret";
+pub const S3_BUCKET: &str = "media";
 pub const ALICE: &str = "alice_token";
 pub const BOB: &str = "bob_token";
 pub const GUEST: &str = "guest_token";
@@ -152,6 +160,142 @@ pub async fn dead_url() -> String {
     format!("http://{addr}")
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestBackend {
+    Local,
+    S3,
+}
+
+/// Which datastore this test binary runs the contract against.
+pub fn backend() -> TestBackend {
+    match std::env::var("MXMEDIA_TEST_BACKEND").as_deref() {
+        Ok("s3") => return TestBackend::S3,
+        Ok("local") => return TestBackend::Local,
+        _ => {}
+    }
+    let exe = std::env::current_exe().unwrap();
+    let name = exe.file_name().unwrap().to_string_lossy().into_owned();
+    if name.starts_with("s3_") {
+        TestBackend::S3
+    } else {
+        TestBackend::Local
+    }
+}
+
+/// A real S3 server (s3s + s3s-fs) on 127.0.0.1 that checks SigV4
+/// signatures. It can be stopped (every connection dropped) and resumed on
+/// the same port, to play an outage.
+pub struct S3Server {
+    pub addr: SocketAddr,
+    pub root: tempfile::TempDir,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl S3Server {
+    pub async fn start() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join(S3_BUCKET)).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = Self {
+            addr,
+            root,
+            task: Mutex::new(None),
+        };
+        server.serve(listener);
+        server
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        use hyper_util::{
+            rt::{TokioExecutor, TokioIo},
+            server::conn::auto::Builder,
+        };
+        let mut builder =
+            s3s::service::S3ServiceBuilder::new(s3s_fs::FileSystem::new(self.root.path()).unwrap());
+        builder.set_auth(s3s::auth::SimpleAuth::from_single(
+            S3_ACCESS_KEY,
+            S3_SECRET_KEY,
+        ));
+        let service = builder.build();
+        let task = tokio::spawn(async move {
+            // Dropping this set (when the task is aborted) aborts every connection.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                // Without TCP_NODELAY, responses with a body take ~40 ms.
+                socket.set_nodelay(true).unwrap();
+                let service = service.clone();
+                connections.spawn(async move {
+                    let _ = Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(socket), service)
+                        .await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        *self.task.lock().unwrap() = Some(task);
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Outage: stop listening and drop every open connection.
+    pub async fn stop(&self) {
+        let task = self.task.lock().unwrap().take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// The service comes back on the same address with the same data.
+    pub async fn resume(&self) {
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        self.serve(listener);
+    }
+
+    /// Objects in the bucket plus unfinished multipart uploads (billable leftovers).
+    pub fn leftovers(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        walk(&self.root.path().join(S3_BUCKET), &mut out);
+        if let Ok(entries) = std::fs::read_dir(self.root.path()) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(".upload") {
+                    out.push(entry.path());
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.lock().unwrap().take() {
+            task.abort();
+        }
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            walk(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
 /// The real server with its own data directory.
 pub struct TestServer {
     pub base: String,
@@ -159,13 +303,35 @@ pub struct TestServer {
     pub hs: FakeHomeserver,
     pub config: Config,
     pub dir: tempfile::TempDir,
+    pub s3: Option<S3Server>,
     server: Option<Server>,
 }
 
+/// The datastore section for `backend`.
+pub fn datastores_yaml(backend: TestBackend, s3: Option<&S3Server>) -> String {
+    match (backend, s3) {
+        (TestBackend::S3, Some(s3)) => format!(
+            "datastores:\n  - type: s3\n    id: s3\n    provider: minio\n    endpoint: {}\n    bucket: {S3_BUCKET}\n    access_key_id: {S3_ACCESS_KEY}\n    secret_access_key: {S3_SECRET_KEY}\n    timeout: 5s\n    connect_timeout: 1s\n    max_retries: 1\n",
+            s3.endpoint()
+        ),
+        _ => String::new(),
+    }
+}
+
 pub fn test_config(dir: &Path, hs_url: &str) -> Config {
+    test_config_with(dir, hs_url, TestBackend::Local, None)
+}
+
+pub fn test_config_with(
+    dir: &Path,
+    hs_url: &str,
+    backend: TestBackend,
+    s3: Option<&S3Server>,
+) -> Config {
     let yaml = format!(
-        "server_name: {SERVER_NAME}\nlisten: 127.0.0.1:0\ndata_dir: {}\nhomeserver:\n  url: {hs_url}\n",
-        dir.display()
+        "server_name: {SERVER_NAME}\nlisten: 127.0.0.1:0\ndata_dir: {}\nhomeserver:\n  url: {hs_url}\n{}",
+        dir.display(),
+        datastores_yaml(backend, s3)
     );
     Config::from_yaml(&yaml, Vec::new()).expect("test config")
 }
@@ -178,7 +344,12 @@ impl TestServer {
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let hs = FakeHomeserver::start().await;
         let dir = tempfile::tempdir().unwrap();
-        let mut config = test_config(dir.path(), &hs.url);
+        let backend = backend();
+        let s3 = match backend {
+            TestBackend::S3 => Some(S3Server::start().await),
+            TestBackend::Local => None,
+        };
+        let mut config = test_config_with(dir.path(), &hs.url, backend, s3.as_ref());
         tweak(&mut config);
         let (server, base) = Self::launch(&config).await;
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -188,6 +359,7 @@ impl TestServer {
             hs,
             config,
             dir,
+            s3,
             server: Some(server),
         }
     }
@@ -281,24 +453,25 @@ impl TestServer {
             .unwrap()
     }
 
-    /// Every file under the local datastore directory.
+    /// Where blob objects appear as files: the local datastore directory,
+    /// or the S3 server's bucket directory.
+    pub fn blob_dir(&self) -> PathBuf {
+        match &self.s3 {
+            Some(s3) => s3.root.path().join(S3_BUCKET),
+            None => self.dir.path().join("media"),
+        }
+    }
+
+    /// Every stored object (and, on S3, every unfinished multipart upload).
     pub fn blob_files(&self) -> Vec<PathBuf> {
-        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                return;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    walk(&path, out);
-                } else {
-                    out.push(path);
-                }
+        match &self.s3 {
+            Some(s3) => s3.leftovers(),
+            None => {
+                let mut out = Vec::new();
+                walk(&self.blob_dir(), &mut out);
+                out
             }
         }
-        let mut out = Vec::new();
-        walk(&self.dir.path().join("media"), &mut out);
-        out
     }
 
     /// Waits (up to 5 s) until the datastore directory holds `count` files

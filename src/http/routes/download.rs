@@ -26,6 +26,7 @@ use crate::{
     },
     ids::MediaKey,
     media::{Access, Download, MediaError, clean_filename},
+    storage::Presigned,
 };
 
 /// Spec default for `timeout_ms`.
@@ -45,10 +46,8 @@ pub struct DownloadQuery {
     /// Legacy only (default true): `false` means "never fetch from another
     /// server", which breaks fetch loops between servers.
     allow_remote: Option<bool>,
-    /// Legacy only (default false). Parsed so a malformed value is a 400;
-    /// the bytes always come back because no datastore redirects yet.
-    // TODO(#3): presigned redirects honour this on the legacy endpoints.
-    #[allow(dead_code)]
+    /// Legacy only (default false): without `true` the legacy endpoints
+    /// must send the bytes themselves, never a redirect.
     allow_redirect: Option<bool>,
 }
 
@@ -134,6 +133,23 @@ async fn serve(
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Ok(value) = HeaderValue::from_str(&etag) {
         out.insert(header::ETAG, value);
+    }
+
+    // Redirect only now: every auth, quarantine and freeze check has passed.
+    let may_redirect = access == Access::Authenticated || query.allow_redirect == Some(true);
+    if may_redirect {
+        let disposition = out
+            .get(header::CONTENT_DISPOSITION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("attachment")
+            .to_owned();
+        if let Some(presigned) = state
+            .media
+            .redirect(&download, &record.content_type, &disposition)
+            .await?
+        {
+            return Ok(redirect_response(&presigned));
+        }
     }
 
     if etag_matches(request_headers.get(header::IF_NONE_MATCH), &etag) {
@@ -243,6 +259,19 @@ fn multipart(
         })
         .try_flatten()
         .chain(stream::once(async move { Ok(trailer) }))
+}
+
+/// 307 to a presigned URL. `private`, and never cached longer than the
+/// signature lives, so no shared cache hands it to someone else or too late.
+fn redirect_response(presigned: &Presigned) -> Response {
+    let mut out = HeaderMap::new();
+    out.insert(header::LOCATION, header_value(presigned.url.as_str()));
+    let max_age = presigned.remaining().as_secs().saturating_sub(60);
+    out.insert(
+        header::CACHE_CONTROL,
+        header_value(&format!("private, max-age={max_age}")),
+    );
+    (StatusCode::TEMPORARY_REDIRECT, out).into_response()
 }
 
 fn header_value(s: &str) -> HeaderValue {

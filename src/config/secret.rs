@@ -1,0 +1,71 @@
+//! `Secret`: a config string that never appears in logs, `Debug` output or
+//! serialised config. Each secret key also has a `*_file` twin read at start-up.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// A string that never appears in logs or `Debug` output.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The inline value, or the trimmed contents of `file`.
+    pub fn resolve(inline: Option<&Self>, file: Option<&Path>) -> Result<Option<Self>, String> {
+        match (inline, file) {
+            (Some(_), Some(_)) => Err("set either the value or its *_file, not both".to_owned()),
+            (Some(secret), None) => Ok(Some(secret.clone())),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|s| Some(Self(s.trim().to_owned())))
+                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Secrets never print.
+    #[test]
+    fn debug_is_redacted() {
+        assert_eq!(
+            format!("{:?}", Secret::new("hunter2")),
+            "Secret(<redacted>)"
+        );
+    }
+
+    /// A `*_file` secret is read and trimmed; both forms at once is an error.
+    #[test]
+    fn file_secrets_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        std::fs::write(&path, "abc\n").unwrap();
+        assert_eq!(
+            Secret::resolve(None, Some(&path))
+                .unwrap()
+                .unwrap()
+                .expose(),
+            "abc"
+        );
+        assert!(Secret::resolve(Some(&Secret::new("x")), Some(&path)).is_err());
+        assert!(Secret::resolve(None, Some(&dir.path().join("missing"))).is_err());
+        assert_eq!(Secret::resolve(None, None).unwrap(), None);
+    }
+}
