@@ -317,7 +317,7 @@ const LOCAL_READ_CHUNK: u64 = 256 * 1024;
 /// Streams `range` of an open local file in `LOCAL_READ_CHUNK` pieces, each
 /// read on the blocking pool. A file that turns out shorter is an error, not
 /// a silently short body.
-fn file_stream(file: std::fs::File, range: Range<u64>) -> ByteStream {
+pub(crate) fn file_stream(file: std::fs::File, range: Range<u64>) -> ByteStream {
     futures::stream::try_unfold(
         (Some(file), range.start, range.end),
         |(file, pos, end)| async move {
