@@ -150,23 +150,24 @@ impl HotCache {
 
     /// Streams `range` (or all) of a cached blob, or `None` on a miss. A file
     /// that disappeared from disk is forgotten and counts as a miss.
-    pub async fn open(&self, digest: &Sha256Digest, range: Option<Range<u64>>) -> Option<ByteStream> {
+    pub async fn open(
+        &self,
+        digest: &Sha256Digest,
+        range: Option<Range<u64>>,
+    ) -> Option<ByteStream> {
         let Some(size) = self.inner.index.get(digest) else {
             self.inner.misses.fetch_add(1, Ordering::Relaxed);
             return None;
         };
         let path = path_for(&self.inner.dir, digest);
         let opened = tokio::task::spawn_blocking(move || std::fs::File::open(path)).await;
-        match opened {
-            Ok(Ok(file)) => {
-                self.inner.hits.fetch_add(1, Ordering::Relaxed);
-                Some(file_stream(file, range.unwrap_or(0..size)))
-            }
-            _ => {
-                self.inner.index.invalidate(digest);
-                self.inner.misses.fetch_add(1, Ordering::Relaxed);
-                None
-            }
+        if let Ok(Ok(file)) = opened {
+            self.inner.hits.fetch_add(1, Ordering::Relaxed);
+            Some(file_stream(file, range.unwrap_or(0..size)))
+        } else {
+            self.inner.index.invalidate(digest);
+            self.inner.misses.fetch_add(1, Ordering::Relaxed);
+            None
         }
     }
 
@@ -262,26 +263,29 @@ fn tee(
     sender: Option<mpsc::Sender<FillMsg>>,
     finish: Option<(Fill, Sha256Digest, u64)>,
 ) -> ByteStream {
-    futures::stream::unfold((stream, sender, finish), |(mut stream, mut sender, finish)| async move {
-        match stream.next().await {
-            Some(Ok(bytes)) => {
-                if let Some(tx) = &sender
-                    && tx.try_send(FillMsg::Data(bytes.clone())).is_err()
-                {
-                    sender = None;
+    futures::stream::unfold(
+        (stream, sender, finish),
+        |(mut stream, mut sender, finish)| async move {
+            match stream.next().await {
+                Some(Ok(bytes)) => {
+                    if let Some(tx) = &sender
+                        && tx.try_send(FillMsg::Data(bytes.clone())).is_err()
+                    {
+                        sender = None;
+                    }
+                    Some((Ok(bytes), (stream, sender, finish)))
                 }
-                Some((Ok(bytes), (stream, sender, finish)))
-            }
-            Some(Err(e)) => Some((Err(e), (stream, None, None))),
-            None => {
-                drop(sender);
-                if let Some((fill, digest, size)) = finish {
-                    fill.finish(digest, size);
+                Some(Err(e)) => Some((Err(e), (stream, None, None))),
+                None => {
+                    drop(sender);
+                    if let Some((fill, digest, size)) = finish {
+                        fill.finish(digest, size);
+                    }
+                    None
                 }
-                None
             }
-        }
-    })
+        },
+    )
     .boxed()
 }
 

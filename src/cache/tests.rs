@@ -56,13 +56,23 @@ async fn small_hot_files_survive_a_scan_of_cold_ones() {
         let cold = vec![i; 200 * 1024];
         assert_eq!(read(&cache, &cold).await, cold);
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        assert!(cache.weighted_size() <= 1024 * 1024, "size bound exceeded: {}", cache.weighted_size());
+        assert!(
+            cache.weighted_size() <= 1024 * 1024,
+            "size bound exceeded: {}",
+            cache.weighted_size()
+        );
     }
     // 40 x 200 KiB through a 1 MiB cache, the hot file untouched meanwhile:
     // LRU or FIFO would have evicted it after five of them.
-    assert!(cache.contains(&hot_digest), "the hot file was evicted by a scan");
+    assert!(
+        cache.contains(&hot_digest),
+        "the hot file was evicted by a scan"
+    );
     let on_disk: u64 = walk_sizes(dir.path());
-    assert!(on_disk <= 1024 * 1024 + 64 * 1024, "files on disk exceed the bound: {on_disk}");
+    assert!(
+        on_disk <= 1024 * 1024 + 64 * 1024,
+        "files on disk exceed the bound: {on_disk}"
+    );
     assert!(cache.stats().hits >= 20);
     assert_eq!(read(&cache, &hot).await, hot);
 }
@@ -71,7 +81,11 @@ fn walk_sizes(dir: &Path) -> u64 {
     let mut total = 0;
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let meta = entry.metadata().unwrap();
-        total += if meta.is_dir() { walk_sizes(&entry.path()) } else { meta.len() };
+        total += if meta.is_dir() {
+            walk_sizes(&entry.path())
+        } else {
+            meta.len()
+        };
     }
     total
 }
@@ -86,7 +100,11 @@ async fn oversized_and_incomplete_fills_are_not_kept() {
     let small = vec![2u8; 50];
     // The store yields fewer bytes than the record says: not a valid copy.
     let d = digest(&small);
-    let s: Vec<Bytes> = cache.tee_download(once(small[..40].to_vec()), d, 50).try_collect().await.unwrap();
+    let s: Vec<Bytes> = cache
+        .tee_download(once(small[..40].to_vec()), d, 50)
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(s.concat().len(), 40);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(!cache.contains(&digest(&big)));
@@ -107,7 +125,13 @@ async fn entries_survive_a_restart() {
     std::fs::write(dir.path().join(".fill-deadbeef"), b"partial").unwrap();
     let cache = HotCache::create(dir.path(), 1024 * 1024, 1024 * 1024).unwrap();
     assert!(cache.contains(&digest(&data)));
-    let hit: Vec<Bytes> = cache.open(&digest(&data), Some(10..20)).await.unwrap().try_collect().await.unwrap();
+    let hit: Vec<Bytes> = cache
+        .open(&digest(&data), Some(10..20))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(hit.concat(), data[10..20].to_vec());
     assert!(!dir.path().join(".fill-deadbeef").exists());
 }
@@ -129,6 +153,12 @@ async fn a_wiped_directory_is_a_miss() {
     assert_eq!(read(&cache, &data).await, data);
     settle(&cache, &d, true).await;
     assert!(cache.contains(&d));
-    let again: Vec<Bytes> = cache.open(&d, None).await.unwrap().try_collect().await.unwrap();
+    let again: Vec<Bytes> = cache
+        .open(&d, None)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(again.concat(), data);
 }
