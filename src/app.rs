@@ -20,11 +20,12 @@ use tracing::Level;
 
 use crate::{
     auth::{AuthError, Authenticator},
+    cache::HotCache,
     config::{Config, DatabaseConfig},
     http::{self, AppState},
     media::MediaService,
     repo::{Repo, RepoError, sled::SledRepo},
-    storage::{StorageError, build_datastores},
+    storage::{Backend, StorageError, build_datastores},
 };
 
 /// How long shutdown waits for in-flight requests before it stops them.
@@ -54,11 +55,26 @@ pub fn build_state(config: &Config) -> Result<AppState, AppError> {
         }
     };
     let stores = build_datastores(&config.datastores, &config.data_dir)?;
+    let remote_stores = stores.iter().any(|s| s.backend() != Backend::Local);
+    let cache = if config.cache.enabled && remote_stores {
+        let dir = config.cache_path();
+        Some(
+            HotCache::create(
+                &dir,
+                config.cache.max_size.as_u64(),
+                config.cache.max_file_size.as_u64(),
+            )
+            .map_err(|e| StorageError::Setup(format!("cache at {}: {e}", dir.display())))?,
+        )
+    } else {
+        None
+    };
     let media = MediaService::new(
         config.server_name.clone(),
         Repo::new(Arc::new(repo)),
         stores,
         config.media.clone(),
+        cache,
     );
     Ok(AppState {
         media,

@@ -110,32 +110,32 @@ async fn declared_oversized_upload_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_oversized_upload_is_cut_off() {
     let t = TestServer::start_with(|c| c.media.max_upload_size = bytesize::ByteSize::kib(64)).await;
-    let chunks = (0..64).map(|_| Ok::<_, std::io::Error>(vec![1u8; 4096]));
-    let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
-    let resp = t.upload(ALICE, body, None, None).await;
-    assert_matrix_error(resp, 413, "M_TOO_LARGE").await;
-    let (s, id, _) = {
-        let resp = t
-            .http
-            .post(t.url("/_matrix/media/v1/create"))
-            .bearer_auth(ALICE)
-            .send()
-            .await
-            .unwrap();
-        let body: Value = resp.json().await.unwrap();
-        let (s, id) = split_mxc(body["content_uri"].as_str().unwrap());
-        (s, id, ())
-    };
-    let chunks = (0..64).map(|_| Ok::<_, std::io::Error>(vec![1u8; 4096]));
+    let (text, _) = raw_chunked_upload(
+        t.addr(),
+        "POST /_matrix/media/v3/upload",
+        ALICE,
+        1024 * 1024,
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("\"errcode\":\"M_TOO_LARGE\""), "{text}");
     let resp = t
         .http
-        .put(t.url(&format!("/_matrix/media/v3/upload/{s}/{id}")))
+        .post(t.url("/_matrix/media/v1/create"))
         .bearer_auth(ALICE)
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
         .send()
         .await
         .unwrap();
-    assert_matrix_error(resp, 413, "M_TOO_LARGE").await;
+    let body: Value = resp.json().await.unwrap();
+    let (s, id) = split_mxc(body["content_uri"].as_str().unwrap());
+    let (text, _) = raw_chunked_upload(
+        t.addr(),
+        &format!("PUT /_matrix/media/v3/upload/{s}/{id}"),
+        ALICE,
+        1024 * 1024,
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert_eq!(t.counts().await.media, 0);
     let left = t.wait_for_blob_files(0, false).await;
     assert!(left.is_empty(), "{left:?}");

@@ -5,15 +5,9 @@
 
 mod common;
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
-};
-
 use bytes::Bytes;
 use common::*;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -80,43 +74,10 @@ async fn large_bodies_stream_with_flat_memory() {
 
     // Over the limit without a Content-Length: cut off while it arrives.
     let t = TestServer::start_with(|c| c.media.max_upload_size = bytesize::ByteSize::mib(16)).await;
-    let stream = tokio::net::TcpStream::connect(t.addr()).await.unwrap();
-    let (mut reader, mut writer) = stream.into_split();
-    let written = Arc::new(AtomicU64::new(0));
-    let counter = Arc::clone(&written);
-    let sender = tokio::spawn(async move {
-        let head = format!(
-            "POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\nTransfer-Encoding: chunked\r\n\r\n"
-        );
-        writer.write_all(head.as_bytes()).await?;
-        let data = vec![1u8; 64 * 1024];
-        let frame_head = format!("{:x}\r\n", data.len());
-        for _ in 0..(512 * MIB / data.len() as u64) {
-            writer.write_all(frame_head.as_bytes()).await?;
-            writer.write_all(&data).await?;
-            writer.write_all(b"\r\n").await?;
-            counter.fetch_add(data.len() as u64, Ordering::Relaxed);
-        }
-        writer.write_all(b"0\r\n\r\n").await
-    });
-    let mut response = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = reader.read(&mut buf).await.unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        response.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&response);
-        if text.contains("\r\n\r\n") && text.contains('}') {
-            break;
-        }
-    }
-    sender.abort();
-    let text = String::from_utf8_lossy(&response);
+    let (text, sent) =
+        raw_chunked_upload(t.addr(), "POST /_matrix/media/v3/upload", ALICE, 512 * MIB).await;
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(text.contains("M_TOO_LARGE"), "{text}");
-    let sent = written.load(Ordering::Relaxed);
     println!("client got 413 after sending {} MiB of 512", sent / MIB);
     assert!(
         sent < 128 * MIB,

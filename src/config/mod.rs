@@ -43,8 +43,37 @@ pub struct Config {
     pub database: DatabaseConfig,
     #[serde(default)]
     pub media: MediaConfig,
+    /// Local hot cache in front of object-store datastores.
+    #[serde(default)]
+    pub cache: CacheConfig,
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// Local disk cache of hot blobs from object-store datastores (never used
+/// for local datastores, which are already on disk).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Default true.
+    pub enabled: bool,
+    /// Directory of the cache. Default `data_dir/cache`.
+    pub path: Option<PathBuf>,
+    /// Most bytes the cache keeps on disk. Default 1GiB.
+    pub max_size: ByteSize,
+    /// Larger blobs are never cached. Default 64MiB.
+    pub max_file_size: ByteSize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: None,
+            max_size: ByteSize::gib(1),
+            max_file_size: ByteSize::mib(64),
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -193,6 +222,14 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// Directory of the hot cache.
+    pub fn cache_path(&self) -> PathBuf {
+        self.cache
+            .path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("cache"))
+    }
+
     /// Directory of the sled database.
     pub fn sled_path(&self) -> PathBuf {
         match &self.database {
@@ -236,6 +273,9 @@ impl Config {
                 "log.level: {:?} is not a valid filter",
                 self.log.level
             ));
+        }
+        if self.cache.enabled && self.cache.max_file_size > self.cache.max_size {
+            problems.push("cache.max_file_size: must not exceed cache.max_size".to_owned());
         }
         storage::check_datastores(&self.datastores, &mut problems);
         problems

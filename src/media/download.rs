@@ -128,13 +128,25 @@ impl MediaService {
             .transpose()?)
     }
 
-    /// Streams the bytes of `download`, or only `range` of them.
+    /// Streams the bytes of `download`, or only `range` of them. Object-store
+    /// blobs come from the hot cache when it has them; a full read that
+    /// misses fills the cache on the way through.
     pub async fn read(
         &self,
         download: &Download,
         range: Option<Range<u64>>,
     ) -> Result<ByteStream, MediaError> {
         let store = self.inner.stores.get(&download.blob.datastore)?;
+        if let Some(cache) = self.cache_for(store) {
+            let digest = &download.record.sha256;
+            if let Some(hit) = cache.open(digest, range.clone()).await {
+                return Ok(hit);
+            }
+            if range.is_none() && download.blob.size <= cache.max_file_size() {
+                let stream = store.open(&download.blob.key, None).await?;
+                return Ok(cache.tee_download(stream, *digest, download.blob.size));
+            }
+        }
         Ok(store.open(&download.blob.key, range).await?)
     }
 }

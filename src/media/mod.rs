@@ -18,10 +18,11 @@ pub use name::clean_filename;
 pub use upload::{UploadMeta, UploadTarget};
 
 use crate::{
+    cache::HotCache,
     config::MediaConfig,
     ids::{BlobKey, DatastoreId},
     repo::{Repo, RepoError},
-    storage::{Datastores, StorageError},
+    storage::{Backend, BlobStore, Datastores, StorageError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,8 @@ struct Inner {
     repo: Repo,
     stores: Datastores,
     config: MediaConfig,
+    /// Hot copies of blobs from object-store datastores.
+    cache: Option<HotCache>,
     /// Woken on every commit, so downloads waiting on pending media retry.
     committed: Notify,
     /// Blobs being written right now; the orphan sweep must not touch them.
@@ -74,6 +77,7 @@ impl MediaService {
         repo: Repo,
         stores: Datastores,
         config: MediaConfig,
+        cache: Option<HotCache>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -81,6 +85,7 @@ impl MediaService {
                 repo,
                 stores,
                 config,
+                cache,
                 committed: Notify::new(),
                 in_flight: std::sync::Mutex::new(HashSet::new()),
             }),
@@ -98,9 +103,20 @@ impl MediaService {
     pub fn repo(&self) -> &Repo {
         &self.inner.repo
     }
-
     pub fn stores(&self) -> &Datastores {
         &self.inner.stores
+    }
+
+    pub fn cache(&self) -> Option<&HotCache> {
+        self.inner.cache.as_ref()
+    }
+
+    /// The cache, when `store` is one it fronts.
+    fn cache_for(&self, store: &BlobStore) -> Option<&HotCache> {
+        self.inner
+            .cache
+            .as_ref()
+            .filter(|_| store.backend() != Backend::Local)
     }
 
     /// Readiness: the metadata store answers and every datastore is reachable.

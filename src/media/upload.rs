@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::{MediaError, MediaService};
 use crate::{
+    cache::HotCache,
     config::DatastoreKind,
     ids::{BlobKey, DatastoreId, MediaId, MediaKey, Sha256Digest, UnixMillis},
     repo::{Commit, CommitMode, MediaRecord, MediaState, NewBlob, Origin, PendingRecord, Reserve},
@@ -235,6 +236,13 @@ impl MediaService {
         let store = self.inner.stores.writer_for(DatastoreKind::LocalMedia)?;
         let guard = BlobGuard::new(self, store);
         let (body, meter) = Meter::wrap(body, limit, config.upload_idle_timeout);
+        // Uploads to an object store also land in the hot cache, from the
+        // same bytes: nothing is read twice.
+        let fill = self.cache_for(store).map(HotCache::fill);
+        let body = match &fill {
+            Some(fill) => fill.tee(body),
+            None => body,
+        };
         write_detached(store, &guard.key, body)
             .await
             .map_err(|e| meter.explain(e, limit, config.upload_idle_timeout))?;
@@ -292,6 +300,9 @@ impl MediaService {
         // A deduplicated upload's own copy is surplus: the armed guard deletes it.
         if !deduplicated {
             guard.disarm();
+        }
+        if let Some(fill) = fill {
+            fill.finish(sha256, size);
         }
         self.inner.committed.notify_waiters();
         tracing::info!(mxc = %key, size, sha256 = %sha256.to_hex(), deduplicated, "media stored");
