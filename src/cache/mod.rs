@@ -255,37 +255,62 @@ impl Fill {
     }
 }
 
-/// Passes `stream` through unchanged while copying it to `sender`; at a clean
-/// end, `finish` (if any) completes its fill. A full queue means the disk is
-/// slower than the client: the copy stops rather than slowing the client.
+/// Passes `stream` through unchanged while copying it to `sender`. With
+/// `finish`, the fill completes as soon as the expected number of bytes has
+/// passed: HTTP servers stop polling a body once `Content-Length` bytes are
+/// out, so the end of the stream may never be seen. A full queue means the
+/// disk is slower than the client: the copy stops rather than slow it down.
 fn tee(
     stream: ByteStream,
     sender: Option<mpsc::Sender<FillMsg>>,
     finish: Option<(Fill, Sha256Digest, u64)>,
 ) -> ByteStream {
-    futures::stream::unfold(
-        (stream, sender, finish),
-        |(mut stream, mut sender, finish)| async move {
-            match stream.next().await {
-                Some(Ok(bytes)) => {
-                    if let Some(tx) = &sender
-                        && tx.try_send(FillMsg::Data(bytes.clone())).is_err()
-                    {
-                        sender = None;
-                    }
-                    Some((Ok(bytes), (stream, sender, finish)))
+    struct Tee {
+        stream: ByteStream,
+        sender: Option<mpsc::Sender<FillMsg>>,
+        finish: Option<(Fill, Sha256Digest, u64)>,
+        seen: u64,
+    }
+    let state = Tee {
+        stream,
+        sender,
+        finish,
+        seen: 0,
+    };
+    futures::stream::unfold(state, |mut tee| async move {
+        match tee.stream.next().await {
+            Some(Ok(bytes)) => {
+                if let Some(tx) = &tee.sender
+                    && tx.try_send(FillMsg::Data(bytes.clone())).is_err()
+                {
+                    tee.sender = None;
                 }
-                Some(Err(e)) => Some((Err(e), (stream, None, None))),
-                None => {
-                    drop(sender);
-                    if let Some((fill, digest, size)) = finish {
-                        fill.finish(digest, size);
-                    }
-                    None
+                tee.seen += bytes.len() as u64;
+                if tee
+                    .finish
+                    .as_ref()
+                    .is_some_and(|(_, _, size)| tee.seen >= *size)
+                    && let Some((fill, digest, size)) = tee.finish.take()
+                {
+                    tee.sender = None;
+                    fill.finish(digest, size);
                 }
+                Some((Ok(bytes), tee))
             }
-        },
-    )
+            Some(Err(e)) => {
+                tee.sender = None;
+                tee.finish = None;
+                Some((Err(e), tee))
+            }
+            None => {
+                tee.sender = None;
+                if let Some((fill, digest, size)) = tee.finish.take() {
+                    fill.finish(digest, size);
+                }
+                None
+            }
+        }
+    })
     .boxed()
 }
 

@@ -243,6 +243,22 @@ impl S3DatastoreConfig {
     pub fn effective_path_style(&self) -> bool {
         self.path_style.unwrap_or(self.provider != S3Provider::Aws)
     }
+
+    /// The URL the S3 client is given. With virtual-host addressing and an
+    /// explicit endpoint, that is the bucket's own URL (bucket in the host).
+    pub fn client_endpoint(&self) -> Result<Option<Url>, String> {
+        let Some(mut endpoint) = self.effective_endpoint()? else {
+            return Ok(None);
+        };
+        if !self.effective_path_style()
+            && let Some(host) = endpoint.host_str().map(str::to_owned)
+        {
+            endpoint
+                .set_host(Some(&format!("{}.{host}", self.bucket)))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(Some(endpoint))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -379,5 +395,95 @@ fn check_s3(i: usize, s3: &S3DatastoreConfig, problems: &mut Vec<String>) {
     }
     if s3.timeout.is_zero() || s3.connect_timeout.is_zero() {
         problems.push(format!("{}: timeouts must be non-zero", at("timeout")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3(yaml: &str) -> S3DatastoreConfig {
+        serde_norway::from_str(&format!("id: s\nbucket: media\n{yaml}")).unwrap()
+    }
+
+    fn endpoint(c: &S3DatastoreConfig) -> Option<String> {
+        c.client_endpoint()
+            .unwrap()
+            .map(|u| u.as_str().trim_end_matches('/').to_owned())
+    }
+
+    /// Provider presets fill endpoint, region and addressing as each service wants.
+    #[test]
+    fn provider_presets_fill_the_defaults() {
+        let aws = s3("provider: aws\nregion: eu-west-1");
+        assert_eq!(
+            (
+                endpoint(&aws),
+                aws.effective_region(),
+                aws.effective_path_style()
+            ),
+            (None, "eu-west-1".into(), false)
+        );
+        let r2 = s3("provider: r2\naccount_id: abc123");
+        assert_eq!(
+            endpoint(&r2).as_deref(),
+            Some("https://abc123.r2.cloudflarestorage.com")
+        );
+        assert_eq!(r2.effective_region(), "auto");
+        assert!(r2.effective_path_style());
+        let b2 = s3("provider: b2\nregion: us-west-004");
+        assert_eq!(
+            endpoint(&b2).as_deref(),
+            Some("https://s3.us-west-004.backblazeb2.com")
+        );
+        let wasabi = s3("provider: wasabi\nregion: eu-central-1");
+        assert_eq!(
+            endpoint(&wasabi).as_deref(),
+            Some("https://s3.eu-central-1.wasabisys.com")
+        );
+        let spaces = s3("provider: spaces\nregion: ams3");
+        assert_eq!(
+            endpoint(&spaces).as_deref(),
+            Some("https://ams3.digitaloceanspaces.com")
+        );
+        let garage = s3("provider: garage\nendpoint: http://127.0.0.1:3900");
+        assert_eq!(
+            (garage.effective_region(), garage.effective_path_style()),
+            ("garage".into(), true)
+        );
+        let minio = s3("provider: minio\nendpoint: http://minio:9000");
+        assert_eq!(endpoint(&minio).as_deref(), Some("http://minio:9000"));
+    }
+
+    /// Virtual-host addressing on a custom endpoint puts the bucket in the host.
+    #[test]
+    fn virtual_host_addressing_puts_the_bucket_in_the_host() {
+        let spaces = s3("provider: spaces\nregion: ams3\npath_style: false");
+        assert_eq!(
+            endpoint(&spaces).as_deref(),
+            Some("https://media.ams3.digitaloceanspaces.com")
+        );
+    }
+
+    /// Presets that cannot work without more information say what is missing.
+    #[test]
+    fn incomplete_presets_are_problems() {
+        let mut problems = Vec::new();
+        for yaml in [
+            "provider: r2",
+            "provider: b2",
+            "provider: minio",
+            "provider: generic",
+        ] {
+            check_s3(0, &s3(yaml), &mut problems);
+        }
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        let mut problems = Vec::new();
+        check_s3(
+            0,
+            &s3("provider: minio\nendpoint: http://x\npart_size: 1MiB\nmultipart_threshold: 1MiB"),
+            &mut problems,
+        );
+        assert_eq!(problems.len(), 2, "{problems:?}");
     }
 }

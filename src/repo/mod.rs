@@ -147,6 +147,8 @@ pub trait MediaRepo: Send + Sync + 'static {
         mode: &CommitMode,
     ) -> Result<Commit, RepoError>;
     fn get(&self, key: &MediaKey) -> Result<Option<MediaState>, RepoError>;
+    /// Sets the quarantine flag of complete media; false if there is none.
+    fn set_quarantined(&self, key: &MediaKey, quarantined: bool) -> Result<bool, RepoError>;
     fn blob(&self, sha256: &Sha256Digest) -> Result<Option<BlobRecord>, RepoError>;
     /// Whether any blob record points at `key` in `datastore`.
     fn blob_key_known(&self, datastore: &DatastoreId, key: &BlobKey) -> Result<bool, RepoError>;

@@ -198,6 +198,22 @@ impl MediaRepo for SledRepo {
         Self::decode_state(self.media.get(keys::media(key))?)
     }
 
+    fn set_quarantined(&self, key: &MediaKey, quarantined: bool) -> Result<bool, RepoError> {
+        let media_key = keys::media(key);
+        let outcome =
+            self.media
+                .transaction(|media| match tx_get::<MediaState>(media, &media_key)? {
+                    Some(MediaState::Complete(mut record)) => {
+                        record.quarantined = quarantined;
+                        let value = codec::encode(&MediaState::Complete(record)).map_err(abort)?;
+                        media.insert(media_key.as_slice(), value)?;
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                });
+        flatten(outcome)
+    }
+
     fn blob(&self, sha256: &Sha256Digest) -> Result<Option<BlobRecord>, RepoError> {
         Ok(self
             .blobs

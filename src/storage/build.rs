@@ -78,17 +78,9 @@ fn build_s3(config: &S3DatastoreConfig) -> Result<BlobStore, StorageError> {
             retry_timeout: config.timeout,
             ..RetryConfig::default()
         });
-    if let Some(endpoint) = config.effective_endpoint().map_err(&err)? {
+    if let Some(endpoint) = config.client_endpoint().map_err(&err)? {
         if endpoint.scheme() == "http" {
             builder = builder.with_allow_http(true);
-        }
-        let mut endpoint = endpoint;
-        // With virtual-host addressing object_store takes the endpoint as the
-        // bucket's own URL, so the bucket goes into the host name here.
-        if !path_style && let Some(host) = endpoint.host_str().map(str::to_owned) {
-            endpoint
-                .set_host(Some(&format!("{}.{host}", config.bucket)))
-                .map_err(|e| err(e.to_string()))?;
         }
         builder = builder.with_endpoint(endpoint.as_str().trim_end_matches('/'));
     }

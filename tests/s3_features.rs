@@ -1,0 +1,352 @@
+//! What only an object-store datastore has: the hot cache in front of it,
+//! behaviour during an S3 outage, presigned redirects, key prefix and
+//! storage class, and uploads with multipart switched off. Runs on the S3
+//! backend (this binary's name starts with `s3_`).
+// Tests use clippy's default lints; the pedantic set and the unwrap ban are for shipped code.
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use mxmedia::{
+    config::{Config, DatastoreConfig, S3DatastoreConfig},
+    ids::MediaKey,
+};
+
+fn s3_of(config: &mut Config) -> &mut S3DatastoreConfig {
+    match &mut config.datastores[0] {
+        DatastoreConfig::S3(s3) => s3,
+        DatastoreConfig::Local(_) => panic!("this binary runs on S3"),
+    }
+}
+
+fn authed(s: &str, id: &str) -> String {
+    format!("/_matrix/client/v1/media/download/{s}/{id}")
+}
+
+async fn cache_settles(t: &TestServer, fills: u64) {
+    for _ in 0..200 {
+        if t.server().state().media.cache().unwrap().stats().fills >= fills {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the cache was not filled");
+}
+
+/// Uploads fill the cache from the bytes passing through; cache hits need
+/// no S3 at all, ranges included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_fill_the_cache_and_hits_need_no_s3() {
+    let t = TestServer::start().await;
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 249) as u8).collect();
+    let (s, id) = t
+        .upload_ok(ALICE, &data, Some("image/png"), Some("c.png"))
+        .await;
+    cache_settles(&t, 1).await;
+    t.s3.as_ref().unwrap().stop().await;
+    let resp = t.get(&authed(&s, &id), Some(ALICE)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-disposition"],
+        "inline; filename=\"c.png\""
+    );
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), data.as_slice());
+    let resp = t
+        .http
+        .get(t.url(&authed(&s, &id)))
+        .bearer_auth(ALICE)
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), &data[10..20]);
+    assert!(t.server().state().media.cache().unwrap().stats().hits >= 2);
+}
+
+/// A full read that misses fills the cache on the way through; the next read is a hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_fill_the_cache() {
+    let t = TestServer::start().await;
+    let (s, id) = t.upload_ok(ALICE, &[4u8; 50_000], None, None).await;
+    cache_settles(&t, 1).await;
+    // Lose the cached copy; the cache notices on the next read.
+    std::fs::remove_dir_all(t.dir.path().join("cache")).unwrap();
+    let resp = t.get(&authed(&s, &id), Some(ALICE)).await;
+    assert_eq!(resp.bytes().await.unwrap().len(), 50_000);
+    cache_settles(&t, 2).await;
+    t.s3.as_ref().unwrap().stop().await;
+    let resp = t.get(&authed(&s, &id), Some(BOB)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.bytes().await.unwrap().as_ref(),
+        vec![4u8; 50_000].as_slice()
+    );
+}
+
+/// Quarantined media is never served from the cache (or anywhere else).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_wins_over_the_cache() {
+    let t = TestServer::start().await;
+    let (s, id) = t
+        .upload_ok(ALICE, b"bad content", Some("image/png"), None)
+        .await;
+    cache_settles(&t, 1).await;
+    let key = MediaKey::parse(&s, &id).unwrap();
+    let flagged = t
+        .server()
+        .state()
+        .media
+        .repo()
+        .blocking(move |r| r.set_quarantined(&key, true))
+        .await
+        .unwrap();
+    assert!(flagged);
+    assert_matrix_error(
+        t.get(&authed(&s, &id), Some(ALICE)).await,
+        404,
+        "M_NOT_FOUND",
+    )
+    .await;
+    let resp = t
+        .http
+        .head(t.url(&authed(&s, &id)))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
+/// S3 outage: cached files are still served; uploads fail with 503 and
+/// Retry-After; nothing half-written becomes visible; service recovers by
+/// itself when S3 returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_outage_degrades_cleanly_and_recovers() {
+    let t = TestServer::start().await;
+    let s3 = t.s3.as_ref().unwrap();
+    let (s, hot) = t
+        .upload_ok(ALICE, b"hot file", Some("text/plain"), None)
+        .await;
+    let big: Vec<u8> = vec![8u8; 70 * 1024 * 1024];
+    let (_, cold) = t.upload_ok(ALICE, &big, None, None).await;
+    cache_settles(&t, 1).await;
+    let before = t.counts().await;
+    let objects_before = s3.leftovers().len();
+
+    s3.stop().await;
+    // Cached: served. Too big for the cache: the store is needed, 503.
+    let resp = t.get(&authed(&s, &hot), Some(ALICE)).await;
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), b"hot file");
+    let resp = t.get(&authed(&s, &cold), Some(ALICE)).await;
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_matrix_error(resp, 503, "M_UNKNOWN").await;
+    // Uploads, small (single PUT) and large (multipart), fail clearly.
+    for size in [1000usize, 12 * 1024 * 1024] {
+        let resp = t.upload(ALICE, vec![1u8; size], None, None).await;
+        assert!(resp.headers().contains_key("retry-after"));
+        let body = assert_matrix_error(resp, 503, "M_UNKNOWN").await;
+        assert!(
+            !body["error"].as_str().unwrap().contains("127.0.0.1"),
+            "no internals: {body}"
+        );
+    }
+    assert_eq!(t.counts().await, before, "a failed upload left a record");
+
+    s3.resume().await;
+    let (_, after) = t.upload_ok(ALICE, b"after the outage", None, None).await;
+    let resp = t.get(&authed(&s, &cold), Some(ALICE)).await;
+    assert_eq!(resp.bytes().await.unwrap().len(), big.len());
+    let resp = t.get(&authed(&s, &after), Some(ALICE)).await;
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), b"after the outage");
+    let left = t.wait_for_blob_files(objects_before + 1, false).await;
+    assert_eq!(
+        left.len(),
+        objects_before + 1,
+        "half-written objects or parts left: {left:?}"
+    );
+}
+
+/// Presigned redirects: 307 only after every check, a URL that stays the
+/// same within its window, `private` caching no longer than the signature,
+/// and the bucket answers with our bytes and our headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presigned_redirects_serve_the_same_bytes_and_headers() {
+    let t = TestServer::start_with(|c| {
+        c.media.freeze_unauthenticated = false;
+        let s3 = s3_of(c);
+        s3.redirect.enabled = true;
+    })
+    .await;
+    let data = b"<svg>not inline</svg>".to_vec();
+    let (s, id) = t
+        .upload_ok(ALICE, &data, Some("image/svg+xml"), Some("pic.svg"))
+        .await;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    let resp = http
+        .get(t.url(&authed(&s, &id)))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 307);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with(&t.s3.as_ref().unwrap().endpoint()),
+        "{location}"
+    );
+    let cache_control = resp.headers()["cache-control"].to_str().unwrap().to_owned();
+    let max_age: u64 = cache_control
+        .strip_prefix("private, max-age=")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(max_age > 0 && max_age <= 3600, "{cache_control}");
+    // The same URL within the reuse window.
+    let again = http
+        .get(t.url(&authed(&s, &id)))
+        .bearer_auth(BOB)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.headers()["location"].to_str().unwrap(), location);
+
+    // Followed by an ordinary client (no Matrix auth): our bytes and headers.
+    let followed = http.get(&location).send().await.unwrap();
+    assert_eq!(followed.status(), 200);
+    assert_eq!(followed.headers()["content-type"], "image/svg+xml");
+    assert_eq!(
+        followed.headers()["content-disposition"],
+        "attachment; filename=\"pic.svg\""
+    );
+    assert_eq!(followed.bytes().await.unwrap().as_ref(), data.as_slice());
+    // The signature covers the object: another key with the same query is refused.
+    let tampered = location.replacen("/media/", "/media/x", 1);
+    assert_eq!(http.get(&tampered).send().await.unwrap().status(), 403);
+
+    // Legacy endpoints redirect only when asked to.
+    let legacy = format!("/_matrix/media/v3/download/{s}/{id}");
+    let resp = http.get(t.url(&legacy)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), data.as_slice());
+    let resp = http
+        .get(t.url(&format!("{legacy}?allow_redirect=true")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 307);
+
+    // No redirect before auth or for media a check refuses.
+    assert_eq!(
+        http.get(t.url(&authed(&s, &id)))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let key = MediaKey::parse(&s, &id).unwrap();
+    t.server()
+        .state()
+        .media
+        .repo()
+        .blocking(move |r| r.set_quarantined(&key, true))
+        .await
+        .unwrap();
+    assert_eq!(
+        http.get(t.url(&authed(&s, &id)))
+            .bearer_auth(ALICE)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        http.get(t.url(&format!("{legacy}?allow_redirect=true")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+/// Frozen media is 404 on the legacy endpoints even when a redirect is allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_media_is_not_redirected_on_legacy_endpoints() {
+    let t = TestServer::start_with(|c| s3_of(c).redirect.enabled = true).await;
+    let (s, id) = t.upload_ok(ALICE, b"frozen", None, None).await;
+    let resp = t
+        .get(
+            &format!("/_matrix/media/v3/download/{s}/{id}?allow_redirect=true"),
+            None,
+        )
+        .await;
+    assert_matrix_error(resp, 404, "M_NOT_FOUND").await;
+}
+
+/// Key prefix and storage class reach the bucket; multipart can be switched off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefix_storage_class_and_single_put_mode() {
+    let t = TestServer::start_with(|c| {
+        let s3 = s3_of(c);
+        s3.prefix = "/tenant/media/".into();
+        s3.storage_class = Some("STANDARD".into());
+        s3.multipart = false;
+    })
+    .await;
+    let data = vec![6u8; 12 * 1024 * 1024];
+    let (s, id) = t.upload_ok(ALICE, &data, None, None).await;
+    let objects = t.blob_files();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    let relative = objects[0]
+        .strip_prefix(t.blob_dir())
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(relative.starts_with("tenant/media/"), "{relative}");
+    std::fs::remove_dir_all(t.dir.path().join("cache")).ok();
+    let resp = t.get(&authed(&s, &id), Some(ALICE)).await;
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), data.as_slice());
+    // Orphans are found under the prefix too.
+    let orphan = t
+        .blob_dir()
+        .join("tenant/media/ab/cd/abcd0123456789abcdef0123456789ab");
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+    std::fs::write(&orphan, b"x").unwrap();
+    let listed: Vec<_> = {
+        use futures::TryStreamExt;
+        let store = t
+            .server()
+            .state()
+            .media
+            .stores()
+            .iter()
+            .next()
+            .unwrap()
+            .clone();
+        store.list().try_collect().await.unwrap()
+    };
+    assert_eq!(listed.len(), 2);
+}
+
+/// Wrong credentials: the server's signature check refuses, and uploads get 503, not 500 or a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_refused_by_the_s3_server() {
+    let t = TestServer::start_with(|c| {
+        s3_of(c).secret_access_key = Some(mxmedia::config::Secret::new("wrong"))
+    })
+    .await;
+    let resp = t.upload(ALICE, b"x".to_vec(), None, None).await;
+    assert_matrix_error(resp, 503, "M_UNKNOWN").await;
+    assert_eq!(t.counts().await.media, 0);
+}
