@@ -25,7 +25,7 @@ use crate::{
     http::{self, AppState},
     media::MediaService,
     repo::{Repo, RepoError, sled::SledRepo},
-    storage::{Backend, StorageError, build_datastores},
+    storage::{Backend, SelfcheckError, SelfcheckReport, StorageError, build_datastores},
 };
 
 /// How long shutdown waits for in-flight requests before it stops them.
@@ -39,6 +39,8 @@ pub enum AppError {
     Storage(#[from] StorageError),
     #[error("homeserver client: {0}")]
     Auth(#[from] AuthError),
+    #[error("self-test: {0}")]
+    Selfcheck(#[from] SelfcheckError),
     #[error("listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -146,16 +148,26 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
-        Self::start_on(listener, config)
+        Self::start_on(listener, config).await
     }
 
-    /// Starts serving on an already bound listener (tests bind port 0).
-    pub fn start_on(listener: TcpListener, config: &Config) -> Result<Self, AppError> {
+    /// Starts serving on an already bound listener (tests bind port 0),
+    /// after the datastore self-tests when they are on.
+    pub async fn start_on(listener: TcpListener, config: &Config) -> Result<Self, AppError> {
         let addr = listener.local_addr().map_err(|source| AppError::Listen {
             addr: config.listen,
             source,
         })?;
         let state = build_state(config)?;
+        if config.selfcheck_on_start {
+            for report in selfcheck(&state).await? {
+                tracing::info!(
+                    datastore = report.datastore,
+                    calls = ?report.calls,
+                    "datastore self-test passed"
+                );
+            }
+        }
         let (shutdown, mut stop) = watch::channel(false);
 
         let router = build(state.clone());
@@ -239,6 +251,15 @@ impl Server {
         }
         tracing::info!("mxmedia stopped");
     }
+}
+
+/// Runs every datastore's self-test; the first failure is the error.
+pub async fn selfcheck(state: &AppState) -> Result<Vec<SelfcheckReport>, SelfcheckError> {
+    let mut reports = Vec::new();
+    for store in state.media.stores().iter() {
+        reports.push(store.selfcheck().await?);
+    }
+    Ok(reports)
 }
 
 /// Runs until SIGTERM or Ctrl-C, then shuts down gracefully.

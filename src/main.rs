@@ -29,6 +29,12 @@ enum Command {
         #[arg(long, short, env = "MXMEDIA_CONFIG", default_value = "config.yaml")]
         config: PathBuf,
     },
+    /// Run every datastore's self-test (put, head, ranged get, multipart,
+    /// presign, delete) and report; safe while the server runs.
+    Selfcheck {
+        #[arg(long, short, env = "MXMEDIA_CONFIG", default_value = "config.yaml")]
+        config: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -48,6 +54,7 @@ async fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Selfcheck { config } => selfcheck(&config).await,
         Command::Serve { config } => {
             let loaded = match Config::load(&config) {
                 Ok(loaded) => loaded,
@@ -67,5 +74,45 @@ async fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|error| {
+        eprintln!("{}: {error}", path.display());
+        ExitCode::from(2)
+    })
+}
+
+async fn selfcheck(path: &std::path::Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let stores = match mxmedia::storage::build_datastores(&config.datastores, &config.data_dir) {
+        Ok(stores) => stores,
+        Err(error) => {
+            eprintln!("mxmedia: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut failed = false;
+    for store in stores.iter() {
+        match store.selfcheck().await {
+            Ok(report) => println!(
+                "datastore {}: ok ({})",
+                report.datastore,
+                report.calls.join(", ")
+            ),
+            Err(error) => {
+                failed = true;
+                println!("{error}");
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }

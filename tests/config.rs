@@ -317,3 +317,33 @@ async fn serve_stops_gracefully_on_sigterm() {
         1
     );
 }
+
+/// `mxmedia selfcheck` reports every call per datastore and exits 0 when all pass.
+#[test]
+fn selfcheck_command_reports_each_datastore() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server_name: test.local\ndata_dir: {}\nhomeserver: {{url: 'http://127.0.0.1:1'}}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mxmedia"))
+        .args(["selfcheck", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("datastore local: ok (put, head, ranged get, delete, multipart)"),
+        "{stdout}"
+    );
+}

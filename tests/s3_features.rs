@@ -350,3 +350,44 @@ async fn wrong_credentials_are_refused_by_the_s3_server() {
     assert_matrix_error(resp, 503, "M_UNKNOWN").await;
     assert_eq!(t.counts().await.media, 0);
 }
+
+/// The self-test runs every call mxmedia makes, presign included when enabled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selfcheck_runs_every_call() {
+    let t = TestServer::start_with(|c| s3_of(c).redirect.enabled = true).await;
+    let reports = mxmedia::app::selfcheck(t.server().state()).await.unwrap();
+    assert_eq!(
+        reports[0].calls,
+        vec![
+            "put",
+            "head",
+            "ranged get",
+            "presign",
+            "delete",
+            "multipart"
+        ]
+    );
+    // It cleans up after itself.
+    assert!(t.wait_for_blob_files(0, false).await.is_empty());
+}
+
+/// A bucket the credentials cannot write stops start-up, naming the call and the service's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_selfcheck_stops_start_up_naming_the_call() {
+    let s3 = S3Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hs = FakeHomeserver::start().await;
+    let mut config = test_config_with(dir.path(), &hs.url, TestBackend::S3, Some(&s3));
+    config.selfcheck_on_start = true;
+    s3_of(&mut config).secret_access_key = Some(mxmedia::config::Secret::new("wrong"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let error = match mxmedia::app::Server::start_on(listener, &config).await {
+        Ok(_) => panic!("start-up must fail"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("datastore s3: put failed"), "{error}");
+    assert!(
+        error.contains("SignatureDoesNotMatch") || error.contains("403"),
+        "{error}"
+    );
+}

@@ -38,6 +38,11 @@ pub struct Config {
     /// Where bytes live. Default: one local datastore under `data_dir/media`.
     #[serde(default = "default_datastores")]
     pub datastores: Vec<DatastoreConfig>,
+    /// Run every writable datastore's self-test (put, head, ranged get,
+    /// multipart, presign, delete) before serving; a failure stops start-up.
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub selfcheck_on_start: bool,
     /// Where metadata lives. Default: sled under `data_dir/db`.
     #[serde(default)]
     pub database: DatabaseConfig,

@@ -5,6 +5,7 @@
 
 mod build;
 mod presign;
+mod selfcheck;
 
 use std::{collections::HashMap, ops::Range, sync::Arc, time::SystemTime};
 
@@ -17,6 +18,7 @@ use object_store::{
 
 pub use build::build_datastores;
 pub use presign::{Presigned, Presigner};
+pub use selfcheck::{SelfcheckError, SelfcheckReport};
 
 use crate::{
     config::DatastoreKind,

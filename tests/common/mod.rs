@@ -444,7 +444,7 @@ pub fn test_config_with(
     s3: Option<&S3Server>,
 ) -> Config {
     let yaml = format!(
-        "server_name: {SERVER_NAME}\nlisten: 127.0.0.1:0\ndata_dir: {}\nhomeserver:\n  url: {hs_url}\n{}",
+        "server_name: {SERVER_NAME}\nlisten: 127.0.0.1:0\ndata_dir: {}\nselfcheck_on_start: false\nhomeserver:\n  url: {hs_url}\n{}",
         dir.display(),
         datastores_yaml(backend, s3)
     );
@@ -481,7 +481,9 @@ impl TestServer {
 
     async fn launch(config: &Config) -> (Server, String) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = Server::start_on(listener, config).expect("server starts");
+        let server = Server::start_on(listener, config)
+            .await
+            .expect("server starts");
         let base = format!("http://{}", server.local_addr());
         (server, base)
     }
