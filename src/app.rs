@@ -41,6 +41,12 @@ pub enum AppError {
     Auth(#[from] AuthError),
     #[error("self-test: {0}")]
     Selfcheck(#[from] SelfcheckError),
+    #[error("control socket {path}: {source}")]
+    Control {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -135,6 +141,8 @@ pub struct Server {
     state: AppState,
     shutdown: watch::Sender<bool>,
     serve: JoinHandle<std::io::Result<()>>,
+    control: JoinHandle<std::io::Result<()>>,
+    control_path: std::path::PathBuf,
     sweeper: JoinHandle<()>,
 }
 
@@ -168,6 +176,8 @@ impl Server {
                 );
             }
         }
+        let control_path = config.control_socket_path();
+        let control_listener = bind_control(&control_path)?;
         let (shutdown, mut stop) = watch::channel(false);
 
         let router = build(state.clone());
@@ -181,6 +191,16 @@ impl Server {
                 let _ = stop_serving.wait_for(|s| *s).await;
             })
             .await
+        });
+
+        let control_router = http::control::control_router(state.clone());
+        let mut stop_control = stop.clone();
+        let control = tokio::spawn(async move {
+            axum::serve(control_listener, control_router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_control.wait_for(|s| *s).await;
+                })
+                .await
         });
 
         let media = state.media.clone();
@@ -202,6 +222,8 @@ impl Server {
             state,
             shutdown,
             serve,
+            control,
+            control_path,
             sweeper,
         })
     }
@@ -228,6 +250,13 @@ impl Server {
                 abort.abort();
             }
         }
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.control)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a control request did not finish in time");
+        }
+        let _ = std::fs::remove_file(&self.control_path);
         let _ = self.sweeper.await;
         if let Err(error) = self
             .state
@@ -251,6 +280,28 @@ impl Server {
         }
         tracing::info!("mxmedia stopped");
     }
+}
+
+/// Binds the control socket, replacing a stale one (a live server on the
+/// same data directory would already have failed on the database lock), and
+/// makes it reachable by the owning user only.
+fn bind_control(path: &std::path::Path) -> Result<tokio::net::UnixListener, AppError> {
+    use std::os::unix::fs::PermissionsExt;
+    let error = |source| AppError::Control {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(error)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(error(e)),
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(error)?;
+    Ok(listener)
 }
 
 /// Runs every datastore's self-test; the first failure is the error.

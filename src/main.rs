@@ -35,6 +35,41 @@ enum Command {
         #[arg(long, short, env = "MXMEDIA_CONFIG", default_value = "config.yaml")]
         config: PathBuf,
     },
+    /// Move and check stored blobs. Talks to the running server through its
+    /// control socket, or does the work itself when no server runs.
+    Storage {
+        #[command(subcommand)]
+        command: StorageCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StorageCommand {
+    /// Move every blob of datastore FROM to datastore TO, online and resumably.
+    Sync {
+        #[arg(long, short, env = "MXMEDIA_CONFIG", default_value = "config.yaml")]
+        config: PathBuf,
+        /// Datastore id to move blobs out of.
+        #[arg(long)]
+        from: String,
+        /// Datastore id to move blobs into.
+        #[arg(long)]
+        to: String,
+        /// Delete each blob from FROM once it is moved.
+        #[arg(long)]
+        delete_source: bool,
+        /// Read each copy back and check its SHA-256 before switching to it.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Report orphan objects and records whose bytes are missing.
+    Fsck {
+        #[arg(long, short, env = "MXMEDIA_CONFIG", default_value = "config.yaml")]
+        config: PathBuf,
+        /// Delete old orphans and restore missing bytes from the hot cache.
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 #[tokio::main]
@@ -55,6 +90,7 @@ async fn main() -> ExitCode {
             }
         },
         Command::Selfcheck { config } => selfcheck(&config).await,
+        Command::Storage { command } => storage::run(command).await,
         Command::Serve { config } => {
             let loaded = match Config::load(&config) {
                 Ok(loaded) => loaded,
@@ -114,5 +150,192 @@ async fn selfcheck(path: &std::path::Path) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+mod storage {
+    //! `mxmedia storage sync|fsck`: through the control socket of a running
+    //! server, or in this process when none runs.
+
+    use std::process::ExitCode;
+
+    use indicatif::{ProgressBar, ProgressStyle};
+    use mxmedia::ops::{
+        control::{self, ControlError},
+        fsck::{FsckReport, FsckRequest},
+        sync::{SyncProgress, SyncRequest},
+    };
+
+    use super::{StorageCommand, load};
+
+    pub async fn run(command: StorageCommand) -> ExitCode {
+        match command {
+            StorageCommand::Sync {
+                config,
+                from,
+                to,
+                delete_source,
+                verify,
+            } => {
+                let request = SyncRequest {
+                    from,
+                    to,
+                    delete_source,
+                    verify,
+                };
+                match load(&config) {
+                    Ok(config) => sync(&config, &request).await,
+                    Err(code) => code,
+                }
+            }
+            StorageCommand::Fsck { config, repair } => match load(&config) {
+                Ok(config) => fsck(&config, &FsckRequest { repair }).await,
+                Err(code) => code,
+            },
+        }
+    }
+
+    fn bar() -> ProgressBar {
+        let bar = ProgressBar::new(0);
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:40} {pos}/{len} blobs, {msg} [{elapsed_precise}]")
+        {
+            bar.set_style(style);
+        }
+        bar
+    }
+
+    fn show(bar: &ProgressBar, p: &SyncProgress) {
+        bar.set_length(p.total.max(p.done));
+        bar.set_position(p.done);
+        bar.set_message(format!("{} moved, {} failed", p.moved, p.failed));
+    }
+
+    async fn sync(config: &mxmedia::config::Config, request: &SyncRequest) -> ExitCode {
+        let bar = bar();
+        let mut outcome: Option<Result<SyncProgress, String>> = None;
+        let body = serde_json::to_value(request).unwrap_or_default();
+        let asked = control::request(
+            &config.control_socket_path(),
+            "/control/storage/sync",
+            &body,
+            |line| {
+                if let Some(p) = line
+                    .get("progress")
+                    .and_then(|v| serde_json::from_value(v.clone()).ok())
+                {
+                    show(&bar, &p);
+                } else if let Some(done) = line
+                    .get("done")
+                    .and_then(|v| serde_json::from_value(v.clone()).ok())
+                {
+                    outcome = Some(Ok(done));
+                } else if let Some(error) = line.get("error").and_then(serde_json::Value::as_str) {
+                    outcome = Some(Err(error.to_owned()));
+                }
+            },
+        )
+        .await;
+        let outcome = match asked {
+            Ok(()) => outcome
+                .unwrap_or_else(|| Err("the server ended the sync without a report".to_owned())),
+            Err(ControlError::NotRunning(_)) => match mxmedia::app::build_state(config) {
+                Ok(state) => mxmedia::ops::sync::sync(&state.media, request, |p| {
+                    show(&bar, p);
+                    true
+                })
+                .await
+                .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        bar.finish_and_clear();
+        match outcome {
+            Ok(report) => {
+                println!(
+                    "sync {} -> {}: {} of {} blobs moved ({} bytes), {} skipped (changed meanwhile), {} failed, {} source objects deleted",
+                    request.from,
+                    request.to,
+                    report.moved,
+                    report.total,
+                    report.bytes,
+                    report.skipped,
+                    report.failed,
+                    report.deleted_sources
+                );
+                for error in &report.errors {
+                    println!("  {error}");
+                }
+                if report.failed == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(error) => {
+                eprintln!("mxmedia storage sync: {error}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    async fn fsck(config: &mxmedia::config::Config, request: &FsckRequest) -> ExitCode {
+        let mut outcome: Option<Result<FsckReport, String>> = None;
+        let body = serde_json::to_value(request).unwrap_or_default();
+        let asked = control::request(
+            &config.control_socket_path(),
+            "/control/storage/fsck",
+            &body,
+            |line| {
+                if let Some(done) = line
+                    .get("done")
+                    .and_then(|v| serde_json::from_value(v.clone()).ok())
+                {
+                    outcome = Some(Ok(done));
+                } else if let Some(error) = line.get("error").and_then(serde_json::Value::as_str) {
+                    outcome = Some(Err(error.to_owned()));
+                }
+            },
+        )
+        .await;
+        let outcome = match asked {
+            Ok(()) => outcome.unwrap_or_else(|| Err("the server sent no report".to_owned())),
+            Err(ControlError::NotRunning(_)) => match mxmedia::app::build_state(config) {
+                Ok(state) => mxmedia::ops::fsck::fsck(&state.media, request)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(report) => {
+                println!(
+                    "fsck: {} records checked, {} orphan objects ({} deleted), {} records with missing bytes ({} restored from the cache)",
+                    report.records_checked,
+                    report.orphans.len(),
+                    report.orphans_deleted,
+                    report.missing.len(),
+                    report.restored_from_cache
+                );
+                for orphan in &report.orphans {
+                    println!("  orphan {orphan}");
+                }
+                for missing in &report.missing {
+                    println!("  missing {missing}");
+                }
+                let unrepaired = report.missing.len() as u64 > report.restored_from_cache;
+                if unrepaired {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            Err(error) => {
+                eprintln!("mxmedia storage fsck: {error}");
+                ExitCode::FAILURE
+            }
+        }
     }
 }

@@ -43,6 +43,10 @@ pub struct Config {
     /// Default true.
     #[serde(default = "default_true")]
     pub selfcheck_on_start: bool,
+    /// Unix socket of the control API used by `mxmedia storage ...` while the
+    /// server runs (mode 0600). Default `data_dir/control.sock`.
+    #[serde(default)]
+    pub control_socket: Option<PathBuf>,
     /// Where metadata lives. Default: sled under `data_dir/db`.
     #[serde(default)]
     pub database: DatabaseConfig,
@@ -227,6 +231,13 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// Path of the control socket.
+    pub fn control_socket_path(&self) -> PathBuf {
+        self.control_socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("control.sock"))
+    }
+
     /// Directory of the hot cache.
     pub fn cache_path(&self) -> PathBuf {
         self.cache

@@ -1,6 +1,7 @@
 //! The only layer that knows HTTP: one route table, extractors, headers and
 //! `ApiError`. Handlers translate requests into service calls and back.
 
+pub mod control;
 mod error;
 mod extract;
 pub mod headers;

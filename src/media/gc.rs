@@ -6,7 +6,10 @@ use std::time::SystemTime;
 use futures::{StreamExt, TryStreamExt};
 
 use super::{MediaError, MediaService};
-use crate::ids::{BlobKey, UnixMillis};
+use crate::{
+    ids::{DatastoreId, UnixMillis},
+    storage::ListedBlob,
+};
 
 /// What one sweep removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +21,41 @@ pub struct SweepReport {
 const BATCH: usize = 256;
 
 impl MediaService {
+    /// Objects in any datastore that no blob record points at, and that are
+    /// not being written right now (whatever their age).
+    pub async fn orphans(&self) -> Result<Vec<(DatastoreId, ListedBlob)>, MediaError> {
+        let mut found = Vec::new();
+        for store in self.inner.stores.iter() {
+            let mut listed = store.list().try_chunks(BATCH);
+            while let Some(batch) = listed.next().await {
+                // In-flight first, then known: an upload leaves the in-flight
+                // set only after its commit, so a key that is in neither at
+                // these two moments is a true orphan.
+                let batch: Vec<ListedBlob> = batch
+                    .map_err(|e| e.1)?
+                    .into_iter()
+                    .filter(|b| !self.is_in_flight(store.id(), &b.key))
+                    .collect();
+                let id = store.id().clone();
+                let unknown = self
+                    .inner
+                    .repo
+                    .blocking(move |r| {
+                        let mut unknown = Vec::new();
+                        for blob in batch {
+                            if !r.blob_key_known(&id, &blob.key)? {
+                                unknown.push((id.clone(), blob));
+                            }
+                        }
+                        Ok(unknown)
+                    })
+                    .await?;
+                found.extend(unknown);
+            }
+        }
+        Ok(found)
+    }
+
     /// One full sweep. Safe to run while uploads are in progress: blobs being
     /// written are skipped, and so is anything younger than `orphan_grace`.
     #[tracing::instrument(level = "debug", skip_all)]
@@ -55,41 +93,14 @@ impl MediaService {
         let cutoff = SystemTime::now()
             .checked_sub(self.inner.config.orphan_grace)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        for store in self.inner.stores.iter() {
-            let mut listed = store
-                .list()
-                .try_filter(|b| futures::future::ready(b.last_modified <= cutoff))
-                .map_ok(|b| b.key)
-                .try_chunks(BATCH);
-            while let Some(batch) = listed.next().await {
-                // In-flight first, then known: an upload leaves the in-flight
-                // set only after its commit, so a key that is in neither at
-                // these two moments is a true orphan.
-                let batch: Vec<BlobKey> = batch
-                    .map_err(|e| e.1)?
-                    .into_iter()
-                    .filter(|key| !self.is_in_flight(store.id(), key))
-                    .collect();
-                let id = store.id().clone();
-                let unknown = self
-                    .inner
-                    .repo
-                    .blocking(move |r| {
-                        let mut unknown = Vec::new();
-                        for key in batch {
-                            if !r.blob_key_known(&id, &key)? {
-                                unknown.push(key);
-                            }
-                        }
-                        Ok(unknown)
-                    })
-                    .await?;
-                for key in unknown {
-                    store.delete(&key).await?;
-                    tracing::info!(datastore = %store.id(), key = key.as_str(), "removed orphaned blob");
-                    report.orphan_blobs += 1;
-                }
+        for (store, orphan) in self.orphans().await? {
+            if orphan.last_modified > cutoff {
+                continue;
             }
+            let store = self.inner.stores.get(&store)?;
+            store.delete(&orphan.key).await?;
+            tracing::info!(datastore = %store.id(), key = orphan.key.as_str(), "removed orphaned blob");
+            report.orphan_blobs += 1;
         }
         if report != SweepReport::default() {
             tracing::info!(?report, "sweep finished");

@@ -131,10 +131,33 @@ impl MediaService {
         Ok(())
     }
 
+    /// Marks `key` in `store` as being written until the ticket is dropped,
+    /// so sweeps leave it alone (for writers outside the upload path).
+    pub fn writing(&self, store: &DatastoreId, key: &BlobKey) -> WriteTicket {
+        let entry = (store.clone(), key.clone());
+        self.in_flight().insert(entry.clone());
+        WriteTicket {
+            service: self.clone(),
+            entry,
+        }
+    }
+
     fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<(DatastoreId, BlobKey)>> {
         self.inner
             .in_flight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// See [`MediaService::writing`].
+pub struct WriteTicket {
+    service: MediaService,
+    entry: (DatastoreId, BlobKey),
+}
+
+impl Drop for WriteTicket {
+    fn drop(&mut self) {
+        self.service.in_flight().remove(&self.entry);
     }
 }

@@ -46,6 +46,13 @@ pub fn parse_pending(bytes: &[u8]) -> Option<MediaKey> {
     parse_media(&bytes[sep + 1..])
 }
 
+/// Prefix of every `blobs_by_key` entry of `datastore`.
+pub fn blob_key_prefix(datastore: &DatastoreId) -> Vec<u8> {
+    let mut out = datastore.0.as_bytes().to_vec();
+    out.push(SEP);
+    out
+}
+
 /// `blobs_by_key`: datastore ++ 0 ++ blob key.
 pub fn blob_key(datastore: &DatastoreId, key: &BlobKey) -> Vec<u8> {
     join(&[datastore.0.as_bytes(), key.as_str().as_bytes()])

@@ -150,6 +150,29 @@ pub trait MediaRepo: Send + Sync + 'static {
     /// Sets the quarantine flag of complete media; false if there is none.
     fn set_quarantined(&self, key: &MediaKey, quarantined: bool) -> Result<bool, RepoError>;
     fn blob(&self, sha256: &Sha256Digest) -> Result<Option<BlobRecord>, RepoError>;
+    /// Blob records stored in `datastore`, in key order after `after`.
+    fn blobs_in(
+        &self,
+        datastore: &DatastoreId,
+        after: Option<&BlobKey>,
+        limit: usize,
+    ) -> Result<Vec<(Sha256Digest, BlobRecord)>, RepoError>;
+    /// How many blob records point into `datastore`.
+    fn count_blobs_in(&self, datastore: &DatastoreId) -> Result<u64, RepoError>;
+    /// Every blob record, in digest order after `after`.
+    fn blobs_after(
+        &self,
+        after: Option<&Sha256Digest>,
+        limit: usize,
+    ) -> Result<Vec<(Sha256Digest, BlobRecord)>, RepoError>;
+    /// Points the blob `digest` at `to` if it still is at `from`; false if
+    /// it moved or went away meanwhile.
+    fn move_blob(
+        &self,
+        digest: &Sha256Digest,
+        from: (&DatastoreId, &BlobKey),
+        to: (&DatastoreId, &BlobKey),
+    ) -> Result<bool, RepoError>;
     /// Whether any blob record points at `key` in `datastore`.
     fn blob_key_known(&self, datastore: &DatastoreId, key: &BlobKey) -> Result<bool, RepoError>;
     /// Pending records whose expiry is at or before `now`.

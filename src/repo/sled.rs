@@ -222,6 +222,97 @@ impl MediaRepo for SledRepo {
             .transpose()?)
     }
 
+    fn blobs_in(
+        &self,
+        datastore: &DatastoreId,
+        after: Option<&BlobKey>,
+        limit: usize,
+    ) -> Result<Vec<(Sha256Digest, BlobRecord)>, RepoError> {
+        let prefix = keys::blob_key_prefix(datastore);
+        let start = match after {
+            Some(key) => {
+                let mut k = keys::blob_key(datastore, key);
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
+        let mut out = Vec::new();
+        for entry in self.blob_keys.range(start..) {
+            let (key, digest) = entry?;
+            if !key.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            let mut bytes = [0u8; 32];
+            if digest.len() == 32 {
+                bytes.copy_from_slice(&digest);
+                let digest = Sha256Digest(bytes);
+                if let Some(record) = self.blob(&digest)? {
+                    out.push((digest, record));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn count_blobs_in(&self, datastore: &DatastoreId) -> Result<u64, RepoError> {
+        let mut n = 0;
+        for entry in self.blob_keys.scan_prefix(keys::blob_key_prefix(datastore)) {
+            entry?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn blobs_after(
+        &self,
+        after: Option<&Sha256Digest>,
+        limit: usize,
+    ) -> Result<Vec<(Sha256Digest, BlobRecord)>, RepoError> {
+        let iter = match after {
+            Some(d) => self.blobs.range((
+                std::ops::Bound::Excluded(d.0.to_vec()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.blobs.iter(),
+        };
+        let mut out = Vec::new();
+        for entry in iter.take(limit) {
+            let (key, value) = entry?;
+            if key.len() == 32 {
+                let mut bytes = [0u8; 32];
+                bytes.copy_from_slice(&key);
+                out.push((Sha256Digest(bytes), codec::decode(&value)?));
+            }
+        }
+        Ok(out)
+    }
+
+    fn move_blob(
+        &self,
+        digest: &Sha256Digest,
+        from: (&DatastoreId, &BlobKey),
+        to: (&DatastoreId, &BlobKey),
+    ) -> Result<bool, RepoError> {
+        let old_key = keys::blob_key(from.0, from.1);
+        let new_key = keys::blob_key(to.0, to.1);
+        let outcome =
+            (&self.blobs, &self.blob_keys).transaction(|(blobs, blob_keys)| {
+                match tx_get::<BlobRecord>(blobs, &digest.0)? {
+                    Some(mut record) if &record.datastore == from.0 && &record.key == from.1 => {
+                        record.datastore = to.0.clone();
+                        record.key = to.1.clone();
+                        blobs.insert(&digest.0[..], codec::encode(&record).map_err(abort)?)?;
+                        blob_keys.remove(old_key.as_slice())?;
+                        blob_keys.insert(new_key.as_slice(), &digest.0[..])?;
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                }
+            });
+        flatten(outcome)
+    }
+
     fn blob_key_known(&self, datastore: &DatastoreId, key: &BlobKey) -> Result<bool, RepoError> {
         Ok(self
             .blob_keys
@@ -350,6 +441,46 @@ mod tests {
                 blobs: 1
             }
         );
+    }
+
+    /// Blobs are listed per datastore in key order, resumably, and a move
+    /// only applies while the record is still where the mover saw it.
+    #[test]
+    fn blobs_are_listed_per_datastore_and_moved_atomically() {
+        let (_d, repo) = repo();
+        let mut created = Vec::new();
+        for i in 1..=5u8 {
+            let b = blob();
+            repo.commit(&key(&format!("m{i}")), &record(i), &b, &CommitMode::Fresh)
+                .unwrap();
+            created.push(b);
+        }
+        let local = DatastoreId("local".into());
+        let other = DatastoreId("s3".into());
+        assert_eq!(repo.count_blobs_in(&local).unwrap(), 5);
+        let first = repo.blobs_in(&local, None, 2).unwrap();
+        let rest = repo.blobs_in(&local, Some(&first[1].1.key), 10).unwrap();
+        assert_eq!((first.len(), rest.len()), (2, 3));
+        let (digest, rec) = &first[0];
+        let to = BlobKey::random();
+        assert!(
+            repo.move_blob(digest, (&local, &rec.key), (&other, &to))
+                .unwrap()
+        );
+        assert!(
+            !repo
+                .move_blob(digest, (&local, &rec.key), (&other, &to))
+                .unwrap(),
+            "stale move refused"
+        );
+        assert_eq!(repo.count_blobs_in(&local).unwrap(), 4);
+        assert_eq!(repo.count_blobs_in(&other).unwrap(), 1);
+        assert!(repo.blob_key_known(&other, &to).unwrap());
+        assert!(!repo.blob_key_known(&local, &rec.key).unwrap());
+        assert_eq!(repo.blob(digest).unwrap().unwrap().datastore, other);
+        let all = repo.blobs_after(None, 3).unwrap();
+        let more = repo.blobs_after(Some(&all[2].0), 10).unwrap();
+        assert_eq!(all.len() + more.len(), 5);
     }
 
     /// Async upload rules: owner only, once, before expiry.

@@ -498,7 +498,17 @@ impl TestServer {
 
     /// Stops the server gracefully and starts a new one on the same data.
     pub async fn restart(&mut self) {
+        self.server_stop().await;
+        self.server_start().await;
+    }
+
+    /// Stops the server (its data, homeserver and S3 stay).
+    pub async fn server_stop(&mut self) {
         self.server.take().unwrap().stop().await;
+    }
+
+    /// Starts a server again on the same data.
+    pub async fn server_start(&mut self) {
         let (server, base) = Self::launch(&self.config).await;
         self.server = Some(server);
         self.base = base;

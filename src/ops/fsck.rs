@@ -1,0 +1,91 @@
+//! `storage fsck`: compare metadata with what the datastores hold. Reports
+//! orphan objects (no record points at them) and records whose bytes are
+//! missing. With `repair`: orphans older than the grace period are deleted,
+//! and missing bytes are restored from the hot cache when it holds a copy
+//! whose SHA-256 checks out. Nothing else is safe to repair automatically.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::{OpsError, digest_of, hashing};
+use crate::{ids::Sha256Digest, media::MediaService, storage::StorageError};
+
+const BATCH: usize = 256;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FsckRequest {
+    #[serde(default)]
+    pub repair: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FsckReport {
+    pub records_checked: u64,
+    /// `datastore:key` of objects no record points at.
+    pub orphans: Vec<String>,
+    pub orphans_deleted: u64,
+    /// `sha256 in datastore:key` of records whose object is gone.
+    pub missing: Vec<String>,
+    pub restored_from_cache: u64,
+}
+
+pub async fn fsck(media: &MediaService, request: &FsckRequest) -> Result<FsckReport, OpsError> {
+    let mut report = FsckReport::default();
+    let cutoff = SystemTime::now()
+        .checked_sub(media.config().orphan_grace)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    for (store_id, orphan) in media.orphans().await? {
+        report
+            .orphans
+            .push(format!("{store_id}:{}", orphan.key.as_str()));
+        if request.repair && orphan.last_modified <= cutoff {
+            media.stores().get(&store_id)?.delete(&orphan.key).await?;
+            report.orphans_deleted += 1;
+        }
+    }
+
+    let mut after: Option<Sha256Digest> = None;
+    loop {
+        let from = after;
+        let batch = media
+            .repo()
+            .blocking(move |r| r.blobs_after(from.as_ref(), BATCH))
+            .await?;
+        let Some((last, _)) = batch.last() else { break };
+        after = Some(*last);
+        for (digest, record) in batch {
+            report.records_checked += 1;
+            let store = media.stores().get(&record.datastore)?;
+            match store.head(&record.key).await {
+                Ok(_) => continue,
+                Err(StorageError::NotFound) => {}
+                Err(other) => return Err(other.into()),
+            }
+            report.missing.push(format!(
+                "sha256:{} in {}:{}",
+                digest.to_hex(),
+                record.datastore,
+                record.key.as_str()
+            ));
+            if !request.repair {
+                continue;
+            }
+            let Some(cached) = (match media.cache() {
+                Some(cache) => cache.open(&digest, None).await,
+                None => None,
+            }) else {
+                continue;
+            };
+            let _ticket = media.writing(store.id(), &record.key);
+            let (stream, hasher) = hashing(cached);
+            let written = store.put_stream(&record.key, stream).await?;
+            if written == record.size && digest_of(&hasher) == digest {
+                report.restored_from_cache += 1;
+            } else {
+                store.delete(&record.key).await?;
+            }
+        }
+    }
+    Ok(report)
+}
