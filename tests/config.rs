@@ -83,6 +83,13 @@ fn minimal_config_gets_defaults_matching_the_sample() {
         "MXMEDIA__DATABASE__CACHE_CAPACITY",
         "MXMEDIA__LOG__LEVEL",
         "MXMEDIA__LOG__FORMAT",
+        "MXMEDIA__SELFCHECK_ON_START",
+        "MXMEDIA__CONTROL_SOCKET",
+        "MXMEDIA__CACHE__ENABLED",
+        "MXMEDIA__CACHE__PATH",
+        "MXMEDIA__CACHE__MAX_SIZE",
+        "MXMEDIA__CACHE__MAX_FILE_SIZE",
+        "MXMEDIA__DATASTORES__1__SECRET_ACCESS_KEY",
     ] {
         assert!(
             text.contains(var),
@@ -346,4 +353,30 @@ fn selfcheck_command_reports_each_datastore() {
         stdout.contains("datastore local: ok (put, head, ranged get, delete, multipart)"),
         "{stdout}"
     );
+}
+
+/// The commented S3 example in the sample is a valid datastore once uncommented.
+#[test]
+fn sample_s3_example_is_valid() {
+    let text = sample();
+    let start = text.find("# --- s3 example ---").unwrap();
+    let end = text.find("# --- end of s3 example ---").unwrap();
+    let example: String = text[start..end]
+        .lines()
+        .skip(1)
+        .map(|l| l.strip_prefix('#').unwrap_or(l))
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "s3cret\n").unwrap();
+    let example = example.replace("/etc/mxmedia/s3-secret", &secret.path().display().to_string());
+    let yaml = text.replacen("# --- s3 example ---\n", &example, 1);
+    let config = Config::from_yaml(&yaml, Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.datastores.len(), 2);
+    let DatastoreConfig::S3(s3) = &config.datastores[1] else {
+        panic!("the example is an s3 datastore")
+    };
+    assert_eq!((s3.id.as_str(), s3.bucket.as_str()), ("s3", "matrix-media"));
+    assert!(s3.kinds.is_empty() && !s3.redirect.enabled && s3.multipart);
 }
