@@ -2,6 +2,8 @@
 //! hot cache, against a real S3 server (s3s-fs) in the same process:
 //! `cargo run --release --example s3_bench`. Prints one line per phase; the
 //! peak-RSS growth covers both servers, so it is an upper bound for mxmedia.
+// A measurement tool: it panics on any failure, like the tests.
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Instant;
 
@@ -27,7 +29,9 @@ fn peak_rss() -> u64 {
 async fn whoami() -> String {
     let router = axum::Router::new().route(
         "/_matrix/client/v3/account/whoami",
-        axum::routing::get(|| async { axum::Json(serde_json::json!({"user_id": "@bench:bench.local"})) }),
+        axum::routing::get(|| async {
+            axum::Json(serde_json::json!({"user_id": "@bench:bench.local"}))
+        }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -48,7 +52,9 @@ async fn s3(root: &std::path::Path) -> String {
             socket.set_nodelay(true).unwrap();
             let service = service.clone();
             tokio::spawn(async move {
-                let _ = Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(socket), service).await;
+                let _ = Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(socket), service)
+                    .await;
             });
         }
     });
@@ -88,17 +94,23 @@ async fn main() {
     );
     let config = mxmedia::config::Config::from_yaml(&yaml, Vec::new()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = mxmedia::app::Server::start_on(listener, &config).await.unwrap();
+    let server = mxmedia::app::Server::start_on(listener, &config)
+        .await
+        .unwrap();
     let base = format!("http://{}", server.local_addr());
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let chunk = Bytes::from(vec![0x42u8; 256 * 1024]);
     let total = 100 * MIB;
-    println!("100 MiB through the S3 datastore (s3s-fs on 127.0.0.1, 8 MiB parts) and the hot cache");
+    println!(
+        "100 MiB through the S3 datastore (s3s-fs on 127.0.0.1, 8 MiB parts) and the hot cache"
+    );
     println!("idle peak RSS before: {} MiB", peak_rss() / MIB);
 
     let rss = peak_rss();
     let start = Instant::now();
-    let body = futures::stream::iter((0..total / chunk.len() as u64).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let body = futures::stream::iter(
+        (0..total / chunk.len() as u64).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    );
     let resp = http
         .post(format!("{base}/_matrix/media/v3/upload"))
         .bearer_auth("bench")
@@ -107,7 +119,11 @@ async fn main() {
         .await
         .unwrap();
     let json: serde_json::Value = resp.json().await.unwrap();
-    let mxc = json["content_uri"].as_str().unwrap().trim_start_matches("mxc://").to_owned();
+    let mxc = json["content_uri"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("mxc://")
+        .to_owned();
     report("upload (S3 multipart + cache fill)", total, start, rss);
     let url = format!("{base}/_matrix/client/v1/media/download/{mxc}");
 
@@ -124,7 +140,12 @@ async fn main() {
         let rss = peak_rss();
         let start = Instant::now();
         assert_eq!(download(&http, &url).await, total);
-        report(&format!("download from S3 (cache miss) #{run}"), total, start, rss);
+        report(
+            &format!("download from S3 (cache miss) #{run}"),
+            total,
+            start,
+            rss,
+        );
     }
     server.stop().await;
 }

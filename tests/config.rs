@@ -370,7 +370,10 @@ fn sample_s3_example_is_valid() {
         .collect();
     let secret = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(secret.path(), "s3cret\n").unwrap();
-    let example = example.replace("/etc/mxmedia/s3-secret", &secret.path().display().to_string());
+    let example = example.replace(
+        "/etc/mxmedia/s3-secret",
+        &secret.path().display().to_string(),
+    );
     let yaml = text.replacen("# --- s3 example ---\n", &example, 1);
     let config = Config::from_yaml(&yaml, Vec::new()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.datastores.len(), 2);

@@ -426,7 +426,7 @@ pub struct TestServer {
 pub fn datastores_yaml(backend: TestBackend, s3: Option<&S3Server>) -> String {
     match (backend, s3) {
         (TestBackend::S3, Some(s3)) => format!(
-            "datastores:\n  - type: s3\n    id: s3\n    provider: minio\n    endpoint: {}\n    bucket: {S3_BUCKET}\n    access_key_id: {S3_ACCESS_KEY}\n    secret_access_key: {S3_SECRET_KEY}\n    timeout: 5s\n    connect_timeout: 1s\n    max_retries: 1\n",
+            "datastores:\n  - type: s3\n    id: s3\n    provider: minio\n    endpoint: {}\n    bucket: {S3_BUCKET}\n    access_key_id: {S3_ACCESS_KEY}\n    secret_access_key: {S3_SECRET_KEY}\n    timeout: 60s\n    connect_timeout: 1s\n    max_retries: 1\n",
             s3.endpoint()
         ),
         _ => String::new(),
