@@ -148,3 +148,54 @@ fn build_s3(config: &S3DatastoreConfig) -> Result<BlobStore, StorageError> {
     }
     Ok(store)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3(extra: &str) -> S3DatastoreConfig {
+        serde_norway::from_str(&format!(
+            "id: s\nbucket: media\nprovider: minio\nendpoint: http://127.0.0.1:9\naccess_key_id: a\nsecret_access_key: b\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    /// SSE-KMS and SSE-C (key from a file) configure the client; a missing
+    /// key file is a setup error naming the datastore.
+    #[test]
+    fn server_side_encryption_is_configured() {
+        assert!(
+            build_s3(&s3(
+                "sse: {type: kms, key_id: arn:aws:kms:eu:1:key/x, bucket_key: true}"
+            ))
+            .is_ok()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k");
+        std::fs::write(&key, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n").unwrap();
+        let with_file = format!("sse: {{type: customer, key_file: {}}}", key.display());
+        assert!(build_s3(&s3(&with_file)).is_ok());
+        let missing = format!(
+            "sse: {{type: customer, key_file: {}}}",
+            dir.path().join("nope").display()
+        );
+        let error = build_s3(&s3(&missing)).err().unwrap().to_string();
+        assert!(
+            error.contains("s:") && error.contains("cannot read"),
+            "{error}"
+        );
+    }
+
+    /// Storage class and prefix reach the store; presigning only when enabled.
+    #[test]
+    fn options_reach_the_store() {
+        let store = build_s3(&s3(
+            "prefix: /a/b/\nstorage_class: STANDARD_IA\nredirect: {enabled: true}",
+        ))
+        .unwrap();
+        assert_eq!(store.prefix.as_deref(), Some("a/b"));
+        assert!(store.attributes.get(&Attribute::StorageClass).is_some());
+        assert!(store.presigner().is_some());
+        assert!(build_s3(&s3("")).unwrap().presigner().is_none());
+    }
+}

@@ -211,8 +211,9 @@ impl S3Server {
             rt::{TokioExecutor, TokioIo},
             server::conn::auto::Builder,
         };
-        let mut builder =
-            s3s::service::S3ServiceBuilder::new(s3s_fs::FileSystem::new(self.root.path()).unwrap());
+        let mut builder = s3s::service::S3ServiceBuilder::new(StrictLikeB2(
+            s3s_fs::FileSystem::new(self.root.path()).unwrap(),
+        ));
         builder.set_auth(s3s::auth::SimpleAuth::from_single(
             S3_ACCESS_KEY,
             S3_SECRET_KEY,
@@ -282,33 +283,56 @@ impl Drop for S3Server {
     }
 }
 
-/// s3s-fs as an S3 service, plus the `response-content-type` and
-/// `response-content-disposition` GET overrides that AWS, R2, B2 and MinIO
-/// apply (s3s-fs ignores them); presigned redirects depend on them.
-struct ResponseOverrides(s3s_fs::FileSystem);
+/// s3s-fs as an S3 service that, like B2 and R2, refuses requests carrying
+/// the optional checksum headers.
+struct StrictLikeB2(s3s_fs::FileSystem);
+
+/// B2 and R2 reject the optional checksum headers newer SDKs send by
+/// default; this server does too, so every S3 test proves we never send them.
+/// s3s parses those headers into the typed input's `checksum_*` fields, so
+/// both the raw headers and the parsed fields are checked.
+fn refuse_checksum_headers<T: std::fmt::Debug>(req: &s3s::S3Request<T>) -> s3s::S3Result<()> {
+    for name in req.headers.keys() {
+        let name = name.as_str();
+        if name.starts_with("x-amz-checksum") || name.starts_with("x-amz-sdk-checksum") {
+            return Err(s3s::s3_error!(InvalidRequest, "unsupported header {name}"));
+        }
+    }
+    let input = format!("{:?}", req.input);
+    let mut rest = input.as_str();
+    while let Some(at) = rest.find("checksum_") {
+        rest = &rest[at..];
+        let field_end = rest.find(':').unwrap_or(rest.len());
+        if rest[field_end..]
+            .trim_start_matches(':')
+            .trim_start()
+            .starts_with("Some(")
+        {
+            return Err(s3s::s3_error!(
+                InvalidRequest,
+                "unsupported {}",
+                &rest[..field_end]
+            ));
+        }
+        rest = &rest[field_end..];
+    }
+    Ok(())
+}
 
 #[async_trait::async_trait]
-impl s3s::S3 for ResponseOverrides {
+impl s3s::S3 for StrictLikeB2 {
     async fn get_object(
         &self,
         req: s3s::S3Request<s3s::dto::GetObjectInput>,
     ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetObjectOutput>> {
-        let content_type = req.input.response_content_type.clone();
-        let disposition = req.input.response_content_disposition.clone();
-        let mut resp = self.0.get_object(req).await?;
-        if content_type.is_some() {
-            resp.output.content_type = content_type;
-        }
-        if disposition.is_some() {
-            resp.output.content_disposition = disposition;
-        }
-        Ok(resp)
+        self.0.get_object(req).await
     }
 
     async fn put_object(
         &self,
         req: s3s::S3Request<s3s::dto::PutObjectInput>,
     ) -> s3s::S3Result<s3s::S3Response<s3s::dto::PutObjectOutput>> {
+        refuse_checksum_headers(&req)?;
         self.0.put_object(req).await
     }
 
@@ -351,6 +375,7 @@ impl s3s::S3 for ResponseOverrides {
         &self,
         req: s3s::S3Request<s3s::dto::CreateMultipartUploadInput>,
     ) -> s3s::S3Result<s3s::S3Response<s3s::dto::CreateMultipartUploadOutput>> {
+        refuse_checksum_headers(&req)?;
         self.0.create_multipart_upload(req).await
     }
 
@@ -358,6 +383,7 @@ impl s3s::S3 for ResponseOverrides {
         &self,
         req: s3s::S3Request<s3s::dto::UploadPartInput>,
     ) -> s3s::S3Result<s3s::S3Response<s3s::dto::UploadPartOutput>> {
+        refuse_checksum_headers(&req)?;
         self.0.upload_part(req).await
     }
 
@@ -365,6 +391,7 @@ impl s3s::S3 for ResponseOverrides {
         &self,
         req: s3s::S3Request<s3s::dto::CompleteMultipartUploadInput>,
     ) -> s3s::S3Result<s3s::S3Response<s3s::dto::CompleteMultipartUploadOutput>> {
+        refuse_checksum_headers(&req)?;
         self.0.complete_multipart_upload(req).await
     }
 
