@@ -213,32 +213,20 @@ mod storage {
 
     async fn sync(config: &mxmedia::config::Config, request: &SyncRequest) -> ExitCode {
         let bar = bar();
-        let mut outcome: Option<Result<SyncProgress, String>> = None;
         let body = serde_json::to_value(request).unwrap_or_default();
-        let asked = control::request(
+        let asked = control::call(
             &config.control_socket_path(),
             "/control/storage/sync",
             &body,
-            |line| {
-                if let Some(p) = line
-                    .get("progress")
-                    .and_then(|v| serde_json::from_value(v.clone()).ok())
-                {
+            |p| {
+                if let Ok(p) = serde_json::from_value(p) {
                     show(&bar, &p);
-                } else if let Some(done) = line
-                    .get("done")
-                    .and_then(|v| serde_json::from_value(v.clone()).ok())
-                {
-                    outcome = Some(Ok(done));
-                } else if let Some(error) = line.get("error").and_then(serde_json::Value::as_str) {
-                    outcome = Some(Err(error.to_owned()));
                 }
             },
         )
         .await;
-        let outcome = match asked {
-            Ok(()) => outcome
-                .unwrap_or_else(|| Err("the server ended the sync without a report".to_owned())),
+        let outcome: Result<SyncProgress, String> = match asked {
+            Ok(report) => Ok(report),
             Err(ControlError::NotRunning(_)) => match mxmedia::app::build_state(config) {
                 Ok(state) => mxmedia::ops::sync::sync(&state.media, request, |p| {
                     show(&bar, p);
@@ -281,26 +269,16 @@ mod storage {
     }
 
     async fn fsck(config: &mxmedia::config::Config, request: &FsckRequest) -> ExitCode {
-        let mut outcome: Option<Result<FsckReport, String>> = None;
         let body = serde_json::to_value(request).unwrap_or_default();
-        let asked = control::request(
+        let asked = control::call(
             &config.control_socket_path(),
             "/control/storage/fsck",
             &body,
-            |line| {
-                if let Some(done) = line
-                    .get("done")
-                    .and_then(|v| serde_json::from_value(v.clone()).ok())
-                {
-                    outcome = Some(Ok(done));
-                } else if let Some(error) = line.get("error").and_then(serde_json::Value::as_str) {
-                    outcome = Some(Err(error.to_owned()));
-                }
-            },
+            |_| {},
         )
         .await;
-        let outcome = match asked {
-            Ok(()) => outcome.unwrap_or_else(|| Err("the server sent no report".to_owned())),
+        let outcome: Result<FsckReport, String> = match asked {
+            Ok(report) => Ok(report),
             Err(ControlError::NotRunning(_)) => match mxmedia::app::build_state(config) {
                 Ok(state) => mxmedia::ops::fsck::fsck(&state.media, request)
                     .await

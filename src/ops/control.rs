@@ -7,13 +7,44 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
-/// Why the running server could not be asked.
+/// Why the running server could not be asked, or what it answered instead.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("no server is listening on {0}")]
     NotRunning(String),
     #[error("control request failed: {0}")]
     Request(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// One control call: `{"progress": …}` lines go to `on_progress`, and the
+/// `{"done": …}` line is the result (`{"error": …}` is `Refused`).
+pub async fn call<T: serde::de::DeserializeOwned>(
+    socket: &Path,
+    path: &str,
+    body: &serde_json::Value,
+    mut on_progress: impl FnMut(serde_json::Value),
+) -> Result<T, ControlError> {
+    let mut outcome = None;
+    request(socket, path, body, |mut line| {
+        if let Some(progress) = line.get_mut("progress") {
+            on_progress(progress.take());
+        } else if let Some(done) = line.get_mut("done") {
+            outcome = Some(
+                serde_json::from_value(done.take())
+                    .map_err(|e| ControlError::Request(e.to_string())),
+            );
+        } else if let Some(error) = line.get("error").and_then(serde_json::Value::as_str) {
+            outcome = Some(Err(ControlError::Refused(error.to_owned())));
+        }
+    })
+    .await?;
+    outcome.unwrap_or_else(|| {
+        Err(ControlError::Request(
+            "the server sent no result".to_owned(),
+        ))
+    })
 }
 
 /// POSTs `body` to `path` on the control socket and calls `on_line` with
