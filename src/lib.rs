@@ -15,3 +15,4 @@ pub mod ops;
 pub mod repo;
 pub mod storage;
 pub mod telemetry;
+pub mod thumbnail;

@@ -1,0 +1,310 @@
+//! The image pipeline, pure and synchronous: sniff the real format from the
+//! bytes, check it against the allowlist, read the header and refuse
+//! oversized images before any decode, decode (JPEG shrink-on-load in the
+//! DCT domain), apply EXIF orientation, resize with Lanczos3, encode. It
+//! knows nothing of HTTP, storage or Matrix; callers run it on blocking
+//! threads behind a concurrency limit.
+
+pub mod geometry;
+
+use std::io::Cursor;
+
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, metadata::Orientation};
+
+/// Formats we decode. The declared Content-Type never picks a decoder:
+/// only these magic bytes do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Jpeg,
+    Png,
+    Gif,
+    Webp,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Jpeg => "image/jpeg",
+            Self::Png => "image/png",
+            Self::Gif => "image/gif",
+            Self::Webp => "image/webp",
+        }
+    }
+
+    fn image_format(self) -> ImageFormat {
+        match self {
+            Self::Jpeg => ImageFormat::Jpeg,
+            Self::Png => ImageFormat::Png,
+            Self::Gif => ImageFormat::Gif,
+            Self::Webp => ImageFormat::WebP,
+        }
+    }
+}
+
+/// `crop` or `scale` (spec); `scale` is the default, as in Synapse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Crop,
+    Scale,
+}
+
+/// One output size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Spec {
+    pub width: u32,
+    pub height: u32,
+    pub method: Method,
+}
+
+/// Work budgets checked from the header, before decoding.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_pixels: u64,
+}
+
+/// A finished thumbnail.
+#[derive(Debug, Clone)]
+pub struct Thumbnail {
+    pub spec: Spec,
+    pub bytes: Vec<u8>,
+    pub content_type: &'static str,
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ThumbnailError {
+    #[error("not an image format we thumbnail")]
+    Unsupported,
+    #[error("image of {width}x{height} pixels is over the limit")]
+    TooManyPixels { width: u64, height: u64 },
+    #[error("cannot decode the image: {0}")]
+    Decode(String),
+    #[error("cannot encode the thumbnail: {0}")]
+    Encode(String),
+}
+
+/// The format the bytes really are, if it is one we decode.
+pub fn sniff(bytes: &[u8]) -> Option<Format> {
+    match bytes {
+        [0xFF, 0xD8, 0xFF, ..] => Some(Format::Jpeg),
+        [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, ..] => Some(Format::Png),
+        [b'G', b'I', b'F', b'8', b'7' | b'9', b'a', ..] => Some(Format::Gif),
+        [
+            b'R',
+            b'I',
+            b'F',
+            b'F',
+            _,
+            _,
+            _,
+            _,
+            b'W',
+            b'E',
+            b'B',
+            b'P',
+            ..,
+        ] => Some(Format::Webp),
+        _ => None,
+    }
+}
+
+/// Format and dimensions from the header alone; refuses over-budget images.
+pub fn probe(bytes: &[u8], limits: Limits) -> Result<(Format, u32, u32), ThumbnailError> {
+    let format = sniff(bytes).ok_or(ThumbnailError::Unsupported)?;
+    let (width, height) = ImageReader::with_format(Cursor::new(bytes), format.image_format())
+        .into_dimensions()
+        .map_err(|e| ThumbnailError::Decode(e.to_string()))?;
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(ThumbnailError::TooManyPixels {
+            width: width.into(),
+            height: height.into(),
+        });
+    }
+    Ok((format, width, height))
+}
+
+/// Makes every `spec` from one decode, at the scale the largest needs.
+pub fn generate(
+    bytes: &[u8],
+    specs: &[Spec],
+    limits: Limits,
+) -> Result<Vec<Thumbnail>, ThumbnailError> {
+    let (format, width, height) = probe(bytes, limits)?;
+    let source = decode(bytes, format, width, height, specs)?;
+    let has_alpha = source.color().has_alpha() && !fully_opaque(&source);
+    let source = if has_alpha {
+        DynamicImage::ImageRgba8(source.into_rgba8())
+    } else {
+        DynamicImage::ImageRgb8(source.into_rgb8())
+    };
+    let mut resizer = Resizer::new();
+    specs
+        .iter()
+        .map(|spec| {
+            let plan = match spec.method {
+                Method::Scale => {
+                    geometry::scale(source.width(), source.height(), spec.width, spec.height)
+                }
+                Method::Crop => {
+                    geometry::crop(source.width(), source.height(), spec.width, spec.height)
+                }
+            };
+            let mut out = DynamicImage::new(plan.width, plan.height, source.color());
+            let (left, top, w, h) = plan.crop;
+            let options = ResizeOptions::new()
+                .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
+                .crop(left, top, w, h);
+            resizer
+                .resize(&source, &mut out, &options)
+                .map_err(|e| ThumbnailError::Encode(e.to_string()))?;
+            let (bytes, content_type) = encode(&out, has_alpha)?;
+            Ok(Thumbnail {
+                spec: *spec,
+                bytes,
+                content_type,
+                width: plan.width,
+                height: plan.height,
+            })
+        })
+        .collect()
+}
+
+fn fully_opaque(image: &DynamicImage) -> bool {
+    match image {
+        DynamicImage::ImageRgba8(rgba) => rgba.pixels().all(|p| p.0[3] == 255),
+        DynamicImage::ImageLumaA8(la) => la.pixels().all(|p| p.0[1] == 255),
+        other => other.to_rgba8().pixels().all(|p| p.0[3] == 255),
+    }
+}
+
+/// Orientation-corrected size a spec list needs from the decoder: twice the
+/// largest output (libvips' reserve), so shrink-on-load costs no quality.
+fn decode_target(specs: &[Spec], width: u32, height: u32) -> (u32, u32) {
+    specs.iter().fold((1, 1), |(w, h), spec| {
+        let plan = match spec.method {
+            Method::Scale => geometry::scale(width, height, spec.width, spec.height),
+            Method::Crop => {
+                // Crop needs the cover size of the box, not the box.
+                let f = (f64::from(spec.width) / f64::from(width))
+                    .max(f64::from(spec.height) / f64::from(height));
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let cover = (
+                    (f64::from(width) * f).ceil() as u32,
+                    (f64::from(height) * f).ceil() as u32,
+                );
+                geometry::scale(width, height, cover.0, cover.1)
+            }
+        };
+        (w.max(plan.width * 2), h.max(plan.height * 2))
+    })
+}
+
+fn decode(
+    bytes: &[u8],
+    format: Format,
+    width: u32,
+    height: u32,
+    specs: &[Spec],
+) -> Result<DynamicImage, ThumbnailError> {
+    if format == Format::Jpeg
+        && let Some(image) = decode_jpeg_scaled(bytes, width, height, specs)?
+    {
+        return Ok(image);
+    }
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format.image_format())
+        .into_decoder()
+        .map_err(|e| ThumbnailError::Decode(e.to_string()))?;
+    let orientation = reader.orientation().unwrap_or(Orientation::NoTransforms);
+    // image's default Limits (512 MiB per allocation) stay on as a second line.
+    let mut image =
+        DynamicImage::from_decoder(reader).map_err(|e| ThumbnailError::Decode(e.to_string()))?;
+    image.apply_orientation(orientation);
+    Ok(image)
+}
+
+/// JPEG via jpeg-decoder's DCT-domain downscale (1/2, 1/4, 1/8). `None` for
+/// pixel formats it does not hand back as 8-bit grey or RGB (CMYK, 16-bit),
+/// which then take the full decode.
+fn decode_jpeg_scaled(
+    bytes: &[u8],
+    width: u32,
+    height: u32,
+    specs: &[Spec],
+) -> Result<Option<DynamicImage>, ThumbnailError> {
+    let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    decoder
+        .read_info()
+        .map_err(|e| ThumbnailError::Decode(e.to_string()))?;
+    let orientation = decoder
+        .exif_data()
+        .and_then(Orientation::from_exif_chunk)
+        .unwrap_or(Orientation::NoTransforms);
+    // Geometry is decided on the image as shown; the decoder sees it as stored.
+    let swapped = matches!(
+        orientation,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    );
+    let (shown_w, shown_h) = if swapped {
+        (height, width)
+    } else {
+        (width, height)
+    };
+    let (want_w, want_h) = decode_target(specs, shown_w, shown_h);
+    let (want_w, want_h) = if swapped {
+        (want_h, want_w)
+    } else {
+        (want_w, want_h)
+    };
+    let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+    let (w, h) = decoder
+        .scale(clamp(want_w), clamp(want_h))
+        .map_err(|e| ThumbnailError::Decode(e.to_string()))?;
+    let pixels = decoder
+        .decode()
+        .map_err(|e| ThumbnailError::Decode(e.to_string()))?;
+    let info = decoder
+        .info()
+        .ok_or_else(|| ThumbnailError::Decode("no image info".to_owned()))?;
+    let (w, h) = (u32::from(w), u32::from(h));
+    let image = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => {
+            image::RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8)
+        }
+        jpeg_decoder::PixelFormat::L8 => {
+            image::GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8)
+        }
+        jpeg_decoder::PixelFormat::CMYK32 | jpeg_decoder::PixelFormat::L16 => return Ok(None),
+    };
+    let mut image = image.ok_or_else(|| ThumbnailError::Decode("short pixel buffer".to_owned()))?;
+    image.apply_orientation(orientation);
+    Ok(Some(image))
+}
+
+/// Opaque stills as JPEG (q80); anything with transparency as PNG with fast
+/// compression (about 40x faster than the default, and no larger here).
+fn encode(image: &DynamicImage, alpha: bool) -> Result<(Vec<u8>, &'static str), ThumbnailError> {
+    let mut out = Vec::new();
+    let err = |e: image::ImageError| ThumbnailError::Encode(e.to_string());
+    if alpha {
+        let encoder = image::codecs::png::PngEncoder::new_with_quality(
+            &mut out,
+            image::codecs::png::CompressionType::Fast,
+            image::codecs::png::FilterType::Adaptive,
+        );
+        image.write_with_encoder(encoder).map_err(err)?;
+        Ok((out, "image/png"))
+    } else {
+        let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80);
+        image.write_with_encoder(encoder).map_err(err)?;
+        Ok((out, "image/jpeg"))
+    }
+}
+
+#[cfg(test)]
+mod tests;
