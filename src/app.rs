@@ -9,6 +9,7 @@ use axum::{
     extract::{ConnectInfo, Request},
     http::{HeaderName, StatusCode},
     response::{IntoResponse, Response},
+    serve::ListenerExt as _,
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tower_http::{
@@ -83,6 +84,7 @@ pub fn build_state(config: &Config) -> Result<AppState, AppError> {
         stores,
         config.media.clone(),
         cache,
+        config.thumbnails.clone(),
     );
     Ok(AppState {
         media,
@@ -183,6 +185,13 @@ impl Server {
         let router = build(state.clone());
         let mut stop_serving = stop.clone();
         let serve = tokio::spawn(async move {
+            // Without TCP_NODELAY a response written as headers, then body,
+            // waits ~40 ms for the client's delayed ACK (Nagle).
+            let listener = listener.tap_io(|tcp| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "could not set TCP_NODELAY");
+                }
+            });
             axum::serve(
                 listener,
                 router.into_make_service_with_connect_info::<SocketAddr>(),

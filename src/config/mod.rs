@@ -13,6 +13,8 @@ use ruma::OwnedServerName;
 use serde::Deserialize;
 use url::Url;
 
+use crate::thumbnail::{Method, Spec};
+
 pub use load::ConfigError;
 pub use secret::Secret;
 pub use storage::{
@@ -56,7 +58,51 @@ pub struct Config {
     #[serde(default)]
     pub cache: CacheConfig,
     #[serde(default)]
+    pub thumbnails: ThumbnailConfig,
+    #[serde(default)]
     pub log: LogConfig,
+}
+
+/// Thumbnail sizes and the budgets that keep generation safe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThumbnailConfig {
+    /// The sizes thumbnails are made at; every request snaps to one of them.
+    /// Default: the spec's 32x32 crop, 96x96 crop, 320x240, 640x480 and
+    /// 800x600 scale.
+    pub sizes: Vec<Spec>,
+    /// Make a missing thumbnail when it is first asked for. Default true.
+    pub dynamic: bool,
+    /// Images whose header declares more pixels are never decoded
+    /// (413 `M_TOO_LARGE`). Default 33554432 (32 Mi).
+    pub max_pixels: u64,
+    /// Larger originals are not thumbnailed (413 `M_TOO_LARGE`). Default 64MiB.
+    pub max_source_size: ByteSize,
+    /// Thumbnails generated at once; 0 means one per CPU core. Default 0.
+    pub concurrency: usize,
+}
+
+impl Default for ThumbnailConfig {
+    fn default() -> Self {
+        let size = |width, height, method| Spec {
+            width,
+            height,
+            method,
+        };
+        Self {
+            sizes: vec![
+                size(32, 32, Method::Crop),
+                size(96, 96, Method::Crop),
+                size(320, 240, Method::Scale),
+                size(640, 480, Method::Scale),
+                size(800, 600, Method::Scale),
+            ],
+            dynamic: true,
+            max_pixels: 32 * 1024 * 1024,
+            max_source_size: ByteSize::mib(64),
+            concurrency: 0,
+        }
+    }
 }
 
 /// Local disk cache of hot blobs from object-store datastores (never used
@@ -292,6 +338,19 @@ impl Config {
         }
         if self.cache.enabled && self.cache.max_file_size > self.cache.max_size {
             problems.push("cache.max_file_size: must not exceed cache.max_size".to_owned());
+        }
+        if self.thumbnails.sizes.is_empty() {
+            problems.push("thumbnails.sizes: at least one size is required".to_owned());
+        }
+        for (i, size) in self.thumbnails.sizes.iter().enumerate() {
+            if !(1..=4096).contains(&size.width) || !(1..=4096).contains(&size.height) {
+                problems.push(format!(
+                    "thumbnails.sizes[{i}]: width and height must be 1-4096"
+                ));
+            }
+        }
+        if self.thumbnails.max_pixels == 0 {
+            problems.push("thumbnails.max_pixels: must be greater than zero".to_owned());
         }
         storage::check_datastores(&self.datastores, &mut problems);
         problems

@@ -10,7 +10,7 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::{auth::AuthError, media::MediaError, storage::StorageError};
+use crate::{auth::AuthError, media::MediaError, storage::StorageError, thumbnail::ThumbnailError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -39,24 +39,8 @@ pub enum ApiError {
 impl ApiError {
     /// Status and errcode come from one match so they can never disagree.
     fn classify(&self) -> (StatusCode, &str) {
-        use MediaError as M;
         match self {
-            Self::Media(M::NotFound) => (StatusCode::NOT_FOUND, "M_NOT_FOUND"),
-            Self::Media(M::TooLarge { .. }) => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
-            Self::Media(M::NotYetUploaded) => (StatusCode::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED"),
-            Self::Media(M::CannotOverwrite) => (StatusCode::CONFLICT, "M_CANNOT_OVERWRITE_MEDIA"),
-            Self::Media(M::RateLimited { .. }) => {
-                (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED")
-            }
-            Self::Media(M::Forbidden(_)) => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
-            Self::Media(M::UploadStalled(_)) => (StatusCode::REQUEST_TIMEOUT, "M_UNKNOWN"),
-            Self::Media(M::Body(_)) => (StatusCode::BAD_REQUEST, "M_UNKNOWN"),
-            Self::Media(M::Storage(StorageError::Backend(_))) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN")
-            }
-            Self::Media(M::Storage(_) | M::Repo(_) | M::Internal(_)) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN")
-            }
+            Self::Media(media) => classify_media(media),
             Self::Auth(AuthError::MissingToken) => (StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN"),
             Self::Auth(AuthError::UnknownToken) => (StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
             Self::Auth(AuthError::Rejected {
@@ -96,6 +80,32 @@ impl ApiError {
             _ if status.is_server_error() => "Internal server error".to_owned(),
             other => other.to_string(),
         }
+    }
+}
+
+/// The service's errors, each with the spec's status and errcode. A failure
+/// shared by coalesced requests is classified as the failure itself.
+fn classify_media(error: &MediaError) -> (StatusCode, &'static str) {
+    use MediaError as M;
+    match error {
+        M::NotFound => (StatusCode::NOT_FOUND, "M_NOT_FOUND"),
+        M::TooLarge { .. } | M::Thumbnail(ThumbnailError::TooManyPixels { .. }) => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE")
+        }
+        M::NotYetUploaded => (StatusCode::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED"),
+        M::CannotOverwrite => (StatusCode::CONFLICT, "M_CANNOT_OVERWRITE_MEDIA"),
+        M::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
+        M::Forbidden(_) => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
+        M::UploadStalled(_) => (StatusCode::REQUEST_TIMEOUT, "M_UNKNOWN"),
+        // The spec's example errcode for "cannot thumbnail this" is M_UNKNOWN.
+        M::Body(_) | M::Thumbnail(ThumbnailError::Unsupported | ThumbnailError::Decode(_)) => {
+            (StatusCode::BAD_REQUEST, "M_UNKNOWN")
+        }
+        M::Storage(StorageError::Backend(_)) => (StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN"),
+        M::Storage(_) | M::Repo(_) | M::Internal(_) | M::Thumbnail(ThumbnailError::Encode(_)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN")
+        }
+        M::Shared(inner) => classify_media(inner),
     }
 }
 

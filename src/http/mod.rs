@@ -34,7 +34,7 @@ pub struct AppState {
 /// The one route table. Paths are spelled out so `grep` finds them; the
 /// legacy `/_matrix/media/` prefix takes `r0`, `v1` and `v3` as Synapse does.
 pub fn router(state: AppState) -> Router {
-    use routes::{config, download, health, upload};
+    use routes::{config, download, health, thumbnail, upload};
     Router::new()
         // Upload (spec: POST /_matrix/media/v3/upload).
         .route("/_matrix/media/v3/upload", post(upload::upload_media))
@@ -105,6 +105,23 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/_matrix/media/r0/download/{server_name}/{media_id}/{file_name}",
             get(download::download_legacy),
+        )
+        // Thumbnails: authenticated (spec v1.11) and legacy (frozen media is 404 there).
+        .route(
+            "/_matrix/client/v1/media/thumbnail/{server_name}/{media_id}",
+            get(thumbnail::get_thumbnail),
+        )
+        .route(
+            "/_matrix/media/v3/thumbnail/{server_name}/{media_id}",
+            get(thumbnail::get_thumbnail_legacy),
+        )
+        .route(
+            "/_matrix/media/v1/thumbnail/{server_name}/{media_id}",
+            get(thumbnail::get_thumbnail_legacy),
+        )
+        .route(
+            "/_matrix/media/r0/thumbnail/{server_name}/{media_id}",
+            get(thumbnail::get_thumbnail_legacy),
         )
         // Config.
         .route(

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use super::{MediaError, MediaService};
 use crate::{
-    ids::{MediaKey, UnixMillis},
+    ids::{MediaKey, Sha256Digest, UnixMillis},
     repo::{BlobRecord, MediaRecord, MediaState},
     storage::{ByteStream, Presigned, StorageError},
 };
@@ -136,17 +136,27 @@ impl MediaService {
         download: &Download,
         range: Option<Range<u64>>,
     ) -> Result<ByteStream, MediaError> {
-        let store = self.inner.stores.get(&download.blob.datastore)?;
+        self.read_blob(&download.blob, &download.record.sha256, range)
+            .await
+    }
+
+    /// Streams a blob (of media or of a thumbnail), or only `range` of it.
+    pub async fn read_blob(
+        &self,
+        blob: &BlobRecord,
+        digest: &Sha256Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, MediaError> {
+        let store = self.inner.stores.get(&blob.datastore)?;
         if let Some(cache) = self.cache_for(store) {
-            let digest = &download.record.sha256;
             if let Some(hit) = cache.open(digest, range.clone()).await {
                 return Ok(hit);
             }
-            if range.is_none() && download.blob.size <= cache.max_file_size() {
-                let stream = store.open(&download.blob.key, None).await?;
-                return Ok(cache.tee_download(stream, *digest, download.blob.size));
+            if range.is_none() && blob.size <= cache.max_file_size() {
+                let stream = store.open(&blob.key, None).await?;
+                return Ok(cache.tee_download(stream, *digest, blob.size));
             }
         }
-        Ok(store.open(&download.blob.key, range).await?)
+        Ok(store.open(&blob.key, range).await?)
     }
 }

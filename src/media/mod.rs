@@ -5,6 +5,7 @@
 mod download;
 mod gc;
 mod name;
+mod thumbnail;
 mod upload;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
@@ -15,14 +16,16 @@ use tokio::sync::Notify;
 pub use download::{Access, Download};
 pub use gc::SweepReport;
 pub use name::clean_filename;
+pub use thumbnail::{Thumb, ThumbRequest};
 pub use upload::{UploadMeta, UploadTarget};
 
 use crate::{
     cache::HotCache,
-    config::MediaConfig,
+    config::{MediaConfig, ThumbnailConfig},
     ids::{BlobKey, DatastoreId},
     repo::{Repo, RepoError},
     storage::{Backend, BlobStore, Datastores, StorageError},
+    thumbnail::ThumbnailError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,11 @@ pub enum MediaError {
     UploadStalled(Duration),
     #[error("reading the request body failed: {0}")]
     Body(#[source] std::io::Error),
+    #[error(transparent)]
+    Thumbnail(#[from] ThumbnailError),
+    /// The failure of a generation several requests waited for.
+    #[error(transparent)]
+    Shared(Arc<MediaError>),
     /// Something that cannot happen unless the metadata store misbehaves.
     #[error("internal: {0}")]
     Internal(&'static str),
@@ -65,6 +73,7 @@ struct Inner {
     config: MediaConfig,
     /// Hot copies of blobs from object-store datastores.
     cache: Option<HotCache>,
+    thumbnailer: thumbnail::Thumbnailer,
     /// Woken on every commit, so downloads waiting on pending media retry.
     committed: Notify,
     /// Blobs being written right now; the orphan sweep must not touch them.
@@ -78,6 +87,7 @@ impl MediaService {
         stores: Datastores,
         config: MediaConfig,
         cache: Option<HotCache>,
+        thumbnails: ThumbnailConfig,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -86,6 +96,7 @@ impl MediaService {
                 stores,
                 config,
                 cache,
+                thumbnailer: thumbnail::Thumbnailer::new(thumbnails),
                 committed: Notify::new(),
                 in_flight: std::sync::Mutex::new(HashSet::new()),
             }),

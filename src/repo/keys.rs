@@ -2,7 +2,10 @@
 //! 0x00 byte, which neither server names, media ids, user ids nor datastore
 //! ids can contain, so prefixes never collide and order is preserved.
 
-use crate::ids::{BlobKey, DatastoreId, MediaKey};
+use crate::{
+    ids::{BlobKey, DatastoreId, MediaKey},
+    thumbnail::{Method, Spec},
+};
 
 const SEP: u8 = 0;
 
@@ -44,6 +47,22 @@ pub fn pending_prefix(owner: &str) -> Vec<u8> {
 pub fn parse_pending(bytes: &[u8]) -> Option<MediaKey> {
     let sep = bytes.iter().position(|&b| b == SEP)?;
     parse_media(&bytes[sep + 1..])
+}
+
+/// `thumbs_by_media`: media key ++ 0 ++ width (BE) ++ height (BE) ++ method
+/// ++ animated flag, so one media item's thumbnails share a prefix.
+pub fn thumb(key: &MediaKey, spec: &Spec) -> Vec<u8> {
+    let mut out = media(key);
+    out.push(SEP);
+    out.extend_from_slice(&spec.width.to_be_bytes());
+    out.extend_from_slice(&spec.height.to_be_bytes());
+    out.push(match spec.method {
+        Method::Crop => b'c',
+        Method::Scale => b's',
+    });
+    // Animated thumbnails get their own flag value when they exist.
+    out.push(0);
+    out
 }
 
 /// Prefix of every `blobs_by_key` entry of `datastore`.

@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis};
+use crate::{
+    ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis},
+    thumbnail::Spec,
+};
 
 /// An async upload id reserved by `/create`, waiting for its bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +66,26 @@ pub struct BlobRecord {
     /// How many media records point at this blob.
     pub refs: u64,
     pub created: UnixMillis,
+}
+
+/// A stored thumbnail of one media item at one configured size.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThumbRecord {
+    pub sha256: Sha256Digest,
+    pub size: u64,
+    pub content_type: String,
+    pub width: u32,
+    pub height: u32,
+    pub created: UnixMillis,
+}
+
+/// Outcome of `commit_thumbnail`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CommitThumb {
+    /// Stored; `deduplicated` as for `Commit::Done`.
+    Done { deduplicated: bool },
+    /// Another request stored this size first; use its record.
+    Exists(ThumbRecord),
 }
 
 /// A freshly written object, offered to `commit`.
@@ -147,6 +170,15 @@ pub trait MediaRepo: Send + Sync + 'static {
         mode: &CommitMode,
     ) -> Result<Commit, RepoError>;
     fn get(&self, key: &MediaKey) -> Result<Option<MediaState>, RepoError>;
+    fn get_thumbnail(&self, key: &MediaKey, spec: &Spec) -> Result<Option<ThumbRecord>, RepoError>;
+    /// Records a thumbnail and registers (or shares) its blob, atomically.
+    fn commit_thumbnail(
+        &self,
+        key: &MediaKey,
+        spec: &Spec,
+        record: &ThumbRecord,
+        blob: &NewBlob,
+    ) -> Result<CommitThumb, RepoError>;
     /// Sets the quarantine flag of complete media; false if there is none.
     fn set_quarantined(&self, key: &MediaKey, quarantined: bool) -> Result<bool, RepoError>;
     fn blob(&self, sha256: &Sha256Digest) -> Result<Option<BlobRecord>, RepoError>;

@@ -10,10 +10,13 @@ use sled::{
 };
 
 use super::{
-    BlobRecord, Commit, CommitMode, Counts, MediaRecord, MediaRepo, MediaState, NewBlob,
-    PendingRecord, RepoError, Reserve, codec, keys,
+    BlobRecord, Commit, CommitMode, CommitThumb, Counts, MediaRecord, MediaRepo, MediaState,
+    NewBlob, PendingRecord, RepoError, Reserve, ThumbRecord, codec, keys,
 };
-use crate::ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis};
+use crate::{
+    ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis},
+    thumbnail::Spec,
+};
 
 pub struct SledRepo {
     /// `media_by_id`: media key -> `MediaState`.
@@ -24,6 +27,8 @@ pub struct SledRepo {
     blobs: sled::Tree,
     /// `blobs_by_key`: datastore ++ blob key -> digest, to recognise orphans.
     blob_keys: sled::Tree,
+    /// `thumbs_by_media`: media key ++ size -> `ThumbRecord`.
+    thumbs: sled::Tree,
     /// Serialises `reserve`: counting an owner's pending ids and inserting one
     /// must be one step, and sled transactions cannot scan.
     reserve_lock: Mutex<()>,
@@ -51,6 +56,26 @@ fn tx_get<T: serde::de::DeserializeOwned>(
         .map(|v| codec::decode(&v))
         .transpose()
         .map_err(abort)
+}
+
+/// Points one more reference at the blob with `digest`, registering
+/// `fresh` when it is new. True when the content was already stored (the
+/// caller's new object is then surplus).
+fn attach_blob(
+    blobs: &TransactionalTree,
+    blob_keys: &TransactionalTree,
+    digest: &Sha256Digest,
+    fresh: &BlobRecord,
+) -> TxResult<bool> {
+    if let Some(mut shared) = tx_get::<BlobRecord>(blobs, &digest.0)? {
+        shared.refs += 1;
+        blobs.insert(&digest.0[..], codec::encode(&shared).map_err(abort)?)?;
+        Ok(true)
+    } else {
+        blobs.insert(&digest.0[..], codec::encode(fresh).map_err(abort)?)?;
+        blob_keys.insert(keys::blob_key(&fresh.datastore, &fresh.key), &digest.0[..])?;
+        Ok(false)
+    }
 }
 
 fn flatten<T>(result: Result<T, TransactionError<RepoError>>) -> Result<T, RepoError> {
@@ -85,6 +110,7 @@ impl SledRepo {
             pending: db.open_tree("pending_by_owner")?,
             blobs: db.open_tree("blobs_by_sha256")?,
             blob_keys: db.open_tree("blobs_by_key")?,
+            thumbs: db.open_tree("thumbs_by_media")?,
             reserve_lock: Mutex::new(()),
             db,
         })
@@ -145,7 +171,6 @@ impl MediaRepo for SledRepo {
     ) -> Result<Commit, RepoError> {
         let media_key = keys::media(key);
         let value = codec::encode(&MediaState::Complete(record.clone()))?;
-        let digest = record.sha256.0;
         let fresh_blob = BlobRecord {
             datastore: blob.datastore.clone(),
             key: blob.key.clone(),
@@ -153,7 +178,6 @@ impl MediaRepo for SledRepo {
             refs: 1,
             created: record.created,
         };
-        let blob_key = keys::blob_key(&blob.datastore, &blob.key);
 
         // sled may re-run this closure on conflict: it has no side effects
         // outside the transactional trees.
@@ -177,16 +201,7 @@ impl MediaRepo for SledRepo {
                         pending.remove(keys::pending(&p.owner, key))?;
                     }
                 }
-                let existing: Option<BlobRecord> = tx_get(blobs, &digest)?;
-                let deduplicated = if let Some(mut shared) = existing {
-                    shared.refs += 1;
-                    blobs.insert(&digest[..], codec::encode(&shared).map_err(abort)?)?;
-                    true
-                } else {
-                    blobs.insert(&digest[..], codec::encode(&fresh_blob).map_err(abort)?)?;
-                    blob_keys.insert(blob_key.as_slice(), &digest[..])?;
-                    false
-                };
+                let deduplicated = attach_blob(blobs, blob_keys, &record.sha256, &fresh_blob)?;
                 media.insert(media_key.as_slice(), value.as_slice())?;
                 Ok(Commit::Done { deduplicated })
             },
@@ -211,6 +226,43 @@ impl MediaRepo for SledRepo {
                     }
                     _ => Ok(false),
                 });
+        flatten(outcome)
+    }
+
+    fn get_thumbnail(&self, key: &MediaKey, spec: &Spec) -> Result<Option<ThumbRecord>, RepoError> {
+        Ok(self
+            .thumbs
+            .get(keys::thumb(key, spec))?
+            .map(|v| codec::decode(&v))
+            .transpose()?)
+    }
+
+    fn commit_thumbnail(
+        &self,
+        key: &MediaKey,
+        spec: &Spec,
+        record: &ThumbRecord,
+        blob: &NewBlob,
+    ) -> Result<CommitThumb, RepoError> {
+        let thumb_key = keys::thumb(key, spec);
+        let value = codec::encode(record)?;
+        let fresh_blob = BlobRecord {
+            datastore: blob.datastore.clone(),
+            key: blob.key.clone(),
+            size: record.size,
+            refs: 1,
+            created: record.created,
+        };
+        let outcome = (&self.thumbs, &self.blobs, &self.blob_keys).transaction(
+            |(thumbs, blobs, blob_keys)| {
+                if let Some(existing) = tx_get::<ThumbRecord>(thumbs, &thumb_key)? {
+                    return Ok(CommitThumb::Exists(existing));
+                }
+                let deduplicated = attach_blob(blobs, blob_keys, &record.sha256, &fresh_blob)?;
+                thumbs.insert(thumb_key.as_slice(), value.as_slice())?;
+                Ok(CommitThumb::Done { deduplicated })
+            },
+        );
         flatten(outcome)
     }
 

@@ -44,6 +44,8 @@ pub enum StorageError {
     Setup(String),
     #[error("storage task failed")]
     TaskFailed,
+    #[error("reading a stored object failed: {0}")]
+    Read(#[source] std::io::Error),
 }
 
 impl From<object_store::Error> for StorageError {

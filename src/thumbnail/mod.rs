@@ -52,10 +52,34 @@ pub enum Method {
 
 /// One output size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Spec {
     pub width: u32,
     pub height: u32,
     pub method: Method,
+}
+
+/// The configured size a request is served from: of the sizes with the
+/// requested method (all sizes if none has it), the smallest that is at
+/// least as large as requested, else the largest. Requests can therefore
+/// only ever reach the configured sizes, however many distinct ones arrive.
+pub fn snap(sizes: &[Spec], width: u32, height: u32, method: Method) -> Option<Spec> {
+    let same: Vec<Spec> = sizes
+        .iter()
+        .copied()
+        .filter(|s| s.method == method)
+        .collect();
+    let pool = if same.is_empty() {
+        sizes.to_vec()
+    } else {
+        same
+    };
+    let area = |s: &Spec| u64::from(s.width) * u64::from(s.height);
+    pool.iter()
+        .copied()
+        .filter(|s| s.width >= width && s.height >= height)
+        .min_by_key(area)
+        .or_else(|| pool.iter().copied().max_by_key(area))
 }
 
 /// Work budgets checked from the header, before decoding.

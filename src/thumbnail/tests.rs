@@ -211,3 +211,53 @@ fn truncated_files_are_errors() {
         Err(ThumbnailError::Decode(_))
     ));
 }
+
+/// The spec's default sizes.
+fn defaults() -> Vec<Spec> {
+    vec![
+        spec(32, 32, Method::Crop),
+        spec(96, 96, Method::Crop),
+        spec(320, 240, Method::Scale),
+        spec(640, 480, Method::Scale),
+        spec(800, 600, Method::Scale),
+    ]
+}
+
+/// Requests snap to the smallest configured size at least as large.
+#[test]
+fn requests_snap_to_configured_sizes() {
+    let sizes = defaults();
+    assert_eq!(
+        snap(&sizes, 30, 30, Method::Crop),
+        Some(spec(32, 32, Method::Crop))
+    );
+    assert_eq!(
+        snap(&sizes, 33, 20, Method::Crop),
+        Some(spec(96, 96, Method::Crop))
+    );
+    assert_eq!(
+        snap(&sizes, 500, 100, Method::Scale),
+        Some(spec(640, 480, Method::Scale))
+    );
+    assert_eq!(
+        snap(&sizes, 5000, 5000, Method::Scale),
+        Some(spec(800, 600, Method::Scale))
+    );
+    assert_eq!(
+        snap(&[spec(320, 240, Method::Scale)], 10, 10, Method::Crop),
+        Some(spec(320, 240, Method::Scale))
+    );
+    assert_eq!(snap(&[], 10, 10, Method::Crop), None);
+}
+
+proptest::proptest! {
+    /// However many distinct sizes are asked for, only configured ones come out.
+    #[test]
+    fn any_request_gets_a_configured_size(w in 1u32..10_000, h in 1u32..10_000, crop in proptest::bool::ANY) {
+        let sizes = defaults();
+        let method = if crop { Method::Crop } else { Method::Scale };
+        let got = snap(&sizes, w, h, method).unwrap();
+        proptest::prop_assert!(sizes.contains(&got));
+        proptest::prop_assert_eq!(got.method, method);
+    }
+}

@@ -3,4 +3,5 @@
 pub mod config;
 pub mod download;
 pub mod health;
+pub mod thumbnail;
 pub mod upload;

@@ -1,0 +1,194 @@
+//! `GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}` and the
+//! legacy `/_matrix/media/{r0,v1,v3}/thumbnail/...` (frozen media is 404
+//! there, as for downloads).
+
+use std::time::Duration;
+
+use axum::{
+    body::Body,
+    extract::State,
+    http::{HeaderMap, HeaderValue, Method as HttpMethod, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+
+use crate::{
+    auth::Requester,
+    http::{
+        AppState,
+        error::ApiError,
+        extract::{MatrixPath, MatrixQuery},
+        headers,
+    },
+    ids::MediaKey,
+    media::{Access, MediaError, ThumbRequest},
+    thumbnail::Method,
+};
+
+/// Spec default for `timeout_ms`.
+const DEFAULT_TIMEOUT_MS: u64 = 20_000;
+
+/// Raw, so a missing parameter and a malformed one get different errcodes.
+#[derive(Debug, Deserialize)]
+pub struct ThumbnailQuery {
+    width: Option<String>,
+    height: Option<String>,
+    method: Option<String>,
+    animated: Option<String>,
+    timeout_ms: Option<i64>,
+    allow_remote: Option<bool>,
+    /// Legacy only; thumbnails are always served directly.
+    #[allow(dead_code)]
+    allow_redirect: Option<bool>,
+}
+
+fn dimension(name: &str, value: Option<&str>) -> Result<u32, ApiError> {
+    let value = value.ok_or_else(|| ApiError::MissingParam(format!("{name} is required")))?;
+    match value.parse::<u32>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(ApiError::InvalidParam(format!(
+            "{name} must be a positive integer"
+        ))),
+    }
+}
+
+impl ThumbnailQuery {
+    fn request(&self) -> Result<ThumbRequest, ApiError> {
+        let width = dimension("width", self.width.as_deref())?;
+        let height = dimension("height", self.height.as_deref())?;
+        let method = match self.method.as_deref() {
+            None | Some("scale") => Method::Scale,
+            Some("crop") => Method::Crop,
+            Some(_) => {
+                return Err(ApiError::InvalidParam(
+                    "method must be crop or scale".to_owned(),
+                ));
+            }
+        };
+        // Animated output is not made yet: every thumbnail is a still frame,
+        // which the spec allows for any value; the value must still be valid.
+        match self.animated.as_deref() {
+            None | Some("true" | "false") => {}
+            Some(_) => {
+                return Err(ApiError::InvalidParam(
+                    "animated must be true or false".to_owned(),
+                ));
+            }
+        }
+        Ok(ThumbRequest {
+            width,
+            height,
+            method,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ThumbnailPath {
+    server_name: String,
+    media_id: String,
+}
+
+/// Authenticated thumbnail; guests allowed (spec v1.12).
+pub async fn get_thumbnail(
+    State(state): State<AppState>,
+    _requester: Requester,
+    MatrixPath(path): MatrixPath<ThumbnailPath>,
+    MatrixQuery(query): MatrixQuery<ThumbnailQuery>,
+    method: HttpMethod,
+    request_headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    serve(
+        &state,
+        &path,
+        &query,
+        Access::Authenticated,
+        &method,
+        &request_headers,
+    )
+    .await
+}
+
+/// Legacy unauthenticated thumbnail; media created during the freeze is 404.
+pub async fn get_thumbnail_legacy(
+    State(state): State<AppState>,
+    MatrixPath(path): MatrixPath<ThumbnailPath>,
+    MatrixQuery(query): MatrixQuery<ThumbnailQuery>,
+    method: HttpMethod,
+    request_headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    serve(
+        &state,
+        &path,
+        &query,
+        Access::Legacy,
+        &method,
+        &request_headers,
+    )
+    .await
+}
+
+async fn serve(
+    state: &AppState,
+    path: &ThumbnailPath,
+    query: &ThumbnailQuery,
+    access: Access,
+    method: &HttpMethod,
+    request_headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = MediaKey::parse(&path.server_name, &path.media_id)
+        .map_err(|e| ApiError::InvalidParam(e.to_string()))?;
+    let request = query.request()?;
+    if query.allow_remote == Some(false) && key.server != state.media.server_name() {
+        return Err(MediaError::NotFound.into());
+    }
+    let wait_ms = query
+        .timeout_ms
+        .map_or(DEFAULT_TIMEOUT_MS, |ms| u64::try_from(ms).unwrap_or(0));
+    let thumb = state
+        .media
+        .thumbnail(&key, request, access, Duration::from_millis(wait_ms))
+        .await?;
+
+    let record = &thumb.record;
+    let extension = match record.content_type.as_str() {
+        "image/png" => "png",
+        "image/gif" => "gif",
+        "image/webp" => "webp",
+        _ => "jpg",
+    };
+    let etag = format!("\"{}\"", record.sha256.to_hex());
+    let mut out = HeaderMap::new();
+    out.insert(
+        header::CONTENT_TYPE,
+        headers::content_type(&record.content_type),
+    );
+    // Spec: thumbnails are always inline, with a file name.
+    out.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&format!("inline; filename=\"thumbnail.{extension}\""))
+            .unwrap_or_else(|_| HeaderValue::from_static("inline")),
+    );
+    headers::insert_media_security(&mut out);
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        out.insert(header::ETAG, value);
+    }
+    if request_headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        return Ok((StatusCode::NOT_MODIFIED, out).into_response());
+    }
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(record.size));
+    let body = if method == HttpMethod::HEAD {
+        Body::empty()
+    } else {
+        Body::from_stream(
+            state
+                .media
+                .read_blob(&thumb.blob, &record.sha256, None)
+                .await?,
+        )
+    };
+    Ok((StatusCode::OK, out, body).into_response())
+}

@@ -1,0 +1,377 @@
+//! Thumbnails over HTTP: the spec's rules (sizes, methods, no upscaling,
+//! headers, errors), safety against hostile files, and storage (snapping,
+//! deduplication, a second request is a read).
+// Tests use clippy's default lints; the pedantic set and the unwrap ban are for shipped code.
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Cursor;
+
+use common::*;
+use image::{DynamicImage, ImageFormat};
+
+fn encode(image: &DynamicImage, format: ImageFormat) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    image.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+fn photo(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 90])
+    });
+    encode(&DynamicImage::ImageRgb8(img), ImageFormat::Jpeg)
+}
+
+fn thumb_path(s: &str, id: &str, query: &str) -> String {
+    format!("/_matrix/client/v1/media/thumbnail/{s}/{id}?{query}")
+}
+
+async fn fetch(
+    t: &TestServer,
+    path: &str,
+) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
+    let resp = t.get(path, Some(ALICE)).await;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    (status, headers, resp.bytes().await.unwrap().to_vec())
+}
+
+fn dims(bytes: &[u8]) -> (u32, u32) {
+    let img = image::load_from_memory(bytes).unwrap();
+    (img.width(), img.height())
+}
+
+/// Spec 4.3 #20-21, #24: scale keeps the aspect, crop matches the requested
+/// one; inline disposition with a file name; an allowed image type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_and_crop_follow_the_spec() {
+    let t = TestServer::start().await;
+    let (s, id) = t
+        .upload_ok(ALICE, &photo(1200, 900), Some("image/jpeg"), Some("p.jpg"))
+        .await;
+    let (status, headers, body) = fetch(
+        &t,
+        &thumb_path(&s, &id, "width=320&height=240&method=scale"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "image/jpeg");
+    assert_eq!(
+        headers["content-disposition"],
+        "inline; filename=\"thumbnail.jpg\""
+    );
+    assert_eq!(headers["cross-origin-resource-policy"], "cross-origin");
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("sandbox")
+    );
+    assert_eq!(dims(&body), (320, 240));
+    let (_, _, body) = fetch(&t, &thumb_path(&s, &id, "width=96&height=96&method=crop")).await;
+    assert_eq!(dims(&body), (96, 96));
+    // Default method is scale; a 700x100 request snaps to 800x600 and keeps 4:3.
+    let (_, _, body) = fetch(&t, &thumb_path(&s, &id, "width=700&height=100")).await;
+    assert_eq!(dims(&body), (800, 600));
+    // HEAD gives the headers and length.
+    let resp = t
+        .http
+        .head(t.url(&thumb_path(&s, &id, "width=96&height=96&method=crop")))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-length"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 100
+    );
+}
+
+/// Spec 4.3 #22-23: never upscale; a small original comes back as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_originals_are_served_as_they_are() {
+    let t = TestServer::start().await;
+    let small = photo(200, 100);
+    let (s, id) = t.upload_ok(ALICE, &small, Some("image/jpeg"), None).await;
+    let (status, headers, body) = fetch(&t, &thumb_path(&s, &id, "width=320&height=240")).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "image/jpeg");
+    assert_eq!(body, small, "the original bytes");
+    // Larger than the request in one axis: a real thumbnail, never upscaled.
+    let (_, _, body) = fetch(&t, &thumb_path(&s, &id, "width=96&height=96&method=crop")).await;
+    assert_eq!(dims(&body), (96, 96));
+    let (_, _, body) = fetch(&t, &thumb_path(&s, &id, "width=800&height=50&method=scale")).await;
+    let (w, h) = dims(&body);
+    assert!(w <= 200 && h <= 100);
+}
+
+/// PNG with transparency stays PNG with its alpha.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alpha_survives() {
+    let t = TestServer::start().await;
+    let rgba = image::RgbaImage::from_fn(600, 600, |x, _| {
+        image::Rgba([0, 0, 255, if x < 300 { 0 } else { 255 }])
+    });
+    let (s, id) = t
+        .upload_ok(
+            ALICE,
+            &encode(&DynamicImage::ImageRgba8(rgba), ImageFormat::Png),
+            Some("image/png"),
+            None,
+        )
+        .await;
+    let (_, headers, body) =
+        fetch(&t, &thumb_path(&s, &id, "width=96&height=96&method=crop")).await;
+    assert_eq!(headers["content-type"], "image/png");
+    assert_eq!(
+        headers["content-disposition"],
+        "inline; filename=\"thumbnail.png\""
+    );
+    let img = image::load_from_memory(&body).unwrap().to_rgba8();
+    assert_eq!(img.get_pixel(2, 48).0[3], 0);
+    assert_eq!(img.get_pixel(93, 48).0[3], 255);
+}
+
+/// GIF and WebP sources give still thumbnails (animated or not asked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gif_and_webp_sources_give_still_thumbnails() {
+    let t = TestServer::start().await;
+    let img = DynamicImage::ImageRgb8(image::RgbImage::from_fn(500, 400, |x, y| {
+        image::Rgb([x as u8, y as u8, 7])
+    }));
+    for (format, ct) in [
+        (ImageFormat::Gif, "image/gif"),
+        (ImageFormat::WebP, "image/webp"),
+    ] {
+        let (s, id) = t
+            .upload_ok(ALICE, &encode(&img, format), Some(ct), None)
+            .await;
+        for animated in ["", "&animated=false", "&animated=true"] {
+            let (status, headers, body) = fetch(
+                &t,
+                &thumb_path(&s, &id, &format!("width=320&height=240{animated}")),
+            )
+            .await;
+            assert_eq!(status, 200, "{ct}");
+            assert_eq!(headers["content-type"], "image/jpeg");
+            assert_eq!(dims(&body), (300, 240));
+        }
+    }
+}
+
+/// Spec 4.3 #18: missing, non-integer, negative or zero sizes and a bad method are 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_parameters_are_400() {
+    let t = TestServer::start().await;
+    let (s, id) = t
+        .upload_ok(ALICE, &photo(100, 100), Some("image/jpeg"), None)
+        .await;
+    assert_matrix_error(
+        t.get(&thumb_path(&s, &id, "height=32"), Some(ALICE)).await,
+        400,
+        "M_MISSING_PARAM",
+    )
+    .await;
+    assert_matrix_error(
+        t.get(&thumb_path(&s, &id, "width=32"), Some(ALICE)).await,
+        400,
+        "M_MISSING_PARAM",
+    )
+    .await;
+    for query in [
+        "width=abc&height=3",
+        "width=-5&height=3",
+        "width=0&height=3",
+        "width=3&height=3&method=stretch",
+        "width=3&height=3&animated=maybe",
+    ] {
+        assert_matrix_error(
+            t.get(&thumb_path(&s, &id, query), Some(ALICE)).await,
+            400,
+            "M_INVALID_PARAM",
+        )
+        .await;
+    }
+    assert_matrix_error(
+        t.get(&thumb_path(&s, &id, "width=3&height=3"), None).await,
+        401,
+        "M_MISSING_TOKEN",
+    )
+    .await;
+    assert_matrix_error(
+        t.get(&thumb_path(&s, "nothere", "width=3&height=3"), Some(ALICE))
+            .await,
+        404,
+        "M_NOT_FOUND",
+    )
+    .await;
+}
+
+/// Spec 4.3 #27: what cannot be thumbnailed is 400; a non-image labelled
+/// image/png never reaches a decoder (the bytes choose, not the label).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_images_are_refused_whatever_their_label() {
+    let t = TestServer::start().await;
+    let bodies: Vec<Vec<u8>> = vec![
+        b"%!PS-Adobe-3.0\n%%BoundingBox: 0 0 10 10\n".to_vec(),
+        b"%PDF-1.7\n1 0 obj\n".to_vec(),
+        b"II*\x00\x08\x00\x00\x00\x01\x00\x00\x01\x03\x00".to_vec(),
+        vec![0, 0, 1, 0, 1, 0, 16, 16, 0, 0, 1, 0, 32, 0],
+        b"PK\x03\x04zip".to_vec(),
+    ];
+    for body in bodies {
+        let (s, id) = t.upload_ok(ALICE, &body, Some("image/png"), None).await;
+        let resp = t
+            .get(&thumb_path(&s, &id, "width=32&height=32"), Some(ALICE))
+            .await;
+        assert_matrix_error(resp, 400, "M_UNKNOWN").await;
+    }
+}
+
+/// Bombs: files of a few bytes that declare 50,000 x 50,000 pixels upload
+/// fine and are refused for thumbnailing with 413, quickly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decompression_bombs_are_refused() {
+    let t = TestServer::start().await;
+    let mut jpeg = photo(16, 16);
+    let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    jpeg[sof + 5..sof + 9].copy_from_slice(&[0xC3, 0x50, 0xC3, 0x50]);
+    let mut png = encode(
+        &DynamicImage::ImageRgb8(image::RgbImage::new(4, 4)),
+        ImageFormat::Png,
+    );
+    png[16..24].copy_from_slice(&[0, 0, 0xC3, 0x50, 0, 0, 0xC3, 0x50]);
+    let crc = crc32fast::hash(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    let mut gif = encode(
+        &DynamicImage::ImageRgb8(image::RgbImage::new(4, 4)),
+        ImageFormat::Gif,
+    );
+    gif[6..10].copy_from_slice(&[0x50, 0xC3, 0x50, 0xC3]);
+    for (bomb, ct) in [(jpeg, "image/jpeg"), (png, "image/png"), (gif, "image/gif")] {
+        let (s, id) = t.upload_ok(ALICE, &bomb, Some(ct), None).await;
+        let resp = t
+            .get(&thumb_path(&s, &id, "width=320&height=240"), Some(ALICE))
+            .await;
+        assert_matrix_error(resp, 413, "M_TOO_LARGE").await;
+        // The upload itself is intact.
+        let resp = t
+            .get(
+                &format!("/_matrix/client/v1/media/download/{s}/{id}"),
+                Some(ALICE),
+            )
+            .await;
+        assert_eq!(resp.bytes().await.unwrap().as_ref(), bomb.as_slice());
+    }
+}
+
+/// Spec 4.7 #46: an original over the source size limit is 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_sources_are_413() {
+    let t =
+        TestServer::start_with(|c| c.thumbnails.max_source_size = bytesize::ByteSize::kib(1)).await;
+    let (s, id) = t
+        .upload_ok(ALICE, &photo(300, 300), Some("image/jpeg"), None)
+        .await;
+    assert_matrix_error(
+        t.get(&thumb_path(&s, &id, "width=32&height=32"), Some(ALICE))
+            .await,
+        413,
+        "M_TOO_LARGE",
+    )
+    .await;
+}
+
+/// 1,000 distinct requested sizes store at most one thumbnail per configured
+/// size; identical thumbnails share a blob; the second request is a read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_sizes_store_at_most_the_configured_count() {
+    let t = TestServer::start().await;
+    let (s, id) = t
+        .upload_ok(ALICE, &photo(1000, 800), Some("image/jpeg"), None)
+        .await;
+    let before = t.counts().await.blobs;
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..1000u32 {
+        let (w, h) = (1 + (i * 7) % 900, 1 + (i * 13) % 700);
+        let method = if i % 2 == 0 { "crop" } else { "scale" };
+        let (status, _, body) = fetch(
+            &t,
+            &thumb_path(&s, &id, &format!("width={w}&height={h}&method={method}")),
+        )
+        .await;
+        assert_eq!(status, 200);
+        seen.insert(body);
+    }
+    let added = t.counts().await.blobs - before;
+    assert!(added <= 5, "{added} thumbnail blobs for 5 configured sizes");
+    assert!(seen.len() <= 5);
+    // A second media with the same content shares the thumbnails' blobs.
+    let (_, id2) = t
+        .upload_ok(BOB, &photo(1000, 800), Some("image/jpeg"), None)
+        .await;
+    let _ = fetch(&t, &thumb_path(&s, &id2, "width=96&height=96&method=crop")).await;
+    assert_eq!(t.counts().await.blobs - before, added);
+}
+
+/// Concurrent identical requests share one generation and one stored blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_one_generation() {
+    let t = TestServer::start().await;
+    let (s, id) = t
+        .upload_ok(ALICE, &photo(2000, 1500), Some("image/jpeg"), None)
+        .await;
+    let before = t.counts().await.blobs;
+    let path = thumb_path(&s, &id, "width=640&height=480");
+    let results = futures::future::join_all((0..20).map(|_| fetch(&t, &path))).await;
+    let first = &results[0].2;
+    assert!(
+        results
+            .iter()
+            .all(|(status, _, body)| *status == 200 && body == first)
+    );
+    assert_eq!(t.counts().await.blobs - before, 1);
+    let left = t.wait_for_blob_files(2, false).await;
+    assert_eq!(left.len(), 2, "one original, one thumbnail: {left:?}");
+}
+
+/// Freeze: frozen media has no legacy thumbnail; unfrozen media does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_thumbnails_respect_the_freeze() {
+    let mut t = TestServer::start_with(|c| c.media.freeze_unauthenticated = false).await;
+    let (s, old) = t
+        .upload_ok(ALICE, &photo(400, 400), Some("image/jpeg"), None)
+        .await;
+    t.config.media.freeze_unauthenticated = true;
+    t.restart().await;
+    let (_, new) = t
+        .upload_ok(ALICE, &photo(400, 400), Some("image/jpeg"), None)
+        .await;
+    for version in ["r0", "v1", "v3"] {
+        let resp = t
+            .get(
+                &format!(
+                    "/_matrix/media/{version}/thumbnail/{s}/{old}?width=96&height=96&method=crop"
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(resp.status(), 200);
+        let resp = t
+            .get(
+                &format!(
+                    "/_matrix/media/{version}/thumbnail/{s}/{new}?width=96&height=96&method=crop"
+                ),
+                None,
+            )
+            .await;
+        assert_matrix_error(resp, 404, "M_NOT_FOUND").await;
+    }
+}
