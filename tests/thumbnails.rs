@@ -375,3 +375,96 @@ async fn legacy_thumbnails_respect_the_freeze() {
         assert_matrix_error(resp, 404, "M_NOT_FOUND").await;
     }
 }
+
+fn animated_gif(frames: u8, w: u32, h: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = image::codecs::gif::GifEncoder::new_with_speed(&mut out, 30);
+        for i in 0..frames {
+            let img = image::RgbaImage::from_fn(w, h, |x, _| {
+                image::Rgba([i.wrapping_mul(40), (x % 256) as u8, 0, 255])
+            });
+            encoder.encode_frame(image::Frame::new(img)).unwrap();
+        }
+    }
+    out
+}
+
+fn frame_count(bytes: &[u8]) -> usize {
+    use image::AnimationDecoder;
+    image::codecs::gif::GifDecoder::new(Cursor::new(bytes))
+        .unwrap()
+        .into_frames()
+        .count()
+}
+
+/// Spec 4.3 #25: animated=true animates an animated source; false or absent never does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn animation_only_when_asked() {
+    let t = TestServer::start().await;
+    let (s, id) = t
+        .upload_ok(ALICE, &animated_gif(6, 400, 300), Some("image/gif"), None)
+        .await;
+    let (status, headers, body) = fetch(
+        &t,
+        &thumb_path(&s, &id, "width=320&height=240&animated=true"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "image/gif");
+    assert_eq!(
+        headers["content-disposition"],
+        "inline; filename=\"thumbnail.gif\""
+    );
+    assert_eq!(frame_count(&body), 6);
+    assert_eq!(dims(&body), (320, 240));
+    for query in [
+        "width=320&height=240&animated=false",
+        "width=320&height=240",
+    ] {
+        let (_, headers, body) = fetch(&t, &thumb_path(&s, &id, query)).await;
+        assert_ne!(headers["content-type"], "image/gif", "{query}");
+        assert_eq!(dims(&body), (320, 240));
+    }
+    // A still source asked for animation gives its still thumbnail.
+    let (s2, id2) = t
+        .upload_ok(ALICE, &photo(400, 300), Some("image/jpeg"), None)
+        .await;
+    let (_, headers, _) = fetch(
+        &t,
+        &thumb_path(&s2, &id2, "width=96&height=96&method=crop&animated=true"),
+    )
+    .await;
+    assert_eq!(headers["content-type"], "image/jpeg");
+}
+
+/// A GIF of 10,000 tiny frames is refused from its structure, before decoding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frame_bombs_are_refused() {
+    let t = TestServer::start().await;
+    // Header, a 64x64 screen without colour table, then 10,000 minimal 1x1 frames.
+    let mut gif = b"GIF89a\x40\x00\x40\x00\x00\x00\x00".to_vec();
+    for _ in 0..10_000 {
+        gif.extend_from_slice(&[
+            0x2C, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0x02, 0x02, 0x44, 0x01, 0x00,
+        ]);
+    }
+    gif.push(0x3B);
+    let (s, id) = t.upload_ok(ALICE, &gif, Some("image/gif"), None).await;
+    for animated in ["true", "false"] {
+        let resp = t
+            .get(
+                &thumb_path(&s, &id, &format!("width=32&height=32&animated={animated}")),
+                Some(ALICE),
+            )
+            .await;
+        assert_matrix_error(resp, 413, "M_TOO_LARGE").await;
+    }
+    let resp = t
+        .get(
+            &format!("/_matrix/client/v1/media/download/{s}/{id}"),
+            Some(ALICE),
+        )
+        .await;
+    assert_eq!(resp.bytes().await.unwrap().len(), gif.len());
+}

@@ -76,6 +76,9 @@ pub struct ThumbnailConfig {
     /// Images whose header declares more pixels are never decoded
     /// (413 `M_TOO_LARGE`). Default 33554432 (32 Mi).
     pub max_pixels: u64,
+    /// Animations with more frames are not thumbnailed (413 `M_TOO_LARGE`);
+    /// frames are counted without decoding. Default 1000.
+    pub max_frames: u64,
     /// Larger originals are not thumbnailed (413 `M_TOO_LARGE`). Default 64MiB.
     pub max_source_size: ByteSize,
     /// Thumbnails generated at once; 0 means one per CPU core. Default 0.
@@ -99,6 +102,7 @@ impl Default for ThumbnailConfig {
             ],
             dynamic: true,
             max_pixels: 32 * 1024 * 1024,
+            max_frames: 1000,
             max_source_size: ByteSize::mib(64),
             concurrency: 0,
         }

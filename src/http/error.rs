@@ -89,7 +89,8 @@ fn classify_media(error: &MediaError) -> (StatusCode, &'static str) {
     use MediaError as M;
     match error {
         M::NotFound => (StatusCode::NOT_FOUND, "M_NOT_FOUND"),
-        M::TooLarge { .. } | M::Thumbnail(ThumbnailError::TooManyPixels { .. }) => {
+        M::TooLarge { .. }
+        | M::Thumbnail(ThumbnailError::TooManyPixels { .. } | ThumbnailError::TooManyFrames(_)) => {
             (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE")
         }
         M::NotYetUploaded => (StatusCode::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED"),

@@ -26,6 +26,9 @@ pub struct ThumbRequest {
     pub width: u32,
     pub height: u32,
     pub method: Method,
+    /// `animated=true`: an animated source gives an animated thumbnail.
+    /// Absent or false: always a still one (spec: MUST NOT animate on false).
+    pub animated: bool,
 }
 
 /// A thumbnail ready to be served.
@@ -40,7 +43,7 @@ pub(super) struct Thumbnailer {
     config: ThumbnailConfig,
     permits: Semaphore,
     /// Generations in progress, keyed by media and size.
-    flights: moka::future::Cache<(MediaKey, Spec), Thumb>,
+    flights: moka::future::Cache<(MediaKey, Spec, bool), Thumb>,
 }
 
 impl Thumbnailer {
@@ -87,12 +90,12 @@ impl MediaService {
             request.method,
         )
         .ok_or(MediaError::Thumbnail(ThumbnailError::Unsupported))?;
-        let (k, s) = (key.clone(), spec);
+        let (k, s, animated) = (key.clone(), spec, request.animated);
         let stored = self
             .inner
             .repo
             .blocking(move |r| {
-                Ok(match r.get_thumbnail(&k, &s)? {
+                Ok(match r.get_thumbnail(&k, &s, animated)? {
                     Some(record) => r.blob(&record.sha256)?.map(|blob| Thumb { record, blob }),
                     None => None,
                 })
@@ -107,7 +110,7 @@ impl MediaService {
         let service = self.clone();
         thumbs
             .flights
-            .try_get_with((key.clone(), spec), async move {
+            .try_get_with((key.clone(), spec, request.animated), async move {
                 service.make_thumbnail(download, spec, request).await
             })
             .await
@@ -126,8 +129,10 @@ impl MediaService {
             .await?;
         let limits = Limits {
             max_pixels: config.max_pixels,
+            max_frames: config.max_frames,
         };
-        let (format, width, height) = thumbnail::probe(&source, limits)?;
+        let probe = thumbnail::probe(&source, limits)?;
+        let (format, width, height) = (probe.format, probe.width, probe.height);
         // Small enough already, and a still picture: the original is the thumbnail.
         let still = format == Format::Jpeg || (format == Format::Png && !is_apng(&source));
         if still && width <= request.width && height <= request.height {
@@ -144,7 +149,7 @@ impl MediaService {
                 key: download.blob.key.clone(),
             };
             return self
-                .store_thumbnail(&download.key, spec, record, blob, None)
+                .store_thumbnail(&download.key, spec, request.animated, record, blob, None)
                 .await;
         }
 
@@ -155,15 +160,19 @@ impl MediaService {
             .acquire()
             .await
             .map_err(|_| MediaError::Internal("thumbnail semaphore closed"))?;
-        let made =
-            tokio::task::spawn_blocking(move || thumbnail::generate(&source, &[spec], limits))
-                .await
-                .map_err(|_| MediaError::Internal("thumbnail task panicked"))??;
+        let animated = request.animated && probe.frames > 1;
+        let made = tokio::task::spawn_blocking(move || {
+            if animated && let Some(thumb) = thumbnail::generate_animated(&source, spec, limits)? {
+                return Ok(thumb);
+            }
+            thumbnail::generate(&source, &[spec], limits)?
+                .into_iter()
+                .next()
+                .ok_or(ThumbnailError::Encode("no thumbnail made".to_owned()))
+        })
+        .await
+        .map_err(|_| MediaError::Internal("thumbnail task panicked"))??;
         drop(permit);
-        let made = made
-            .into_iter()
-            .next()
-            .ok_or(MediaError::Internal("no thumbnail made"))?;
 
         let store = self.inner.stores.writer_for(DatastoreKind::Thumbnails)?;
         let key = BlobKey::random();
@@ -190,8 +199,15 @@ impl MediaService {
             datastore: store.id().clone(),
             key: key.clone(),
         };
-        self.store_thumbnail(&download.key, spec, record, blob, Some(key))
-            .await
+        self.store_thumbnail(
+            &download.key,
+            spec,
+            request.animated,
+            record,
+            blob,
+            Some(key),
+        )
+        .await
     }
 
     /// Commits a thumbnail record; `written` is the new object to drop if
@@ -200,6 +216,7 @@ impl MediaService {
         &self,
         media: &MediaKey,
         spec: Spec,
+        animated: bool,
         record: ThumbRecord,
         blob: NewBlob,
         written: Option<BlobKey>,
@@ -209,7 +226,7 @@ impl MediaService {
             .inner
             .repo
             .blocking(move |repo| {
-                let outcome = repo.commit_thumbnail(&k, &spec, &r, &b)?;
+                let outcome = repo.commit_thumbnail(&k, &spec, animated, &r, &b)?;
                 let record = match &outcome {
                     CommitThumb::Done { .. } => r,
                     CommitThumb::Exists(existing) => existing.clone(),

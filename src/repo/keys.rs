@@ -51,7 +51,7 @@ pub fn parse_pending(bytes: &[u8]) -> Option<MediaKey> {
 
 /// `thumbs_by_media`: media key ++ 0 ++ width (BE) ++ height (BE) ++ method
 /// ++ animated flag, so one media item's thumbnails share a prefix.
-pub fn thumb(key: &MediaKey, spec: &Spec) -> Vec<u8> {
+pub fn thumb(key: &MediaKey, spec: &Spec, animated: bool) -> Vec<u8> {
     let mut out = media(key);
     out.push(SEP);
     out.extend_from_slice(&spec.width.to_be_bytes());
@@ -60,8 +60,7 @@ pub fn thumb(key: &MediaKey, spec: &Spec) -> Vec<u8> {
         Method::Crop => b'c',
         Method::Scale => b's',
     });
-    // Animated thumbnails get their own flag value when they exist.
-    out.push(0);
+    out.push(u8::from(animated));
     out
 }
 

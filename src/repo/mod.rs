@@ -170,12 +170,19 @@ pub trait MediaRepo: Send + Sync + 'static {
         mode: &CommitMode,
     ) -> Result<Commit, RepoError>;
     fn get(&self, key: &MediaKey) -> Result<Option<MediaState>, RepoError>;
-    fn get_thumbnail(&self, key: &MediaKey, spec: &Spec) -> Result<Option<ThumbRecord>, RepoError>;
+    /// The stored thumbnail of `key` at `spec`; `animated` ones are kept apart.
+    fn get_thumbnail(
+        &self,
+        key: &MediaKey,
+        spec: &Spec,
+        animated: bool,
+    ) -> Result<Option<ThumbRecord>, RepoError>;
     /// Records a thumbnail and registers (or shares) its blob, atomically.
     fn commit_thumbnail(
         &self,
         key: &MediaKey,
         spec: &Spec,
+        animated: bool,
         record: &ThumbRecord,
         blob: &NewBlob,
     ) -> Result<CommitThumb, RepoError>;

@@ -229,10 +229,15 @@ impl MediaRepo for SledRepo {
         flatten(outcome)
     }
 
-    fn get_thumbnail(&self, key: &MediaKey, spec: &Spec) -> Result<Option<ThumbRecord>, RepoError> {
+    fn get_thumbnail(
+        &self,
+        key: &MediaKey,
+        spec: &Spec,
+        animated: bool,
+    ) -> Result<Option<ThumbRecord>, RepoError> {
         Ok(self
             .thumbs
-            .get(keys::thumb(key, spec))?
+            .get(keys::thumb(key, spec, animated))?
             .map(|v| codec::decode(&v))
             .transpose()?)
     }
@@ -241,10 +246,11 @@ impl MediaRepo for SledRepo {
         &self,
         key: &MediaKey,
         spec: &Spec,
+        animated: bool,
         record: &ThumbRecord,
         blob: &NewBlob,
     ) -> Result<CommitThumb, RepoError> {
-        let thumb_key = keys::thumb(key, spec);
+        let thumb_key = keys::thumb(key, spec, animated);
         let value = codec::encode(record)?;
         let fresh_blob = BlobRecord {
             datastore: blob.datastore.clone(),

@@ -5,12 +5,18 @@
 //! knows nothing of HTTP, storage or Matrix; callers run it on blocking
 //! threads behind a concurrency limit.
 
+mod frames;
 pub mod geometry;
 
 use std::io::Cursor;
 
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, metadata::Orientation};
+use image::{
+    AnimationDecoder, DynamicImage, Frame, ImageDecoder, ImageFormat, ImageReader,
+    codecs::gif::{GifDecoder, GifEncoder, Repeat},
+    codecs::webp::WebPDecoder,
+    metadata::Orientation,
+};
 
 /// Formats we decode. The declared Content-Type never picks a decoder:
 /// only these magic bytes do.
@@ -86,6 +92,17 @@ pub fn snap(sizes: &[Spec], width: u32, height: u32, method: Method) -> Option<S
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_pixels: u64,
+    /// Animations with more frames are refused (counted without decoding).
+    pub max_frames: u64,
+}
+
+/// What the header and container say, before any pixel is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    pub format: Format,
+    pub width: u32,
+    pub height: u32,
+    pub frames: u64,
 }
 
 /// A finished thumbnail.
@@ -104,6 +121,8 @@ pub enum ThumbnailError {
     Unsupported,
     #[error("image of {width}x{height} pixels is over the limit")]
     TooManyPixels { width: u64, height: u64 },
+    #[error("animation of {0} frames is over the limit")]
+    TooManyFrames(u64),
     #[error("cannot decode the image: {0}")]
     Decode(String),
     #[error("cannot encode the thumbnail: {0}")]
@@ -135,8 +154,9 @@ pub fn sniff(bytes: &[u8]) -> Option<Format> {
     }
 }
 
-/// Format and dimensions from the header alone; refuses over-budget images.
-pub fn probe(bytes: &[u8], limits: Limits) -> Result<(Format, u32, u32), ThumbnailError> {
+/// Format, dimensions and frame count from the header and container alone;
+/// refuses over-budget images before any decoding.
+pub fn probe(bytes: &[u8], limits: Limits) -> Result<Probe, ThumbnailError> {
     let format = sniff(bytes).ok_or(ThumbnailError::Unsupported)?;
     let (width, height) = ImageReader::with_format(Cursor::new(bytes), format.image_format())
         .into_dimensions()
@@ -147,7 +167,83 @@ pub fn probe(bytes: &[u8], limits: Limits) -> Result<(Format, u32, u32), Thumbna
             height: height.into(),
         });
     }
-    Ok((format, width, height))
+    let frames = match format {
+        Format::Gif => frames::gif_frames(bytes),
+        Format::Webp => frames::webp_frames(bytes),
+        Format::Jpeg | Format::Png => 1,
+    };
+    if frames > limits.max_frames {
+        return Err(ThumbnailError::TooManyFrames(frames));
+    }
+    Ok(Probe {
+        format,
+        width,
+        height,
+        frames,
+    })
+}
+
+/// An animated thumbnail (GIF) of an animated GIF or WebP, or `None` when
+/// the source is a still picture (callers then make a still one).
+pub fn generate_animated(
+    bytes: &[u8],
+    spec: Spec,
+    limits: Limits,
+) -> Result<Option<Thumbnail>, ThumbnailError> {
+    let probe = probe(bytes, limits)?;
+    if probe.frames < 2 {
+        return Ok(None);
+    }
+    let decode_err = |e: image::ImageError| ThumbnailError::Decode(e.to_string());
+    let frames: Box<dyn Iterator<Item = image::ImageResult<Frame>>> = match probe.format {
+        Format::Gif => Box::new(
+            GifDecoder::new(Cursor::new(bytes))
+                .map_err(decode_err)?
+                .into_frames(),
+        ),
+        Format::Webp => Box::new(
+            WebPDecoder::new(Cursor::new(bytes))
+                .map_err(decode_err)?
+                .into_frames(),
+        ),
+        Format::Jpeg | Format::Png => return Ok(None),
+    };
+    let plan = match spec.method {
+        Method::Scale => geometry::scale(probe.width, probe.height, spec.width, spec.height),
+        Method::Crop => geometry::crop(probe.width, probe.height, spec.width, spec.height),
+    };
+    let mut resizer = Resizer::new();
+    let mut out = Vec::new();
+    {
+        // Speed 30: about 6x faster than the default quantiser, same look at thumbnail size.
+        let mut encoder = GifEncoder::new_with_speed(&mut out, 30);
+        encoder
+            .set_repeat(Repeat::Infinite)
+            .map_err(|e| ThumbnailError::Encode(e.to_string()))?;
+        for frame in frames.take(usize::try_from(limits.max_frames).unwrap_or(usize::MAX)) {
+            let frame = frame.map_err(decode_err)?;
+            let delay = frame.delay();
+            let source = DynamicImage::ImageRgba8(frame.into_buffer());
+            let mut small = DynamicImage::new(plan.width, plan.height, source.color());
+            let (left, top, w, h) = plan.crop;
+            let options = ResizeOptions::new()
+                .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
+                .crop(left, top, w, h);
+            resizer
+                .resize(&source, &mut small, &options)
+                .map_err(|e| ThumbnailError::Encode(e.to_string()))?;
+            encoder
+                .encode_frame(Frame::from_parts(small.into_rgba8(), 0, 0, delay))
+                .map_err(|e| ThumbnailError::Encode(e.to_string()))?;
+        }
+    }
+    Ok(Some(Thumbnail {
+        spec,
+        bytes: out,
+        content_type: "image/gif",
+        width: plan.width,
+        height: plan.height,
+    }))
 }
 
 /// Makes every `spec` from one decode, at the scale the largest needs.
@@ -156,7 +252,12 @@ pub fn generate(
     specs: &[Spec],
     limits: Limits,
 ) -> Result<Vec<Thumbnail>, ThumbnailError> {
-    let (format, width, height) = probe(bytes, limits)?;
+    let Probe {
+        format,
+        width,
+        height,
+        ..
+    } = probe(bytes, limits)?;
     let source = decode(bytes, format, width, height, specs)?;
     let has_alpha = source.color().has_alpha() && !fully_opaque(&source);
     let source = if has_alpha {

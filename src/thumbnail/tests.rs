@@ -6,6 +6,7 @@ use super::*;
 fn limits() -> Limits {
     Limits {
         max_pixels: 32 * 1024 * 1024,
+        max_frames: 1000,
     }
 }
 
@@ -260,4 +261,60 @@ proptest::proptest! {
         proptest::prop_assert!(sizes.contains(&got));
         proptest::prop_assert_eq!(got.method, method);
     }
+}
+
+fn animated_gif(frames: u8, w: u32, h: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = image::codecs::gif::GifEncoder::new_with_speed(&mut out, 30);
+        for i in 0..frames {
+            let img = image::RgbaImage::from_fn(w, h, |x, _| {
+                image::Rgba([i.wrapping_mul(40), (x % 256) as u8, 0, 255])
+            });
+            encoder.encode_frame(image::Frame::new(img)).unwrap();
+        }
+    }
+    out
+}
+
+/// animated=true on an animated GIF gives an animated thumbnail of the right size.
+#[test]
+fn animated_gifs_stay_animated_when_asked() {
+    let gif = animated_gif(5, 200, 100);
+    let out = generate_animated(&gif, spec(96, 96, Method::Scale), limits())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (out.content_type, out.width, out.height),
+        ("image/gif", 96, 48)
+    );
+    let frames = image::codecs::gif::GifDecoder::new(Cursor::new(&out.bytes))
+        .unwrap()
+        .into_frames()
+        .count();
+    assert_eq!(frames, 5);
+    // A still source has no animated thumbnail; the still path handles it.
+    assert!(
+        generate_animated(&jpeg(64, 64), spec(32, 32, Method::Crop), limits())
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// A GIF with more frames than the budget is refused before decoding.
+#[test]
+fn frame_budget_is_enforced_from_the_container() {
+    let gif = animated_gif(30, 4, 4);
+    let tight = Limits {
+        max_pixels: 1 << 20,
+        max_frames: 10,
+    };
+    assert_eq!(
+        probe(&gif, tight).unwrap_err(),
+        ThumbnailError::TooManyFrames(30)
+    );
+    assert_eq!(
+        generate(&gif, &[spec(2, 2, Method::Crop)], tight).unwrap_err(),
+        ThumbnailError::TooManyFrames(30)
+    );
 }

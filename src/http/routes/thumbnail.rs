@@ -65,20 +65,20 @@ impl ThumbnailQuery {
                 ));
             }
         };
-        // Animated output is not made yet: every thumbnail is a still frame,
-        // which the spec allows for any value; the value must still be valid.
-        match self.animated.as_deref() {
-            None | Some("true" | "false") => {}
+        let animated = match self.animated.as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
             Some(_) => {
                 return Err(ApiError::InvalidParam(
                     "animated must be true or false".to_owned(),
                 ));
             }
-        }
+        };
         Ok(ThumbRequest {
             width,
             height,
             method,
+            animated,
         })
     }
 }
