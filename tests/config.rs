@@ -85,6 +85,8 @@ fn minimal_config_gets_defaults_matching_the_sample() {
         "MXMEDIA__LOG__FORMAT",
         "MXMEDIA__SELFCHECK_ON_START",
         "MXMEDIA__THUMBNAILS__DYNAMIC",
+        "MXMEDIA__THUMBNAILS__PREGENERATE",
+        "MXMEDIA__THUMBNAILS__MAX_FRAMES",
         "MXMEDIA__THUMBNAILS__MAX_PIXELS",
         "MXMEDIA__THUMBNAILS__MAX_SOURCE_SIZE",
         "MXMEDIA__THUMBNAILS__CONCURRENCY",

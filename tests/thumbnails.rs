@@ -468,3 +468,42 @@ async fn frame_bombs_are_refused() {
         .await;
     assert_eq!(resp.bytes().await.unwrap().len(), gif.len());
 }
+
+/// Pre-generation: every configured size is made after upload, from one
+/// decode, in the background; bombs and non-images still upload fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pregeneration_makes_every_size_without_delaying_uploads() {
+    let t = TestServer::start_with(|c| c.thumbnails.pregenerate = true).await;
+    let (s, id) = t
+        .upload_ok(ALICE, &photo(1600, 1200), Some("image/jpeg"), None)
+        .await;
+    let mut blobs = 0;
+    for _ in 0..200 {
+        blobs = t.counts().await.blobs;
+        if blobs == 6 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(blobs, 6, "the original and five thumbnails");
+    let (status, _, body) = fetch(&t, &thumb_path(&s, &id, "width=96&height=96&method=crop")).await;
+    assert_eq!((status.as_u16(), dims(&body)), (200, (96, 96)));
+    assert_eq!(
+        t.counts().await.blobs,
+        6,
+        "served from what was pre-generated"
+    );
+
+    let mut bomb = photo(16, 16);
+    let sof = bomb.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    bomb[sof + 5..sof + 9].copy_from_slice(&[0xC3, 0x50, 0xC3, 0x50]);
+    t.upload_ok(ALICE, &bomb, Some("image/jpeg"), None).await;
+    t.upload_ok(ALICE, b"%PDF-1.7", Some("image/png"), None)
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        t.counts().await.blobs,
+        8,
+        "two originals more, no thumbnails"
+    );
+}

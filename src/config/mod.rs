@@ -73,6 +73,9 @@ pub struct ThumbnailConfig {
     pub sizes: Vec<Spec>,
     /// Make a missing thumbnail when it is first asked for. Default true.
     pub dynamic: bool,
+    /// After each image upload, make every configured size in the
+    /// background, from one decode. Default false.
+    pub pregenerate: bool,
     /// Images whose header declares more pixels are never decoded
     /// (413 `M_TOO_LARGE`). Default 33554432 (32 Mi).
     pub max_pixels: u64,
@@ -101,6 +104,7 @@ impl Default for ThumbnailConfig {
                 size(800, 600, Method::Scale),
             ],
             dynamic: true,
+            pregenerate: false,
             max_pixels: 32 * 1024 * 1024,
             max_frames: 1000,
             max_source_size: ByteSize::mib(64),

@@ -123,34 +123,94 @@ impl MediaService {
         spec: Spec,
         request: ThumbRequest,
     ) -> Result<Thumb, MediaError> {
+        let wanted = [(spec, request.width, request.height)];
+        let mut made = self.produce(&download, &wanted, request.animated).await?;
+        made.pop().ok_or(MediaError::Internal("no thumbnail made"))
+    }
+
+    /// Makes every configured size of freshly uploaded media from one
+    /// decode. Runs detached from the upload, which it can neither delay
+    /// nor fail; what it cannot do is simply made on request later.
+    pub(super) fn pregenerate(&self, key: MediaKey) {
+        if !self.inner.thumbnailer.config.pregenerate {
+            return;
+        }
+        let service = self.clone();
+        tokio::spawn(async move {
+            let download = match service
+                .open_download(&key, Access::Authenticated, std::time::Duration::ZERO)
+                .await
+            {
+                Ok(download) => download,
+                Err(error) => return tracing::debug!(mxc = %key, %error, "no pre-generation"),
+            };
+            let config = &service.inner.thumbnailer.config;
+            if download.record.size > config.max_source_size.as_u64()
+                || !download.record.content_type.starts_with("image/")
+            {
+                return;
+            }
+            let wanted: Vec<_> = config
+                .sizes
+                .iter()
+                .map(|s| (*s, s.width, s.height))
+                .collect();
+            match service.produce(&download, &wanted, false).await {
+                Ok(made) => {
+                    tracing::debug!(mxc = %key, count = made.len(), "thumbnails pre-generated");
+                }
+                Err(error) => tracing::debug!(mxc = %key, %error, "pre-generation failed"),
+            }
+        });
+    }
+
+    /// The thumbnails `wanted` (size, and the request's own width and height
+    /// for the small-original rule) of `download`, from one read and one
+    /// decode of the source, each stored as it is made.
+    async fn produce(
+        &self,
+        download: &Download,
+        wanted: &[(Spec, u32, u32)],
+        animated: bool,
+    ) -> Result<Vec<Thumb>, MediaError> {
         let config = &self.inner.thumbnailer.config;
         let source = self
-            .read_all(&download, config.max_source_size.as_u64())
+            .read_all(download, config.max_source_size.as_u64())
             .await?;
         let limits = Limits {
             max_pixels: config.max_pixels,
             max_frames: config.max_frames,
         };
         let probe = thumbnail::probe(&source, limits)?;
-        let (format, width, height) = (probe.format, probe.width, probe.height);
         // Small enough already, and a still picture: the original is the thumbnail.
-        let still = format == Format::Jpeg || (format == Format::Png && !is_apng(&source));
-        if still && width <= request.width && height <= request.height {
-            let record = ThumbRecord {
-                sha256: download.record.sha256,
-                size: download.record.size,
-                content_type: format.content_type().to_owned(),
-                width,
-                height,
-                created: UnixMillis::now(),
-            };
-            let blob = NewBlob {
-                datastore: download.blob.datastore.clone(),
-                key: download.blob.key.clone(),
-            };
-            return self
-                .store_thumbnail(&download.key, spec, request.animated, record, blob, None)
-                .await;
+        let still =
+            probe.format == Format::Jpeg || (probe.format == Format::Png && !is_apng(&source));
+        let mut done = Vec::with_capacity(wanted.len());
+        let mut to_make = Vec::new();
+        for &(spec, width, height) in wanted {
+            if still && probe.width <= width && probe.height <= height {
+                let record = ThumbRecord {
+                    sha256: download.record.sha256,
+                    size: download.record.size,
+                    content_type: probe.format.content_type().to_owned(),
+                    width: probe.width,
+                    height: probe.height,
+                    created: UnixMillis::now(),
+                };
+                let blob = NewBlob {
+                    datastore: download.blob.datastore.clone(),
+                    key: download.blob.key.clone(),
+                };
+                done.push(
+                    self.store_thumbnail(&download.key, spec, animated, record, blob, None)
+                        .await?,
+                );
+            } else {
+                to_make.push(spec);
+            }
+        }
+        if to_make.is_empty() {
+            return Ok(done);
         }
 
         let permit = self
@@ -160,54 +220,52 @@ impl MediaService {
             .acquire()
             .await
             .map_err(|_| MediaError::Internal("thumbnail semaphore closed"))?;
-        let animated = request.animated && probe.frames > 1;
+        let animate = animated && probe.frames > 1;
         let made = tokio::task::spawn_blocking(move || {
-            if animated && let Some(thumb) = thumbnail::generate_animated(&source, spec, limits)? {
-                return Ok(thumb);
+            if animate
+                && let [spec] = to_make.as_slice()
+                && let Some(thumb) = thumbnail::generate_animated(&source, *spec, limits)?
+            {
+                return Ok(vec![thumb]);
             }
-            thumbnail::generate(&source, &[spec], limits)?
-                .into_iter()
-                .next()
-                .ok_or(ThumbnailError::Encode("no thumbnail made".to_owned()))
+            thumbnail::generate(&source, &to_make, limits)
         })
         .await
         .map_err(|_| MediaError::Internal("thumbnail task panicked"))??;
         drop(permit);
 
         let store = self.inner.stores.writer_for(DatastoreKind::Thumbnails)?;
-        let key = BlobKey::random();
-        let _ticket = self.writing(store.id(), &key);
-        let bytes = Bytes::from(made.bytes);
-        let sha256 =
-            crate::ids::Sha256Digest(<sha2::Sha256 as sha2::Digest>::digest(&bytes).into());
-        let size = bytes.len() as u64;
-        store
-            .put_stream(
-                &key,
-                Box::pin(futures::stream::once(async move { Ok(bytes) })),
-            )
-            .await?;
-        let record = ThumbRecord {
-            sha256,
-            size,
-            content_type: made.content_type.to_owned(),
-            width: made.width,
-            height: made.height,
-            created: UnixMillis::now(),
-        };
-        let blob = NewBlob {
-            datastore: store.id().clone(),
-            key: key.clone(),
-        };
-        self.store_thumbnail(
-            &download.key,
-            spec,
-            request.animated,
-            record,
-            blob,
-            Some(key),
-        )
-        .await
+        for thumb in made {
+            let key = BlobKey::random();
+            let _ticket = self.writing(store.id(), &key);
+            let bytes = Bytes::from(thumb.bytes);
+            let sha256 =
+                crate::ids::Sha256Digest(<sha2::Sha256 as sha2::Digest>::digest(&bytes).into());
+            let size = bytes.len() as u64;
+            store
+                .put_stream(
+                    &key,
+                    Box::pin(futures::stream::once(async move { Ok(bytes) })),
+                )
+                .await?;
+            let record = ThumbRecord {
+                sha256,
+                size,
+                content_type: thumb.content_type.to_owned(),
+                width: thumb.width,
+                height: thumb.height,
+                created: UnixMillis::now(),
+            };
+            let blob = NewBlob {
+                datastore: store.id().clone(),
+                key: key.clone(),
+            };
+            done.push(
+                self.store_thumbnail(&download.key, thumb.spec, animated, record, blob, Some(key))
+                    .await?,
+            );
+        }
+        Ok(done)
     }
 
     /// Commits a thumbnail record; `written` is the new object to drop if

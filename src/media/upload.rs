@@ -305,6 +305,7 @@ impl MediaService {
             fill.finish(sha256, size);
         }
         self.inner.committed.notify_waiters();
+        self.pregenerate(key.clone());
         tracing::info!(mxc = %key, size, sha256 = %sha256.to_hex(), deduplicated, "media stored");
         Ok(key)
     }
