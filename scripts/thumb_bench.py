@@ -4,8 +4,9 @@ path and libvips (in-process), on the same generated inputs, single core
 (taskset -c 1), median of 5 timed runs after a warm-up, one case per fresh
 process so peak RSS is the case's own. Writes docs/benchmarks.md.
 
-Needs: the Rust toolchain; python3; Pillow and pyvips (installed into
-.bench-venv by this script); Debian's libvips42 (apt-get install libvips42).
+Needs: the Rust toolchain with cmake and nasm (the turbojpeg feature);
+python3; Pillow and pyvips (installed into .bench-venv by this script);
+Debian's libvips42 (apt-get install libvips42 cmake nasm).
 Run from the repository root: python3 scripts/thumb_bench.py
 """
 import io
@@ -117,7 +118,8 @@ def main():
     if not os.path.exists(python):
         subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
         subprocess.run([python, "-m", "pip", "install", "-q", "pillow==13.0.0", "pyvips"], check=True)
-    subprocess.run(["cargo", "build", "--release", "--example", "thumb_compare"], cwd=ROOT, check=True)
+    # The release build's JPEG path: libjpeg-turbo (needs cmake and nasm).
+    subprocess.run(["cargo", "build", "--release", "--features", "turbojpeg", "--example", "thumb_compare"], cwd=ROOT, check=True)
     binary = os.path.join(ROOT, "target", "release", "examples", "thumb_compare")
     inputs = tempfile.mkdtemp(prefix="thumb-inputs-")
     subprocess.run([binary, "gen", inputs], check=True)
@@ -152,6 +154,7 @@ def write_table(rows):
         f"Measured by `python3 scripts/thumb_bench.py` on {time.strftime('%Y-%m-%d')}, {cpu}, one core (`taskset -c 1`),",
         "median of 5 timed runs after a warm-up, each case in a fresh process (peak RSS is the case's own,",
         "runtime included: Python with Pillow or pyvips imported, or the Rust binary holding its input).",
+        "mxmedia is built with `--features turbojpeg` (libjpeg-turbo for JPEG decode and encode).",
         "Inputs are generated (`benches/support/inputs.rs`): 12 MP photo-like JPEG q90 (baseline and progressive),",
         "12 MP lossless WebP, 2 MP RGBA PNG, 50-frame 480x270 GIF.",
         "`Pillow (Synapse)` is Synapse's thumbnailer logic: full decode, LANCZOS, JPEG q80 or PNG.",

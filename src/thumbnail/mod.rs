@@ -7,6 +7,8 @@
 
 mod frames;
 pub mod geometry;
+#[cfg(feature = "turbojpeg")]
+mod turbo;
 
 use std::io::Cursor;
 
@@ -350,7 +352,8 @@ fn decode(
     Ok(image)
 }
 
-/// JPEG via jpeg-decoder's DCT-domain downscale (1/2, 1/4, 1/8). `None` for
+/// JPEG via a DCT-domain downscale (1/2, 1/4, 1/8): libjpeg-turbo with the
+/// `turbojpeg` feature, else jpeg-decoder. `None` for
 /// pixel formats it does not hand back as 8-bit grey or RGB (CMYK, 16-bit),
 /// which then take the full decode.
 fn decode_jpeg_scaled(
@@ -386,6 +389,11 @@ fn decode_jpeg_scaled(
     } else {
         (want_w, want_h)
     };
+    #[cfg(feature = "turbojpeg")]
+    if let Some(mut image) = turbo::decode_scaled(bytes, want_w, want_h)? {
+        image.apply_orientation(orientation);
+        return Ok(Some(image));
+    }
     let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
     let (w, h) = decoder
         .scale(clamp(want_w), clamp(want_h))
@@ -425,6 +433,10 @@ fn encode(image: &DynamicImage, alpha: bool) -> Result<(Vec<u8>, &'static str), 
         image.write_with_encoder(encoder).map_err(err)?;
         Ok((out, "image/png"))
     } else {
+        #[cfg(feature = "turbojpeg")]
+        if let DynamicImage::ImageRgb8(rgb) = image {
+            return Ok((turbo::encode_jpeg(rgb)?, "image/jpeg"));
+        }
         let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80);
         image.write_with_encoder(encoder).map_err(err)?;
         Ok((out, "image/jpeg"))
