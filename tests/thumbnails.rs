@@ -507,3 +507,40 @@ async fn pregeneration_makes_every_size_without_delaying_uploads() {
         "two originals more, no thumbnails"
     );
 }
+
+/// Conditional requests work as for downloads: a listed or weak matching ETag is 304.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thumbnails_revalidate_with_etags() {
+    let t = TestServer::start().await;
+    let (s, id) = t
+        .upload_ok(ALICE, &photo(400, 300), Some("image/jpeg"), None)
+        .await;
+    let path = thumb_path(&s, &id, "width=96&height=96&method=crop");
+    let (_, headers, _) = fetch(&t, &path).await;
+    let etag = headers["etag"].to_str().unwrap().to_owned();
+    for value in [
+        etag.clone(),
+        format!("W/{etag}"),
+        format!("\"other\", {etag}"),
+        "*".to_owned(),
+    ] {
+        let resp = t
+            .http
+            .get(t.url(&path))
+            .bearer_auth(ALICE)
+            .header("if-none-match", &value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 304, "{value}");
+    }
+    let resp = t
+        .http
+        .get(t.url(&path))
+        .bearer_auth(ALICE)
+        .header("if-none-match", "\"other\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}

@@ -107,6 +107,17 @@ pub fn content_type(stored: &str) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
 }
 
+/// `If-None-Match`: `*` or any listed (weak or strong) tag equal to ours.
+pub fn etag_matches(value: Option<&HeaderValue>, etag: &str) -> bool {
+    let Some(value) = value.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+}
+
 /// Headers every served media response carries, errors aside.
 pub fn insert_media_security(headers: &mut HeaderMap) {
     headers.insert(

@@ -2,8 +2,6 @@
 //! and the legacy unauthenticated `/_matrix/media/{r0,v1,v3}/download`, each
 //! with and without a trailing `{fileName}`; Range, conditional requests.
 
-use std::time::Duration;
-
 use axum::{
     body::Body,
     extract::State,
@@ -24,13 +22,9 @@ use crate::{
         headers,
         range::{self, RangeRequest},
     },
-    ids::MediaKey,
-    media::{Access, Download, MediaError, clean_filename},
+    media::{Access, Download, clean_filename},
     storage::Presigned,
 };
-
-/// Spec default for `timeout_ms`.
-const DEFAULT_TIMEOUT_MS: u64 = 20_000;
 
 #[derive(Debug, Deserialize)]
 pub struct DownloadPath {
@@ -98,18 +92,14 @@ async fn serve(
     method: &Method,
     request_headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = MediaKey::parse(&path.server_name, &path.media_id)
-        .map_err(|e| ApiError::InvalidParam(e.to_string()))?;
-    if query.allow_remote == Some(false) && key.server != state.media.server_name() {
-        return Err(MediaError::NotFound.into());
-    }
-    let wait_ms = query
-        .timeout_ms
-        .map_or(DEFAULT_TIMEOUT_MS, |ms| u64::try_from(ms).unwrap_or(0));
-    let download = state
-        .media
-        .open_download(&key, access, Duration::from_millis(wait_ms))
-        .await?;
+    let (key, wait) = super::media_target(
+        state,
+        &path.server_name,
+        &path.media_id,
+        query.timeout_ms,
+        query.allow_remote,
+    )?;
+    let download = state.media.open_download(&key, access, wait).await?;
 
     // A non-empty path `{fileName}` overrides the upload name (spec MUST).
     let filename = match path.file_name.as_deref() {
@@ -152,7 +142,7 @@ async fn serve(
         }
     }
 
-    if etag_matches(request_headers.get(header::IF_NONE_MATCH), &etag) {
+    if headers::etag_matches(request_headers.get(header::IF_NONE_MATCH), &etag) {
         out.remove(header::CONTENT_TYPE);
         return Ok((StatusCode::NOT_MODIFIED, out).into_response());
     }
@@ -276,15 +266,4 @@ fn redirect_response(presigned: &Presigned) -> Response {
 
 fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-/// `If-None-Match`: `*` or any listed (weak or strong) tag equal to ours.
-fn etag_matches(value: Option<&HeaderValue>, etag: &str) -> bool {
-    let Some(value) = value.and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    value
-        .split(',')
-        .map(str::trim)
-        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
 }

@@ -2,8 +2,6 @@
 //! legacy `/_matrix/media/{r0,v1,v3}/thumbnail/...` (frozen media is 404
 //! there, as for downloads).
 
-use std::time::Duration;
-
 use axum::{
     body::Body,
     extract::State,
@@ -20,13 +18,9 @@ use crate::{
         extract::{MatrixPath, MatrixQuery},
         headers,
     },
-    ids::MediaKey,
-    media::{Access, MediaError, ThumbRequest},
+    media::{Access, ThumbRequest},
     thumbnail::Method,
 };
-
-/// Spec default for `timeout_ms`.
-const DEFAULT_TIMEOUT_MS: u64 = 20_000;
 
 /// Raw, so a missing parameter and a malformed one get different errcodes.
 #[derive(Debug, Deserialize)]
@@ -136,19 +130,15 @@ async fn serve(
     method: &HttpMethod,
     request_headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = MediaKey::parse(&path.server_name, &path.media_id)
-        .map_err(|e| ApiError::InvalidParam(e.to_string()))?;
+    let (key, wait) = super::media_target(
+        state,
+        &path.server_name,
+        &path.media_id,
+        query.timeout_ms,
+        query.allow_remote,
+    )?;
     let request = query.request()?;
-    if query.allow_remote == Some(false) && key.server != state.media.server_name() {
-        return Err(MediaError::NotFound.into());
-    }
-    let wait_ms = query
-        .timeout_ms
-        .map_or(DEFAULT_TIMEOUT_MS, |ms| u64::try_from(ms).unwrap_or(0));
-    let thumb = state
-        .media
-        .thumbnail(&key, request, access, Duration::from_millis(wait_ms))
-        .await?;
+    let thumb = state.media.thumbnail(&key, request, access, wait).await?;
 
     let record = &thumb.record;
     let extension = match record.content_type.as_str() {
@@ -173,10 +163,7 @@ async fn serve(
     if let Ok(value) = HeaderValue::from_str(&etag) {
         out.insert(header::ETAG, value);
     }
-    if request_headers
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
-    {
+    if headers::etag_matches(request_headers.get(header::IF_NONE_MATCH), &etag) {
         return Ok((StatusCode::NOT_MODIFIED, out).into_response());
     }
     out.insert(header::CONTENT_LENGTH, HeaderValue::from(record.size));
