@@ -15,9 +15,7 @@ use std::io::Cursor;
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::{
     AnimationDecoder, DynamicImage, Frame, ImageDecoder, ImageFormat, ImageReader,
-    codecs::gif::{GifDecoder, GifEncoder, Repeat},
-    codecs::webp::WebPDecoder,
-    metadata::Orientation,
+    codecs::gif::GifDecoder, codecs::webp::WebPDecoder, metadata::Orientation,
 };
 
 /// Formats we decode. The declared Content-Type never picks a decoder:
@@ -185,8 +183,9 @@ pub fn probe(bytes: &[u8], limits: Limits) -> Result<Probe, ThumbnailError> {
     })
 }
 
-/// An animated thumbnail (GIF) of an animated GIF or WebP, or `None` when
-/// the source is a still picture (callers then make a still one).
+/// An animated thumbnail (WebP, the spec's preferred animated type) of an
+/// animated GIF or WebP, or `None` when the source is a still picture
+/// (callers then make a still one).
 pub fn generate_animated(
     bytes: &[u8],
     spec: Spec,
@@ -214,35 +213,51 @@ pub fn generate_animated(
         Method::Scale => geometry::scale(probe.width, probe.height, spec.width, spec.height),
         Method::Crop => geometry::crop(probe.width, probe.height, spec.width, spec.height),
     };
+    // Each frame is decoded, resized and kept small; the encoder reads
+    // them all at the end.
     let mut resizer = Resizer::new();
-    let mut out = Vec::new();
-    {
-        // Speed 30: about 6x faster than the default quantiser, same look at thumbnail size.
-        let mut encoder = GifEncoder::new_with_speed(&mut out, 30);
-        encoder
-            .set_repeat(Repeat::Infinite)
+    let mut small_frames = Vec::new();
+    let mut timestamp_ms: i32 = 0;
+    for frame in frames.take(usize::try_from(limits.max_frames).unwrap_or(usize::MAX)) {
+        let frame = frame.map_err(decode_err)?;
+        let (numer, denom) = frame.delay().numer_denom_ms();
+        let delay = i32::try_from(numer / denom.max(1)).unwrap_or(i32::MAX);
+        let source = DynamicImage::ImageRgba8(frame.into_buffer());
+        let mut small = DynamicImage::new(plan.width, plan.height, source.color());
+        let (left, top, w, h) = plan.crop;
+        let options = ResizeOptions::new()
+            .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
+            .crop(left, top, w, h);
+        resizer
+            .resize(&source, &mut small, &options)
             .map_err(|e| ThumbnailError::Encode(e.to_string()))?;
-        for frame in frames.take(usize::try_from(limits.max_frames).unwrap_or(usize::MAX)) {
-            let frame = frame.map_err(decode_err)?;
-            let delay = frame.delay();
-            let source = DynamicImage::ImageRgba8(frame.into_buffer());
-            let mut small = DynamicImage::new(plan.width, plan.height, source.color());
-            let (left, top, w, h) = plan.crop;
-            let options = ResizeOptions::new()
-                .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
-                .crop(left, top, w, h);
-            resizer
-                .resize(&source, &mut small, &options)
-                .map_err(|e| ThumbnailError::Encode(e.to_string()))?;
-            encoder
-                .encode_frame(Frame::from_parts(small.into_rgba8(), 0, 0, delay))
-                .map_err(|e| ThumbnailError::Encode(e.to_string()))?;
-        }
+        small_frames.push((small.into_rgba8(), timestamp_ms));
+        timestamp_ms = timestamp_ms.saturating_add(delay.max(10));
     }
+    let encode_err = |what: &str| ThumbnailError::Encode(format!("animated WebP: {what}"));
+    let mut config = webp::WebPConfig::new().map_err(|()| encode_err("config"))?;
+    // Lossy at 75, fastest method: about 2.5x faster than GIF quantising and
+    // a third of the size.
+    config.lossless = 0;
+    config.quality = 75.0;
+    config.method = 0;
+    let mut encoder = webp::AnimEncoder::new(plan.width, plan.height, &config);
+    encoder.set_loop_count(0);
+    for (image, timestamp) in &small_frames {
+        encoder.add_frame(webp::AnimFrame::from_rgba(
+            image.as_raw(),
+            plan.width,
+            plan.height,
+            *timestamp,
+        ));
+    }
+    let webp_bytes = encoder
+        .try_encode()
+        .map_err(|e| encode_err(&format!("{e:?}")))?;
     Ok(Some(Thumbnail {
         spec,
-        bytes: out,
-        content_type: "image/gif",
+        bytes: webp_bytes.to_vec(),
+        content_type: "image/webp",
         width: plan.width,
         height: plan.height,
     }))

@@ -277,7 +277,7 @@ fn animated_gif(frames: u8, w: u32, h: u32) -> Vec<u8> {
     out
 }
 
-/// animated=true on an animated GIF gives an animated thumbnail of the right size.
+/// animated=true on an animated GIF gives an animated WebP thumbnail of the right size.
 #[test]
 fn animated_gifs_stay_animated_when_asked() {
     let gif = animated_gif(5, 200, 100);
@@ -286,9 +286,9 @@ fn animated_gifs_stay_animated_when_asked() {
         .unwrap();
     assert_eq!(
         (out.content_type, out.width, out.height),
-        ("image/gif", 96, 48)
+        ("image/webp", 96, 48)
     );
-    let frames = image::codecs::gif::GifDecoder::new(Cursor::new(&out.bytes))
+    let frames = image::codecs::webp::WebPDecoder::new(Cursor::new(&out.bytes))
         .unwrap()
         .into_frames()
         .count();
