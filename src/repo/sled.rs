@@ -58,6 +58,17 @@ fn tx_get<T: serde::de::DeserializeOwned>(
         .map_err(abort)
 }
 
+/// The record of a newly stored object: one reference, the first.
+fn fresh_blob(blob: &NewBlob, size: u64, created: UnixMillis) -> BlobRecord {
+    BlobRecord {
+        datastore: blob.datastore.clone(),
+        key: blob.key.clone(),
+        size,
+        refs: 1,
+        created,
+    }
+}
+
 /// Points one more reference at the blob with `digest`, registering
 /// `fresh` when it is new. True when the content was already stored (the
 /// caller's new object is then surplus).
@@ -171,13 +182,7 @@ impl MediaRepo for SledRepo {
     ) -> Result<Commit, RepoError> {
         let media_key = keys::media(key);
         let value = codec::encode(&MediaState::Complete(record.clone()))?;
-        let fresh_blob = BlobRecord {
-            datastore: blob.datastore.clone(),
-            key: blob.key.clone(),
-            size: record.size,
-            refs: 1,
-            created: record.created,
-        };
+        let fresh_blob = fresh_blob(blob, record.size, record.created);
 
         // sled may re-run this closure on conflict: it has no side effects
         // outside the transactional trees.
@@ -252,13 +257,7 @@ impl MediaRepo for SledRepo {
     ) -> Result<CommitThumb, RepoError> {
         let thumb_key = keys::thumb(key, spec, animated);
         let value = codec::encode(record)?;
-        let fresh_blob = BlobRecord {
-            datastore: blob.datastore.clone(),
-            key: blob.key.clone(),
-            size: record.size,
-            refs: 1,
-            created: record.created,
-        };
+        let fresh_blob = fresh_blob(blob, record.size, record.created);
         let outcome = (&self.thumbs, &self.blobs, &self.blob_keys).transaction(
             |(thumbs, blobs, blob_keys)| {
                 if let Some(existing) = tx_get::<ThumbRecord>(thumbs, &thumb_key)? {

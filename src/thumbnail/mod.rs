@@ -209,10 +209,7 @@ pub fn generate_animated(
         ),
         Format::Jpeg | Format::Png => return Ok(None),
     };
-    let plan = match spec.method {
-        Method::Scale => geometry::scale(probe.width, probe.height, spec.width, spec.height),
-        Method::Crop => geometry::crop(probe.width, probe.height, spec.width, spec.height),
-    };
+    let plan = plan(spec, probe.width, probe.height);
     // Each frame is decoded, resized and kept small; the encoder reads
     // them all at the end.
     let mut resizer = Resizer::new();
@@ -223,14 +220,7 @@ pub fn generate_animated(
         let (numer, denom) = frame.delay().numer_denom_ms();
         let delay = i32::try_from(numer / denom.max(1)).unwrap_or(i32::MAX);
         let source = DynamicImage::ImageRgba8(frame.into_buffer());
-        let mut small = DynamicImage::new(plan.width, plan.height, source.color());
-        let (left, top, w, h) = plan.crop;
-        let options = ResizeOptions::new()
-            .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
-            .crop(left, top, w, h);
-        resizer
-            .resize(&source, &mut small, &options)
-            .map_err(|e| ThumbnailError::Encode(e.to_string()))?;
+        let small = resize_to(&mut resizer, &source, &plan)?;
         small_frames.push((small.into_rgba8(), timestamp_ms));
         timestamp_ms = timestamp_ms.saturating_add(delay.max(10));
     }
@@ -286,22 +276,8 @@ pub fn generate(
     specs
         .iter()
         .map(|spec| {
-            let plan = match spec.method {
-                Method::Scale => {
-                    geometry::scale(source.width(), source.height(), spec.width, spec.height)
-                }
-                Method::Crop => {
-                    geometry::crop(source.width(), source.height(), spec.width, spec.height)
-                }
-            };
-            let mut out = DynamicImage::new(plan.width, plan.height, source.color());
-            let (left, top, w, h) = plan.crop;
-            let options = ResizeOptions::new()
-                .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
-                .crop(left, top, w, h);
-            resizer
-                .resize(&source, &mut out, &options)
-                .map_err(|e| ThumbnailError::Encode(e.to_string()))?;
+            let plan = plan(*spec, source.width(), source.height());
+            let out = resize_to(&mut resizer, &source, &plan)?;
             let (bytes, content_type) = encode(&out, has_alpha)?;
             Ok(Thumbnail {
                 spec: *spec,
@@ -320,6 +296,31 @@ fn fully_opaque(image: &DynamicImage) -> bool {
         DynamicImage::ImageLumaA8(la) => la.pixels().all(|p| p.0[1] == 255),
         other => other.to_rgba8().pixels().all(|p| p.0[3] == 255),
     }
+}
+
+/// What to cut from a `width` x `height` source for `spec`, and the result's size.
+fn plan(spec: Spec, width: u32, height: u32) -> geometry::Plan {
+    match spec.method {
+        Method::Scale => geometry::scale(width, height, spec.width, spec.height),
+        Method::Crop => geometry::crop(width, height, spec.width, spec.height),
+    }
+}
+
+/// Cuts `plan.crop` from `source` and resizes it with Lanczos3, in one pass.
+fn resize_to(
+    resizer: &mut Resizer,
+    source: &DynamicImage,
+    plan: &geometry::Plan,
+) -> Result<DynamicImage, ThumbnailError> {
+    let mut out = DynamicImage::new(plan.width, plan.height, source.color());
+    let (left, top, w, h) = plan.crop;
+    let options = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
+        .crop(left, top, w, h);
+    resizer
+        .resize(source, &mut out, &options)
+        .map_err(|e| ThumbnailError::Encode(e.to_string()))?;
+    Ok(out)
 }
 
 /// Orientation-corrected size a spec list needs from the decoder: twice the
