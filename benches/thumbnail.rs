@@ -41,6 +41,7 @@ fn thumbnails(c: &mut Criterion) {
         ("jpeg12mp_progressive", inputs::jpeg_12mp_progressive()),
         ("png2mp_alpha", inputs::png_2mp_alpha()),
         ("webp12mp", inputs::webp_12mp()),
+        ("webp12mp_lossless", inputs::webp_12mp_lossless()),
     ];
     for (name, bytes) in &cases {
         group.bench_function(format!("{name}/scale320x240"), |b| {

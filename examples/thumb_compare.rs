@@ -45,6 +45,7 @@ fn main() {
                 ("photo12mp_prog.jpg", inputs::jpeg_12mp_progressive()),
                 ("alpha2mp.png", inputs::png_2mp_alpha()),
                 ("photo12mp.webp", inputs::webp_12mp()),
+                ("photo12mp_lossless.webp", inputs::webp_12mp_lossless()),
                 ("anim50.gif", inputs::gif_50_frames()),
             ] {
                 std::fs::write(dir.join(name), &bytes).unwrap();

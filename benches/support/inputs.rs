@@ -88,8 +88,15 @@ pub fn png_2mp_alpha() -> Vec<u8> {
     encode(&DynamicImage::ImageRgba8(rgba), ImageFormat::Png)
 }
 
-/// 4000x3000 WebP (lossless: the only WebP encoder in pure Rust).
+/// 4000x3000 lossy WebP at quality 80 (libwebp), the usual kind of WebP photo.
 pub fn webp_12mp() -> Vec<u8> {
+    webp::Encoder::from_rgb(photo(4000, 3000).as_raw(), 4000, 3000)
+        .encode(80.0)
+        .to_vec()
+}
+
+/// The same picture as lossless WebP: the decoder's worst case for memory.
+pub fn webp_12mp_lossless() -> Vec<u8> {
     encode(
         &DynamicImage::ImageRgb8(photo(4000, 3000)),
         ImageFormat::WebP,

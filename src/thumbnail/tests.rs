@@ -134,6 +134,48 @@ fn alpha_is_kept() {
     );
 }
 
+/// WebP stills go through libwebp: lossy opaque gives JPEG, alpha gives PNG
+/// with the transparency where it was, and a cut-off file is an error.
+#[test]
+fn webp_stills_keep_geometry_and_alpha() {
+    let rgb = picture(400, 300);
+    let lossy = webp::Encoder::from_rgb(rgb.as_raw(), 400, 300).encode(80.0);
+    let out = generate(
+        &lossy,
+        &[spec(320, 240, Method::Scale), spec(96, 96, Method::Crop)],
+        limits(),
+    )
+    .unwrap();
+    let got: Vec<_> = out
+        .iter()
+        .map(|t| (t.width, t.height, t.content_type))
+        .collect();
+    assert_eq!(got, vec![(320, 240, "image/jpeg"), (96, 96, "image/jpeg")]);
+    let decoded = image::load_from_memory(&out[0].bytes).unwrap().to_rgb8();
+    // The gradient survives: dark on the left, bright on the right.
+    assert!(decoded.get_pixel(4, 120).0[0] < 30);
+    assert!(decoded.get_pixel(315, 120).0[0] > 220);
+
+    let rgba = image::RgbaImage::from_fn(64, 64, |x, _| {
+        image::Rgba([0, 0, 255, if x < 32 { 0 } else { 255 }])
+    });
+    let alpha = webp::Encoder::from_rgba(rgba.as_raw(), 64, 64).encode_lossless();
+    let out = generate(&alpha, &[spec(32, 32, Method::Scale)], limits()).unwrap();
+    assert_eq!(out[0].content_type, "image/png");
+    let decoded = image::load_from_memory(&out[0].bytes).unwrap().to_rgba8();
+    assert_eq!(decoded.get_pixel(0, 16).0[3], 0);
+    assert_eq!(decoded.get_pixel(31, 16).0[3], 255);
+
+    assert!(matches!(
+        generate(
+            &lossy[..lossy.len() / 2],
+            &[spec(32, 32, Method::Crop)],
+            limits()
+        ),
+        Err(ThumbnailError::Decode(_))
+    ));
+}
+
 /// EXIF orientation 6 (rotate 90): a 400x200 stored image is shown 200x400.
 #[test]
 fn exif_orientation_is_applied() {
