@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 
+import benchdoc
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.join(ROOT, ".bench-venv")
 SIZES5 = [(32, 32, "crop"), (96, 96, "crop"), (320, 240, "scale"), (640, 480, "scale"), (800, 600, "scale")]
@@ -150,8 +152,6 @@ def ratio(other, ours):
 def write_table(rows):
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
     lines = [
-        "# Thumbnail benchmark",
-        "",
         f"Measured by `python3 scripts/thumb_bench.py` on {time.strftime('%Y-%m-%d')}, {cpu}, one core (`taskset -c 1`),",
         "median of 5 timed runs after a warm-up, each case in a fresh process (peak RSS is the case's own,",
         "runtime included: Python with Pillow or pyvips imported, or the Rust binary holding its input).",
@@ -171,8 +171,7 @@ def write_table(rows):
             f"| {r['case']} | {cell(m, 'median_ms')} | {cell(p, 'median_ms')} | {cell(v, 'median_ms')} | "
             f"{ratio(p, m)} | {ratio(v, m)} | {cell(m, 'peak_rss_mb')} / {cell(p, 'peak_rss_mb')} / {cell(v, 'peak_rss_mb')} |"
         )
-    with open(os.path.join(ROOT, "docs", "benchmarks.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    benchdoc.replace_section("thumb_bench", "\n".join(lines))
     print("\n".join(lines))
 
 
