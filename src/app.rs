@@ -6,8 +6,9 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    extract::{ConnectInfo, Request},
-    http::{HeaderName, StatusCode},
+    extract::{Request, State},
+    http::{HeaderName, StatusCode, header},
+    middleware,
     response::{IntoResponse, Response},
     serve::ListenerExt as _,
 };
@@ -23,8 +24,12 @@ use crate::{
     auth::{AuthError, Authenticator},
     cache::HotCache,
     config::{Config, DatabaseConfig},
-    http::{self, AppState},
+    http::{
+        self, AppState,
+        client_addr::{ClientAddr, TrustedProxies, resolve_client},
+    },
     media::MediaService,
+    metrics::Metrics,
     repo::{Repo, RepoError, sled::SledRepo},
     storage::{Backend, SelfcheckError, SelfcheckReport, StorageError, build_datastores},
 };
@@ -63,7 +68,8 @@ pub fn build_state(config: &Config) -> Result<AppState, AppError> {
             SledRepo::open(&config.sled_path(), cache_capacity.as_u64())?
         }
     };
-    let stores = build_datastores(&config.datastores, &config.data_dir)?;
+    let metrics = Metrics::new();
+    let stores = build_datastores(&config.datastores, &config.data_dir)?.instrument(&metrics);
     let remote_stores = stores.iter().any(|s| s.backend() != Backend::Local);
     let cache = if config.cache.enabled && remote_stores {
         let dir = config.cache_path();
@@ -85,20 +91,29 @@ pub fn build_state(config: &Config) -> Result<AppState, AppError> {
         config.media.clone(),
         cache,
         config.thumbnails.clone(),
+        metrics.clone(),
     );
     Ok(AppState {
         media,
         auth: Authenticator::new(&config.homeserver)?,
         config: Arc::new(config.clone()),
+        metrics,
     })
 }
 
-/// The router with its layer stack (outermost first): request id, trace,
-/// request-id propagation, catch-panic, then the routes.
+/// The router with its layer stack (outermost first): request id, client
+/// address, trace, request-id propagation, metrics, catch-panic, then the
+/// routes.
 pub fn build(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
+    let trusted = TrustedProxies::new(&state.config.trusted_proxies);
+    let metrics = state.metrics.clone();
     http::router(state)
         .layer(CatchPanicLayer::custom(|_| panic_response()))
+        .layer(middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::track,
+        ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http()
@@ -108,10 +123,7 @@ pub fn build(state: AppState) -> Router {
                         .get::<RequestId>()
                         .and_then(|id| id.header_value().to_str().ok())
                         .unwrap_or("-");
-                    let client = request
-                        .extensions()
-                        .get::<ConnectInfo<SocketAddr>>()
-                        .map(|info| info.0.ip());
+                    let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
                     // The path only: the query may hold an access token.
                     tracing::info_span!(
                         "request",
@@ -125,7 +137,54 @@ pub fn build(state: AppState) -> Router {
                 // 5xx are logged once, with their cause, by `ApiError`.
                 .on_failure(()),
         )
+        .layer(middleware::from_fn_with_state(trusted, resolve_client))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Serves `router` on `listener` until `stop` turns true.
+fn serve_until<L>(
+    listener: L,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<std::io::Result<()>>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    })
+}
+
+/// `GET /metrics` on the metrics listener: gauges read from the stores at
+/// scrape time, then every metric in the text format.
+fn metrics_router(state: AppState) -> Router {
+    async fn scrape(State(state): State<AppState>) -> Response {
+        match state
+            .media
+            .repo()
+            .blocking(crate::repo::MediaRepo::pending_count)
+            .await
+        {
+            Ok(pending) => state.metrics.set_uploads_pending(pending),
+            Err(error) => tracing::warn!(%error, "cannot count pending uploads"),
+        }
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            state.metrics.encode(),
+        )
+            .into_response()
+    }
+    Router::new()
+        .route("/metrics", axum::routing::get(scrape))
+        .with_state(state)
 }
 
 fn panic_response() -> Response {
@@ -146,6 +205,7 @@ pub struct Server {
     control: JoinHandle<std::io::Result<()>>,
     control_path: std::path::PathBuf,
     sweeper: JoinHandle<()>,
+    metrics: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
 }
 
 impl Server {
@@ -180,6 +240,19 @@ impl Server {
         }
         let control_path = config.control_socket_path();
         let control_listener = bind_control(&control_path)?;
+        let metrics_listener = match config.metrics.listen {
+            Some(listen) => {
+                Some(
+                    TcpListener::bind(listen)
+                        .await
+                        .map_err(|source| AppError::Listen {
+                            addr: listen,
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
         let (shutdown, mut stop) = watch::channel(false);
 
         let router = build(state.clone());
@@ -202,15 +275,24 @@ impl Server {
             .await
         });
 
-        let control_router = http::control::control_router(state.clone());
-        let mut stop_control = stop.clone();
-        let control = tokio::spawn(async move {
-            axum::serve(control_listener, control_router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_control.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        let control = serve_until(
+            control_listener,
+            http::control::control_router(state.clone()),
+            stop.clone(),
+        );
+
+        let metrics = match metrics_listener {
+            Some(listener) => {
+                let bound = listener.local_addr().map_err(|source| AppError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+                tracing::info!(addr = %bound, "metrics listening");
+                let task = serve_until(listener, metrics_router(state.clone()), stop.clone());
+                Some((bound, task))
+            }
+            None => None,
+        };
 
         let media = state.media.clone();
         let interval = config.media.sweep_interval;
@@ -234,7 +316,13 @@ impl Server {
             control,
             control_path,
             sweeper,
+            metrics,
         })
+    }
+
+    /// Address of the metrics listener, when metrics are on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(addr, _)| *addr)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -266,6 +354,15 @@ impl Server {
             tracing::warn!("a control request did not finish in time");
         }
         let _ = std::fs::remove_file(&self.control_path);
+        if let Some((_, task)) = self.metrics {
+            // A scrape is quick; one that hangs is not worth waiting for.
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a metrics scrape did not finish in time");
+            }
+        }
         let _ = self.sweeper.await;
         if let Err(error) = self
             .state

@@ -11,6 +11,7 @@ pub mod config;
 pub mod http;
 pub mod ids;
 pub mod media;
+pub mod metrics;
 pub mod ops;
 pub mod repo;
 pub mod storage;

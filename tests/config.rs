@@ -256,7 +256,7 @@ async fn serve_stops_gracefully_on_sigterm() {
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
-        format!("server_name: test.local\nlisten: 127.0.0.1:{port}\ndata_dir: {}\nhomeserver: {{url: '{}'}}\nlog: {{format: json}}\n", dir.path().display(), hs.url),
+        format!("server_name: test.local\nlisten: 127.0.0.1:{port}\ndata_dir: {}\nhomeserver: {{url: '{}'}}\nlog: {{format: json}}\ntrusted_proxies: ['127.0.0.1/32']\n", dir.path().display(), hs.url),
     )
     .unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mxmedia"))
@@ -281,6 +281,14 @@ async fn serve_stops_gracefully_on_sigterm() {
         .post(format!("{base}/_matrix/media/v3/upload"))
         .bearer_auth(common::ALICE)
         .body("kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // From a trusted proxy, the forwarded address is the client in the logs.
+    let resp = http
+        .get(format!("{base}/healthz"))
+        .header("x-forwarded-for", "198.51.100.23, 127.0.0.1")
         .send()
         .await
         .unwrap();
@@ -314,6 +322,10 @@ async fn serve_stops_gracefully_on_sigterm() {
     assert!(
         stderr.contains("\"client\":\"127.0.0.1\"") && stderr.contains("\"request_id\":"),
         "request logs name the client and the request id: {stderr}"
+    );
+    assert!(
+        stderr.contains("\"client\":\"198.51.100.23\""),
+        "behind a trusted proxy the logs show the forwarded client: {stderr}"
     );
 
     // The metadata was flushed: a new server on the same data sees the upload.

@@ -14,5 +14,7 @@ mod async_upload;
 mod durability;
 #[path = "errors.rs"]
 mod errors;
+#[path = "metrics.rs"]
+mod metrics;
 #[path = "upload_download.rs"]
 mod upload_download;

@@ -49,6 +49,15 @@ pub struct Config {
     /// server runs (mode 0600). Default `data_dir/control.sock`.
     #[serde(default)]
     pub control_socket: Option<PathBuf>,
+    /// Addresses (CIDR) of the reverse proxies in front of mxmedia. Only a
+    /// connection from one of them has its `X-Forwarded-For` believed; the
+    /// client address is then the last address in it that is not a trusted
+    /// proxy. Default: none (the peer address is the client).
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Prometheus metrics on their own listener.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Where metadata lives. Default: sled under `data_dir/db`.
     #[serde(default)]
     pub database: DatabaseConfig,
@@ -258,6 +267,15 @@ impl Default for MediaConfig {
     }
 }
 
+/// The Prometheus endpoint (`GET /metrics`), kept off the public listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the metrics listener; metrics are off when unset.
+    /// Default: unset.
+    pub listen: Option<SocketAddr>,
+}
+
 /// Log output.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -356,6 +374,9 @@ impl Config {
                     "thumbnails.sizes[{i}]: width and height must be 1-4096"
                 ));
             }
+        }
+        if self.metrics.listen.is_some_and(|addr| addr == self.listen) {
+            problems.push("metrics.listen: must differ from listen".to_owned());
         }
         if self.thumbnails.max_pixels == 0 {
             problems.push("thumbnails.max_pixels: must be greater than zero".to_owned());

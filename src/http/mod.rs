@@ -1,6 +1,7 @@
 //! The only layer that knows HTTP: one route table, extractors, headers and
 //! `ApiError`. Handlers translate requests into service calls and back.
 
+pub mod client_addr;
 pub mod control;
 mod error;
 mod extract;
@@ -21,7 +22,7 @@ use axum::{
 
 pub use error::ApiError;
 
-use crate::{auth::Authenticator, config::Config, media::MediaService};
+use crate::{auth::Authenticator, config::Config, media::MediaService, metrics::Metrics};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -29,6 +30,7 @@ pub struct AppState {
     pub media: MediaService,
     pub auth: Authenticator,
     pub config: Arc<Config>,
+    pub metrics: Metrics,
 }
 
 /// The one route table. Paths are spelled out so `grep` finds them; the

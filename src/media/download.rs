@@ -3,6 +3,7 @@
 
 use std::{ops::Range, time::Duration};
 
+use futures::{StreamExt as _, TryStreamExt as _};
 use tokio::time::Instant;
 
 use super::{MediaError, MediaService};
@@ -150,8 +151,15 @@ impl MediaService {
         let store = self.inner.stores.get(&blob.datastore)?;
         if let Some(cache) = self.cache_for(store) {
             if let Some(hit) = cache.open(digest, range.clone()).await {
-                return Ok(hit);
+                self.inner.metrics.cache_hit();
+                let served = self.inner.metrics.cache_hit_bytes();
+                return Ok(hit
+                    .inspect_ok(move |chunk| {
+                        served.inc_by(chunk.len() as u64);
+                    })
+                    .boxed());
             }
+            self.inner.metrics.cache_miss();
             if range.is_none() && blob.size <= cache.max_file_size() {
                 let stream = store.open(&blob.key, None).await?;
                 return Ok(cache.tee_download(stream, *digest, blob.size));

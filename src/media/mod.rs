@@ -73,6 +73,7 @@ struct Inner {
     config: MediaConfig,
     /// Hot copies of blobs from object-store datastores.
     cache: Option<HotCache>,
+    metrics: crate::metrics::Metrics,
     thumbnailer: thumbnail::Thumbnailer,
     /// Woken on every commit, so downloads waiting on pending media retry.
     committed: Notify,
@@ -88,6 +89,7 @@ impl MediaService {
         config: MediaConfig,
         cache: Option<HotCache>,
         thumbnails: ThumbnailConfig,
+        metrics: crate::metrics::Metrics,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -97,6 +99,7 @@ impl MediaService {
                 config,
                 cache,
                 thumbnailer: thumbnail::Thumbnailer::new(thumbnails),
+                metrics,
                 committed: Notify::new(),
                 in_flight: std::sync::Mutex::new(HashSet::new()),
             }),

@@ -76,6 +76,24 @@ impl MediaService {
         access: Access,
         wait: std::time::Duration,
     ) -> Result<Thumb, MediaError> {
+        let result = self
+            .find_or_make_thumbnail(key, request, access, wait)
+            .await;
+        if let Err(error) = &result
+            && let Some(reason) = refusal_reason(error)
+        {
+            self.inner.metrics.thumbnail_refused(reason);
+        }
+        result
+    }
+
+    async fn find_or_make_thumbnail(
+        &self,
+        key: &MediaKey,
+        request: ThumbRequest,
+        access: Access,
+        wait: std::time::Duration,
+    ) -> Result<Thumb, MediaError> {
         let download = self.open_download(key, access, wait).await?;
         let thumbs = &self.inner.thumbnailer;
         if download.record.size > thumbs.config.max_source_size.as_u64() {
@@ -233,6 +251,9 @@ impl MediaService {
         .await
         .map_err(|_| MediaError::Internal("thumbnail task panicked"))??;
         drop(permit);
+        self.inner
+            .metrics
+            .thumbnails_generated(animate, made.len() as u64);
 
         let store = self.inner.stores.writer_for(DatastoreKind::Thumbnails)?;
         for thumb in made {
@@ -329,6 +350,23 @@ impl MediaService {
 }
 
 /// An animated PNG carries an `acTL` chunk before its image data.
+/// Why a thumbnail was refused, for the metrics; `None` for errors that are
+/// not a refusal of the picture (not found, storage, auth).
+fn refusal_reason(error: &MediaError) -> Option<&'static str> {
+    match error {
+        MediaError::TooLarge { .. } => Some("source_too_large"),
+        MediaError::Thumbnail(e) => Some(match e {
+            ThumbnailError::Unsupported => "unsupported",
+            ThumbnailError::TooManyPixels { .. } => "too_many_pixels",
+            ThumbnailError::TooManyFrames(_) => "too_many_frames",
+            ThumbnailError::Decode(_) => "decode_failed",
+            ThumbnailError::Encode(_) => "encode_failed",
+        }),
+        MediaError::Shared(shared) => refusal_reason(shared),
+        _ => None,
+    }
+}
+
 fn is_apng(bytes: &[u8]) -> bool {
     let head = &bytes[..bytes.len().min(64 * 1024)];
     let idat = head

@@ -220,6 +220,8 @@ pub trait MediaRepo: Send + Sync + 'static {
     fn remove_expired_pending(&self, key: &MediaKey, now: UnixMillis) -> Result<bool, RepoError>;
     /// Record counts. Walks every tree: for tests and operator tools, not hot paths.
     fn counts(&self) -> Result<Counts, RepoError>;
+    /// Reserved ids not uploaded yet (walks only those; for metrics).
+    fn pending_count(&self) -> Result<u64, RepoError>;
     /// A cheap round trip through the engine, for readiness probes.
     fn ping(&self) -> Result<(), RepoError>;
     /// Makes every committed change durable.

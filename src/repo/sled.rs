@@ -417,6 +417,10 @@ impl MediaRepo for SledRepo {
         })
     }
 
+    fn pending_count(&self) -> Result<u64, RepoError> {
+        Ok(self.pending.len() as u64)
+    }
+
     fn ping(&self) -> Result<(), RepoError> {
         // A point lookup of a key no record uses (records never start with 0).
         self.media.get([0u8])?;

@@ -96,6 +96,7 @@ pub struct BlobStore {
     /// Sent with every new object (storage class).
     attributes: Attributes,
     presigner: Option<Presigner>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl BlobStore {
@@ -116,7 +117,14 @@ impl BlobStore {
             prefix: None,
             attributes: Attributes::new(),
             presigner: None,
+            metrics: crate::metrics::Metrics::default(),
         }
+    }
+
+    /// Counts this store's calls and failures by operation.
+    fn record<T>(&self, operation: &'static str, result: &Result<T, StorageError>) {
+        self.metrics
+            .datastore_call(&self.id.0, operation, result.is_ok());
     }
 
     /// Keys live under `prefix` inside the bucket.
@@ -180,7 +188,16 @@ impl BlobStore {
     /// Streams `body` to `key` and returns the byte count. A multipart upload
     /// is aborted on any failure so no partial object remains.
     #[tracing::instrument(level = "debug", skip_all, fields(datastore = %self.id, key = key.as_str()))]
-    pub async fn put_stream(
+    pub async fn put_stream(&self, key: &BlobKey, body: ByteStream) -> Result<u64, StorageError> {
+        let result = self.put_stream_inner(key, body).await;
+        // A body that failed (client gone, over the limit) is not the store's failure.
+        if !matches!(result, Err(StorageError::Body(_))) {
+            self.record("put", &result);
+        }
+        result
+    }
+
+    async fn put_stream_inner(
         &self,
         key: &BlobKey,
         mut body: ByteStream,
@@ -250,7 +267,13 @@ impl BlobStore {
             range: range.map(GetRange::Bounded),
             ..GetOptions::default()
         };
-        let result = self.inner.get_opts(&self.path(key), options).await?;
+        let result = self
+            .inner
+            .get_opts(&self.path(key), options)
+            .await
+            .map_err(StorageError::from);
+        self.record("get", &result);
+        let result = result?;
         let range = result.range.clone();
         match result.payload {
             GetResultPayload::File(file, _) => Ok(file_stream(file, range)),
@@ -260,10 +283,12 @@ impl BlobStore {
 
     /// Deletes `key`; a missing object counts as deleted on every backend.
     pub async fn delete(&self, key: &BlobKey) -> Result<(), StorageError> {
-        match self.inner.delete(&self.path(key)).await {
+        let result = match self.inner.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(other) => Err(other.into()),
-        }
+        };
+        self.record("delete", &result);
+        result
     }
 
     /// Every blob-shaped object in the store (other objects are ignored).
@@ -297,7 +322,14 @@ impl BlobStore {
 
     /// Size of the object at `key`.
     pub async fn head(&self, key: &BlobKey) -> Result<u64, StorageError> {
-        Ok(self.inner.head(&self.path(key)).await?.size)
+        let result = self
+            .inner
+            .head(&self.path(key))
+            .await
+            .map(|meta| meta.size)
+            .map_err(StorageError::from);
+        self.record("head", &result);
+        result
     }
 
     /// Cheap reachability probe: a HEAD of a key that never exists.
@@ -365,6 +397,23 @@ impl Datastores {
         Self {
             stores: Arc::new(stores),
             order: Arc::new(order),
+        }
+    }
+
+    /// Every store reports its calls to `metrics`.
+    #[must_use]
+    pub fn instrument(self, metrics: &crate::metrics::Metrics) -> Self {
+        let order = self.order;
+        let stores = Arc::unwrap_or_clone(self.stores)
+            .into_iter()
+            .map(|(id, mut store)| {
+                store.metrics = metrics.clone();
+                (id, store)
+            })
+            .collect();
+        Self {
+            stores: Arc::new(stores),
+            order,
         }
     }
 

@@ -1,0 +1,201 @@
+//! Prometheus metrics: served on their own listener, scraped after real
+//! traffic, with label values from bounded sets only.
+// Tests use clippy's default lints; the pedantic set and the unwrap ban are for shipped code.
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{collections::HashMap, io::Cursor};
+
+use common::*;
+
+/// Samples of the text exposition: `name{labels}` -> value.
+fn parse(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn sample(samples: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+    samples
+        .iter()
+        .filter(|(series, _)| {
+            series.starts_with(&format!("{name}{{")) && labels.iter().all(|l| series.contains(l))
+        })
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+async fn scrape(t: &TestServer) -> (String, HashMap<String, f64>) {
+    let addr = t.server().metrics_addr().expect("metrics are on");
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = resp.text().await.unwrap();
+    let samples = parse(&text);
+    (text, samples)
+}
+
+fn jpeg(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 7]));
+    let mut out = Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, image::ImageFormat::Jpeg)
+        .unwrap();
+    out.into_inner()
+}
+
+#[tokio::test]
+async fn traffic_shows_up_under_route_templates() {
+    let t = TestServer::start_with(|c| {
+        c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let body = vec![42u8; 5000];
+    let (s, id) = t.upload_ok(ALICE, &body, Some("text/plain"), None).await;
+    for _ in 0..3 {
+        let resp = t
+            .get(
+                &format!("/_matrix/client/v1/media/download/{s}/{id}"),
+                Some(ALICE),
+            )
+            .await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.bytes().await.unwrap().len(), 5000);
+    }
+    // A thumbnail made, one refused (not an image), one unknown route.
+    let (s2, photo) = t
+        .upload_ok(ALICE, &jpeg(640, 480), Some("image/jpeg"), None)
+        .await;
+    let thumb =
+        format!("/_matrix/client/v1/media/thumbnail/{s2}/{photo}?width=96&height=96&method=crop");
+    assert_eq!(t.get(&thumb, Some(ALICE)).await.status(), 200);
+    let refused =
+        format!("/_matrix/client/v1/media/thumbnail/{s}/{id}?width=96&height=96&method=crop");
+    assert_eq!(t.get(&refused, Some(ALICE)).await.status(), 400);
+    assert_eq!(t.get("/nope/secret-path", None).await.status(), 404);
+    // Two pending async uploads.
+    for _ in 0..2 {
+        let resp = reqwest::Client::new()
+            .post(t.url("/_matrix/media/v1/create"))
+            .bearer_auth(ALICE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+
+    let (text, m) = scrape(&t).await;
+    let download = "route=\"/_matrix/client/v1/media/download/{server_name}/{media_id}\"";
+    assert_eq!(
+        sample(
+            &m,
+            "mxmedia_http_requests_total",
+            &[download, "method=\"GET\"", "status=\"200\""]
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(&m, "mxmedia_http_response_body_bytes_total", &[download]),
+        15000.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "mxmedia_http_request_body_bytes_total",
+            &["route=\"/_matrix/media/v3/upload\""]
+        ),
+        5000.0 + jpeg(640, 480).len() as f64
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "mxmedia_http_request_duration_seconds_count",
+            &[download]
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "mxmedia_http_requests_total",
+            &["route=\"unmatched\"", "status=\"404\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "mxmedia_thumbnails_generated_total",
+            &["kind=\"still\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "mxmedia_thumbnails_refused_total",
+            &["reason=\"unsupported\""]
+        ),
+        1.0
+    );
+    assert_eq!(m["mxmedia_uploads_pending"], 2.0);
+    // Uploads wrote through the datastore; downloads read from it (on S3
+    // the hot cache serves the later ones).
+    assert!(sample(&m, "mxmedia_datastore_calls_total", &["operation=\"put\""]) >= 3.0);
+    assert!(sample(&m, "mxmedia_datastore_calls_total", &["operation=\"get\""]) >= 1.0);
+    assert_eq!(
+        sample(&m, "mxmedia_datastore_errors_total", &[]),
+        0.0,
+        "{text}"
+    );
+    // Bounded labels: no media id, raw path or requested size anywhere.
+    for leaked in [id.as_str(), photo.as_str(), "secret-path", "width"] {
+        assert!(!text.contains(leaked), "{leaked} leaked into labels");
+    }
+    // And nothing of it on the public listener.
+    assert_eq!(t.get("/metrics", None).await.status(), 404);
+    t.stop().await;
+}
+
+/// Object-store reads count cache hits, misses and the bytes served from the cache.
+#[tokio::test]
+async fn s3_reads_count_cache_hits_and_misses() {
+    if !matches!(backend(), TestBackend::S3) {
+        return;
+    }
+    let t = TestServer::start_with(|c| {
+        c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let body = vec![9u8; 3000];
+    let (s, id) = t.upload_ok(ALICE, &body, None, None).await;
+    let path = format!("/_matrix/client/v1/media/download/{s}/{id}");
+    for _ in 0..3 {
+        let resp = t.get(&path, Some(ALICE)).await;
+        assert_eq!(resp.bytes().await.unwrap().len(), 3000);
+    }
+    let (_, m) = scrape(&t).await;
+    let misses = m["mxmedia_cache_misses_total"];
+    let hits = m["mxmedia_cache_hits_total"];
+    assert_eq!(hits + misses, 3.0);
+    assert!(hits >= 1.0, "later reads come from the cache");
+    assert_eq!(m["mxmedia_cache_hit_bytes_total"], hits * 3000.0);
+    t.stop().await;
+}
