@@ -8,7 +8,8 @@ use axum::{
     extract::State,
     http::{HeaderMap, header},
 };
-use futures::{StreamExt, TryStreamExt};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream::BoxStream};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -41,6 +42,73 @@ fn upload_content_type(headers: &HeaderMap) -> String {
         .map_or_else(|| "application/octet-stream".to_owned(), str::to_owned)
 }
 
+/// Longest a refused upload's remaining body is read and thrown away.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// An upload body that, when dropped before its end (the upload was
+/// refused or cut off), is read to its end and discarded in the background,
+/// for at most [`LINGER_TIME`] and `max_bytes`, and only while the client
+/// keeps sending (a pause of `idle` ends it). Closing a socket with
+/// unread data makes the kernel send a reset, and a reverse proxy still
+/// sending the body then answers 502 instead of passing on our 413; reading
+/// the rest lets the error reach the client. Nothing read here is kept.
+struct Lingering {
+    rest: Option<BoxStream<'static, Result<Bytes, axum::Error>>>,
+    max_bytes: u64,
+    idle: std::time::Duration,
+}
+
+impl Lingering {
+    fn new(body: Body, max_bytes: u64, idle: std::time::Duration) -> Self {
+        Self {
+            rest: Some(body.into_data_stream().boxed()),
+            max_bytes,
+            idle,
+        }
+    }
+}
+
+impl futures::Stream for Lingering {
+    type Item = Result<Bytes, axum::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let Some(rest) = self.rest.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let polled = rest.poll_next_unpin(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.rest = None;
+        }
+        polled
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let (Some(mut rest), Ok(runtime)) =
+            (self.rest.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let (max_bytes, idle) = (self.max_bytes, self.idle);
+        runtime.spawn(async move {
+            let drain = async {
+                let mut read = 0u64;
+                while let Ok(Some(Ok(chunk))) = tokio::time::timeout(idle, rest.next()).await {
+                    read += chunk.len() as u64;
+                    if read > max_bytes {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+        });
+    }
+}
+
 /// Refuses a declared length over the limit before reading a byte.
 fn check_declared_length(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let limit = state.config.media.max_upload_size.as_u64();
@@ -62,15 +130,20 @@ async fn store(
     body: Body,
     target: UploadTarget,
 ) -> Result<MediaKey, ApiError> {
+    // However the upload ends, a body the client is still sending is read
+    // out (up to the limit once more), so the answer reaches it.
+    let media = &state.config.media;
+    let body = Lingering::new(
+        body,
+        media.max_upload_size.as_u64(),
+        media.upload_idle_timeout,
+    );
     check_declared_length(state, headers)?;
     let meta = UploadMeta {
         content_type: upload_content_type(headers),
         upload_name: query.filename.as_deref().and_then(clean_filename),
     };
-    let body = body
-        .into_data_stream()
-        .map_err(std::io::Error::other)
-        .boxed();
+    let body = body.map_err(std::io::Error::other).boxed();
     Ok(state
         .media
         .upload(&requester.user_id, meta, body, target)

@@ -1,0 +1,389 @@
+//! End to end with the real pieces: Synapse from PyPI (pinned) as the
+//! homeserver, nginx with exactly the configuration `docs/reverse-proxy.md`
+//! gives admins, mxmedia behind it, and matrix-nio as the client, all on
+//! 127.0.0.1. The client only ever talks to the proxy.
+//!
+//! The Python packages go into a virtualenv under `target/` that is made on
+//! first use and kept; nginx comes from the system (`.ci/run` installs
+//! Debian's when it is missing).
+// Tests use clippy's default lints; the pedantic set and the unwrap ban are for shipped code.
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use mxmedia::{app::Server, config::Config};
+
+const SYNAPSE: &str = "matrix-synapse==1.163.2";
+const NIO: &str = "matrix-nio==0.26.0";
+const SERVER_NAME: &str = "e2e.test";
+const MAX_UPLOAD: u64 = 8 * 1024 * 1024;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The virtualenv with Synapse and matrix-nio, made once and reused while
+/// the pinned versions stay the same.
+fn python() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let venv = target.join("e2e-venv");
+    let python = venv.join("bin").join("python");
+    let marker = venv.join("mxmedia-e2e-packages");
+    let wanted = format!("{SYNAPSE} {NIO}\n");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
+        return python;
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+    run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        SYNAPSE,
+        NIO,
+    ]));
+    std::fs::write(&marker, wanted).unwrap();
+    python
+}
+
+fn run(command: &mut Command) {
+    let status = command.status().expect("start a setup command");
+    assert!(status.success(), "{command:?} failed: {status}");
+}
+
+fn nginx() -> PathBuf {
+    ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect(
+            "nginx is needed for the end-to-end tests: apt-get install nginx-light (.ci/run does)",
+        )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process stopped with SIGTERM (then killed) when dropped.
+struct Daemon {
+    name: &'static str,
+    child: Child,
+}
+
+impl Daemon {
+    fn spawn(name: &'static str, command: &mut Command, log: &Path) -> Self {
+        let log = std::fs::File::create(log).unwrap();
+        let child = command
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Self { name, child }
+    }
+
+    fn assert_running(&mut self, log: &Path) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!(
+                "{} exited with {status}:\n{}",
+                self.name,
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_until_up(url: &str, daemon: &mut Daemon, log: &Path) {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        daemon.assert_running(log);
+        if let Ok(resp) = http.get(url).send().await
+            && resp.status().as_u16() < 500
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "{} did not come up at {url}:\n{}",
+        daemon.name,
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// Synapse configured as `docs/synapse.md` says: its media repository off.
+fn synapse_config(dir: &Path, port: u16) -> PathBuf {
+    let d = dir.display();
+    let config = format!(
+        r#"server_name: "{SERVER_NAME}"
+pid_file: "{d}/homeserver.pid"
+listeners:
+  - port: {port}
+    bind_addresses: ["127.0.0.1"]
+    type: http
+    tls: false
+    x_forwarded: true
+    resources:
+      - names: [client]
+        compress: false
+database:
+  name: sqlite3
+  args:
+    database: "{d}/homeserver.db"
+log_config: "{d}/log.yaml"
+media_store_path: "{d}/media_store"
+signing_key_path: "{d}/signing.key"
+enable_media_repo: false
+enable_registration: true
+enable_registration_without_verification: true
+report_stats: false
+trusted_key_servers: []
+suppress_key_server_warning: true
+macaroon_secret_key: "e2e-macaroon-secret"
+form_secret: "e2e-form-secret"
+rc_login:
+  address: {{per_second: 1000, burst_count: 1000}}
+  account: {{per_second: 1000, burst_count: 1000}}
+  failed_attempts: {{per_second: 1000, burst_count: 1000}}
+rc_registration: {{per_second: 1000, burst_count: 1000}}
+"#
+    );
+    let log = format!(
+        "version: 1\nformatters:\n  plain:\n    format: '%(asctime)s %(levelname)s %(name)s %(message)s'\nhandlers:\n  console:\n    class: logging.StreamHandler\n    formatter: plain\nroot:\n  level: WARNING\n  handlers: [console]\ndisable_existing_loggers: false\n"
+    );
+    std::fs::write(dir.join("log.yaml"), log).unwrap();
+    let path = dir.join("homeserver.yaml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// The tested nginx block from the docs, with only the certificate paths,
+/// the log path and the addresses replaced.
+fn nginx_config(dir: &Path, port: u16, synapse: u16, mxmedia: u16) -> PathBuf {
+    let doc = std::fs::read_to_string(root().join("docs/reverse-proxy.md")).unwrap();
+    let block = doc
+        .split("<!-- e2e:nginx:start -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- e2e:nginx:end -->").next())
+        .expect("docs/reverse-proxy.md marks its tested nginx block");
+    let block = block
+        .trim()
+        .strip_prefix("```nginx")
+        .and_then(|b| b.strip_suffix("```"))
+        .expect("the tested block is one nginx code fence");
+    let d = dir.display();
+    let mut site = block.to_owned();
+    for (from, to) in [
+        (
+            "listen 443 ssl http2;",
+            format!("listen 127.0.0.1:{port} ssl http2;"),
+        ),
+        (
+            "/etc/letsencrypt/live/matrix.example.org/fullchain.pem",
+            format!("{d}/cert.pem"),
+        ),
+        (
+            "/etc/letsencrypt/live/matrix.example.org/privkey.pem",
+            format!("{d}/key.pem"),
+        ),
+        (
+            "/var/log/nginx/matrix.access.log",
+            format!("{d}/access.log"),
+        ),
+        ("127.0.0.1:8008", format!("127.0.0.1:{synapse}")),
+        ("127.0.0.1:8009", format!("127.0.0.1:{mxmedia}")),
+    ] {
+        assert!(site.contains(from), "the documented block has `{from}`");
+        site = site.replace(from, &to);
+    }
+    std::fs::write(dir.join("site.conf"), site).unwrap();
+    let main = format!(
+        "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 256; }}\nhttp {{\n  client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n  access_log off;\n  include {d}/site.conf;\n}}\n"
+    );
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, main).unwrap();
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=matrix.example.org",
+            "-keyout",
+        ])
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null()));
+    path
+}
+
+fn files_under(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() { files_under(&path) } else { 1 }
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_clients_use_mxmedia_through_nginx_next_to_synapse() {
+    let python = tokio::task::spawn_blocking(python).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let hs_dir = dir.path().join("synapse");
+    let proxy_dir = dir.path().join("nginx");
+    std::fs::create_dir_all(&hs_dir).unwrap();
+    std::fs::create_dir_all(&proxy_dir).unwrap();
+
+    // Synapse.
+    let hs_port = free_port();
+    let hs_config = synapse_config(&hs_dir, hs_port);
+    run(Command::new(&python)
+        .args(["-m", "synapse.app.homeserver", "--generate-keys", "-c"])
+        .arg(&hs_config)
+        .stdout(Stdio::null()));
+    let hs_log = hs_dir.join("stdout.log");
+    let mut synapse = Daemon::spawn(
+        "synapse",
+        Command::new(&python)
+            .args(["-m", "synapse.app.homeserver", "-c"])
+            .arg(&hs_config),
+        &hs_log,
+    );
+    wait_until_up(
+        &format!("http://127.0.0.1:{hs_port}/health"),
+        &mut synapse,
+        &hs_log,
+    )
+    .await;
+
+    // mxmedia, checking tokens with Synapse directly.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mx_port = listener.local_addr().unwrap().port();
+    let config = Config::from_yaml(
+        &format!(
+            "server_name: {SERVER_NAME}\ndata_dir: {}\nhomeserver:\n  url: http://127.0.0.1:{hs_port}\n  token_cache_ttl: 1s\n  token_negative_cache_ttl: 1s\nmedia:\n  max_upload_size: {MAX_UPLOAD}\ntrusted_proxies: ['127.0.0.1/32']\nmetrics:\n  listen: 127.0.0.1:0\n",
+            dir.path().join("mxmedia").display()
+        ),
+        std::iter::empty(),
+    )
+    .unwrap();
+    let server = Server::start_on(listener, &config).await.unwrap();
+
+    // nginx with the documented configuration.
+    let proxy_port = free_port();
+    let nginx_conf = nginx_config(&proxy_dir, proxy_port, hs_port, mx_port);
+    let nginx_log = proxy_dir.join("stdout.log");
+    let mut proxy = Daemon::spawn(
+        "nginx",
+        Command::new(nginx())
+            .arg("-p")
+            .arg(&proxy_dir)
+            .arg("-c")
+            .arg(&nginx_conf)
+            .args(["-g", "daemon off;"]),
+        &nginx_log,
+    );
+    wait_until_up(
+        &format!("https://127.0.0.1:{proxy_port}/_matrix/client/versions"),
+        &mut proxy,
+        &nginx_log,
+    )
+    .await;
+
+    // The client, through the proxy only.
+    let output = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::process::Command::new(&python)
+            .arg(root().join("tests/e2e/client.py"))
+            .env("E2E_BASE", format!("https://127.0.0.1:{proxy_port}"))
+            .env("E2E_MAX_UPLOAD", MAX_UPLOAD.to_string())
+            .env("E2E_TOKEN_TTL", "1")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the client finishes")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "client failed: {stdout}\n{}\nsynapse log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        std::fs::read_to_string(&hs_log).unwrap_or_default()
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap();
+    eprintln!("client report: {report}");
+    assert_eq!(report["ok"], true, "{stdout}");
+    assert!(
+        report["seen"]["mxc"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("mxc://{SERVER_NAME}/"))
+    );
+
+    // The media is mxmedia's: three uploads recorded, none in Synapse's store.
+    let counts = server
+        .state()
+        .media
+        .repo()
+        .blocking(|r| r.counts())
+        .await
+        .unwrap();
+    assert_eq!(counts.media, 3, "{counts:?}");
+    assert_eq!(files_under(&hs_dir.join("media_store")), 0);
+    // The proxy's access log has the requests, and never a token.
+    let access = std::fs::read_to_string(proxy_dir.join("access.log")).unwrap();
+    assert!(access.contains("/_matrix/client/v1/media/download/"));
+    assert!(!access.contains("access_token"), "tokens stay out of logs");
+
+    drop(proxy);
+    server.stop().await;
+    drop(synapse);
+}

@@ -1,0 +1,200 @@
+"""The end-to-end client: matrix-nio against Synapse and mxmedia behind nginx.
+
+Run by tests/e2e.rs with E2E_BASE (the proxy's https URL), E2E_MAX_UPLOAD
+(mxmedia's limit in bytes) and E2E_TOKEN_TTL (seconds mxmedia may remember a
+token). Every request goes through the proxy. Prints one JSON line with what
+it saw and exits non-zero on the first failed check.
+"""
+
+import asyncio
+import io
+import json
+import os
+import struct
+import sys
+import zlib
+
+from nio import (
+    AsyncClient,
+    ContentRepositoryConfigResponse,
+    DownloadError,
+    LoginResponse,
+    LogoutResponse,
+    RegisterResponse,
+    ResizingMethod,
+    ThumbnailResponse,
+    UploadResponse,
+)
+
+BASE = os.environ["E2E_BASE"]
+MAX_UPLOAD = int(os.environ["E2E_MAX_UPLOAD"])
+TOKEN_TTL = float(os.environ["E2E_TOKEN_TTL"])
+seen = {}
+
+
+def check(condition, what):
+    if not condition:
+        print(json.dumps({"failed": what, "seen": seen}), flush=True)
+        sys.exit(1)
+
+
+def png(width, height):
+    """A real RGB PNG with a gradient, made without any imaging library."""
+    rows = b"".join(
+        b"\x00" + b"".join(bytes((x * 255 // width, y * 255 // height, 128)) for x in range(width))
+        for y in range(height)
+    )
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def png_size(data):
+    check(data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff", "thumbnail is an image")
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return struct.unpack(">II", data[16:24])
+    # JPEG: walk to the first SOF marker.
+    i = 2
+    while i < len(data):
+        marker, length = data[i + 1], struct.unpack(">H", data[i + 2 : i + 4])[0]
+        if marker in (0xC0, 0xC1, 0xC2):
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return width, height
+        i += 2 + length
+    check(False, "JPEG without a frame header")
+
+
+async def new_user(name):
+    client = AsyncClient(BASE, name, ssl=False)
+    registered = await client.register(name, f"pw-{name}-e2e", device_name="register")
+    check(isinstance(registered, RegisterResponse), f"register {name}: {registered}")
+    await client.close()
+    # A fresh login: a second device with its own token.
+    client = AsyncClient(BASE, f"@{name}:" + registered.user_id.split(":", 1)[1], ssl=False)
+    logged_in = await client.login(f"pw-{name}-e2e", device_name="e2e")
+    check(isinstance(logged_in, LoginResponse), f"login {name}: {logged_in}")
+    return client
+
+
+async def raw(client, method, path, body=None, headers=None, token=None):
+    headers = dict(headers or {})
+    headers["Authorization"] = f"Bearer {token or client.access_token}"
+    response = await client.send(method, path, body, headers)
+    data = await response.read()
+    return response.status, response.headers, data
+
+
+async def main():
+    alice = await new_user("alice")
+    bob = await new_user("bob")
+    try:
+        # Media config through the proxy.
+        config = await alice.content_repository_config()
+        check(isinstance(config, ContentRepositoryConfigResponse), f"config: {config}")
+        seen["upload_size"] = config.upload_size
+        check(config.upload_size == MAX_UPLOAD, "config advertises mxmedia's limit")
+
+        # Plain upload of a picture, then download by both users.
+        picture = png(640, 480)
+        uploaded, _ = await alice.upload(
+            io.BytesIO(picture), content_type="image/png", filename="gradient.png", filesize=len(picture)
+        )
+        check(isinstance(uploaded, UploadResponse), f"upload: {uploaded}")
+        mxc = uploaded.content_uri
+        seen["mxc"] = mxc
+        for who, client in (("alice", alice), ("bob", bob)):
+            got = await client.download(mxc=mxc)
+            check(not isinstance(got, DownloadError), f"{who} download: {got}")
+            check(got.body == picture, f"{who} gets the same bytes")
+            check(got.content_type == "image/png", f"{who} gets the content type")
+            check(got.filename == "gradient.png", f"{who} gets the file name: {got.filename}")
+
+        # Thumbnails: scale keeps the aspect, crop fills the box.
+        server_name, media_id = mxc[len("mxc://") :].split("/", 1)
+        scaled = await bob.thumbnail(server_name, media_id, 320, 240, ResizingMethod.scale)
+        check(isinstance(scaled, ThumbnailResponse), f"thumbnail scale: {scaled}")
+        seen["scale"] = png_size(scaled.body)
+        check(seen["scale"] == (320, 240), "scale thumbnail is 320x240")
+        cropped = await bob.thumbnail(server_name, media_id, 96, 96, ResizingMethod.crop)
+        check(isinstance(cropped, ThumbnailResponse), f"thumbnail crop: {cropped}")
+        seen["crop"] = png_size(cropped.body)
+        check(seen["crop"] == (96, 96), "crop thumbnail is 96x96")
+
+        # Async upload: create an id, upload to it, download it.
+        status, _, body = await raw(alice, "POST", "/_matrix/media/v1/create")
+        check(status == 200, f"create: {status} {body!r}")
+        created = json.loads(body)
+        seen["created"] = created["content_uri"]
+        check("unused_expires_at" in created, "create gives an expiry")
+        s, m = created["content_uri"][len("mxc://") :].split("/", 1)
+        payload = os.urandom(300_000)
+        status, _, body = await raw(
+            alice,
+            "PUT",
+            f"/_matrix/media/v3/upload/{s}/{m}?filename=later.bin",
+            payload,
+            {"Content-Type": "application/octet-stream"},
+        )
+        check(status == 200, f"async upload: {status} {body!r}")
+        status, _, body = await raw(bob, "PUT", f"/_matrix/media/v3/upload/{s}/{m}", b"x")
+        check(status in (403, 409), f"a second upload to the id is refused: {status}")
+        got = await bob.download(mxc=created["content_uri"])
+        check(not isinstance(got, DownloadError), f"download async upload: {got}")
+        check(got.body == payload, "async upload bytes")
+
+        # A large upload streams through the proxy; one over the limit gets
+        # mxmedia's Matrix error, not the proxy's page.
+        big = os.urandom(MAX_UPLOAD - 1024)
+        uploaded, _ = await alice.upload(io.BytesIO(big), content_type="application/octet-stream", filesize=len(big))
+        check(isinstance(uploaded, UploadResponse), f"large upload: {uploaded}")
+        got = await bob.download(mxc=uploaded.content_uri)
+        check(not isinstance(got, DownloadError) and got.body == big, "large download")
+        status, _, body = await raw(
+            alice, "POST", "/_matrix/media/v3/upload", os.urandom(MAX_UPLOAD + 4096), {"Content-Type": "text/plain"}
+        )
+        seen["too_large"] = status
+        check(status == 413, f"over the limit: {status}")
+        check(json.loads(body).get("errcode") == "M_TOO_LARGE", f"over the limit is M_TOO_LARGE: {body[:200]!r}")
+
+        # The same, streamed chunked with no declared length: cut off on arrival.
+        async def chunks():
+            for _ in range(MAX_UPLOAD // 65536 + 64):
+                yield os.urandom(65536)
+
+        status, _, body = await raw(alice, "POST", "/_matrix/media/v3/upload", chunks(), {"Content-Type": "text/plain"})
+        seen["too_large_chunked"] = status
+        check(status == 413, f"chunked over the limit: {status} {body[:200]!r}")
+        check(json.loads(body).get("errcode") == "M_TOO_LARGE", "chunked over the limit is M_TOO_LARGE")
+
+        # Range requests pass through the proxy untouched.
+        status, headers, body = await raw(
+            bob, "GET", f"/_matrix/client/v1/media/download/{server_name}/{media_id}", headers={"Range": "bytes=0-9"}
+        )
+        check(status == 206 and body == picture[:10], f"range: {status}")
+        check(headers.get("Content-Range") == f"bytes 0-9/{len(picture)}", "content-range")
+
+        # Unknown media is the spec's 404.
+        missing = await bob.download(server_name=server_name, media_id="doesNotExist0000000000000")
+        check(isinstance(missing, DownloadError) and missing.status_code == "M_NOT_FOUND", f"missing: {missing}")
+
+        # A logged-out token is refused (after mxmedia's token cache expires).
+        old_token = alice.access_token
+        logged_out = await alice.logout()
+        check(isinstance(logged_out, LogoutResponse), f"logout: {logged_out}")
+        await asyncio.sleep(TOKEN_TTL + 0.5)
+        status, _, body = await raw(
+            bob, "GET", f"/_matrix/client/v1/media/download/{server_name}/{media_id}", token=old_token
+        )
+        seen["after_logout"] = status
+        check(status == 401, f"logged-out token: {status}")
+        check(json.loads(body).get("errcode") == "M_UNKNOWN_TOKEN", f"logged-out errcode: {body!r}")
+    finally:
+        await alice.close()
+        await bob.close()
+    print(json.dumps({"ok": True, "seen": seen}), flush=True)
+
+
+asyncio.run(main())
