@@ -182,9 +182,7 @@ rc_login:
 rc_registration: {{per_second: 1000, burst_count: 1000}}
 "#
     );
-    let log = concat!(
-        "version: 1\nformatters:\n  plain:\n    format: '%(asctime)s %(levelname)s %(name)s %(message)s'\nhandlers:\n  console:\n    class: logging.StreamHandler\n    formatter: plain\nroot:\n  level: WARNING\n  handlers: [console]\ndisable_existing_loggers: false\n"
-    );
+    let log = "version: 1\nformatters:\n  plain:\n    format: '%(asctime)s %(levelname)s %(name)s %(message)s'\nhandlers:\n  console:\n    class: logging.StreamHandler\n    formatter: plain\nroot:\n  level: WARNING\n  handlers: [console]\ndisable_existing_loggers: false\n";
     std::fs::write(dir.join("log.yaml"), log).unwrap();
     let path = dir.join("homeserver.yaml");
     std::fs::write(&path, config).unwrap();
