@@ -62,6 +62,19 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+/// The operations datastore metrics are counted under.
+pub const DATASTORE_OPERATIONS: [&str; 4] = ["put", "get", "head", "delete"];
+
+/// Why thumbnails are refused.
+pub const REFUSAL_REASONS: [&str; 6] = [
+    "source_too_large",
+    "unsupported",
+    "too_many_pixels",
+    "too_many_frames",
+    "decode_failed",
+    "encode_failed",
+];
+
 fn latency_histogram() -> Histogram {
     // 1 ms to about 65 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
@@ -178,6 +191,14 @@ impl Metrics {
             "Media ids created for async upload and not uploaded yet",
             uploads_pending.clone(),
         );
+        // Every known series starts at zero, so rates and alerts work before
+        // the first event.
+        for kind in ["still", "animated"] {
+            thumbnails_generated.get_or_create(&KindLabels { kind });
+        }
+        for reason in REFUSAL_REASONS {
+            thumbnails_refused.get_or_create(&ReasonLabels { reason });
+        }
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -203,6 +224,18 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
         out
+    }
+
+    /// Starts a datastore's call and error series at zero.
+    pub fn register_datastore(&self, datastore: &str) {
+        for operation in DATASTORE_OPERATIONS {
+            let labels = DatastoreLabels {
+                datastore: datastore.to_owned(),
+                operation,
+            };
+            self.inner.datastore_calls.get_or_create(&labels);
+            self.inner.datastore_errors.get_or_create(&labels);
+        }
     }
 
     pub fn datastore_call(&self, datastore: &str, operation: &'static str, ok: bool) {

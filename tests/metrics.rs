@@ -169,6 +169,29 @@ async fn traffic_shows_up_under_route_templates() {
     for leaked in [id.as_str(), photo.as_str(), "secret-path", "width"] {
         assert!(!text.contains(leaked), "{leaked} leaked into labels");
     }
+    // Every metric the Grafana dashboard queries exists.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/grafana-dashboard.json"
+    ))
+    .unwrap();
+    let _: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let mut queried = 0;
+    for word in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if !word.starts_with("mxmedia_") || word == "mxmedia_" {
+            continue;
+        }
+        let base = ["_total", "_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| word.strip_suffix(suffix))
+            .unwrap_or(word);
+        assert!(
+            text.contains(&format!("# TYPE {base} ")),
+            "the dashboard queries {word}, which is not exported"
+        );
+        queried += 1;
+    }
+    assert!(queried >= 10);
     // And nothing of it on the public listener.
     assert_eq!(t.get("/metrics", None).await.status(), 404);
     t.stop().await;

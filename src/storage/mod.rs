@@ -407,6 +407,7 @@ impl Datastores {
         let stores = Arc::unwrap_or_clone(self.stores)
             .into_iter()
             .map(|(id, mut store)| {
+                metrics.register_datastore(&id.0);
                 store.metrics = metrics.clone();
                 (id, store)
             })
