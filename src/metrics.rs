@@ -194,10 +194,10 @@ impl Metrics {
         // Every known series starts at zero, so rates and alerts work before
         // the first event.
         for kind in ["still", "animated"] {
-            thumbnails_generated.get_or_create(&KindLabels { kind });
+            let _ = thumbnails_generated.get_or_create(&KindLabels { kind });
         }
         for reason in REFUSAL_REASONS {
-            thumbnails_refused.get_or_create(&ReasonLabels { reason });
+            let _ = thumbnails_refused.get_or_create(&ReasonLabels { reason });
         }
         Self {
             inner: Arc::new(Inner {
@@ -233,8 +233,8 @@ impl Metrics {
                 datastore: datastore.to_owned(),
                 operation,
             };
-            self.inner.datastore_calls.get_or_create(&labels);
-            self.inner.datastore_errors.get_or_create(&labels);
+            let _ = self.inner.datastore_calls.get_or_create(&labels);
+            let _ = self.inner.datastore_errors.get_or_create(&labels);
         }
     }
 
