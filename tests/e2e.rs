@@ -17,8 +17,8 @@ use std::{
 
 use mxmedia::{app::Server, config::Config};
 
-const SYNAPSE: &str = "matrix-synapse==1.163.2";
-const NIO: &str = "matrix-nio==0.26.0";
+/// Synapse and matrix-nio, pinned (also used by `scripts/load_bench.py`).
+const REQUIREMENTS: &str = include_str!("e2e/requirements.txt");
 const SERVER_NAME: &str = "e2e.test";
 const MAX_UPLOAD: u64 = 8 * 1024 * 1024;
 
@@ -35,22 +35,22 @@ fn python() -> PathBuf {
     let venv = target.join("e2e-venv");
     let python = venv.join("bin").join("python");
     let marker = venv.join("mxmedia-e2e-packages");
-    let wanted = format!("{SYNAPSE} {NIO}\n");
-    if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(REQUIREMENTS) {
         return python;
     }
     let _ = std::fs::remove_dir_all(&venv);
     run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-    run(Command::new(&python).args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        SYNAPSE,
-        NIO,
-    ]));
-    std::fs::write(&marker, wanted).unwrap();
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(root().join("tests/e2e/requirements.txt")));
+    std::fs::write(&marker, REQUIREMENTS).unwrap();
     python
 }
 

@@ -311,10 +311,10 @@ impl MediaService {
                     CommitThumb::Exists(existing) => existing.clone(),
                 };
                 let blob_record = repo.blob(&record.sha256)?;
-                repo.flush()?;
                 Ok((outcome, record, blob_record))
             })
             .await?;
+        self.inner.repo.flush().await?;
         let (outcome, record, blob_record) = outcome;
         let surplus = !matches!(
             outcome,

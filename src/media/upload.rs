@@ -190,10 +190,7 @@ impl MediaService {
                 .await?
             {
                 Reserve::Done => {
-                    self.inner
-                        .repo
-                        .blocking(crate::repo::MediaRepo::flush)
-                        .await?;
+                    self.inner.repo.flush().await?;
                     return Ok((key, pending.expires));
                 }
                 Reserve::Taken => {}
@@ -279,16 +276,13 @@ impl MediaService {
             let outcome = self
                 .inner
                 .repo
-                .blocking(move |r| {
-                    let outcome = r.commit(&k, &rec, &b, &m)?;
-                    if matches!(outcome, Commit::Done { .. }) {
-                        r.flush()?;
-                    }
-                    Ok(outcome)
-                })
+                .blocking(move |r| r.commit(&k, &rec, &b, &m))
                 .await?;
             match outcome {
-                Commit::Done { deduplicated } => break deduplicated,
+                Commit::Done { deduplicated } => {
+                    self.inner.repo.flush().await?;
+                    break deduplicated;
+                }
                 Commit::Taken => {
                     key = MediaKey::new(self.inner.server_name.clone(), MediaId::generate());
                 }

@@ -230,11 +230,41 @@ pub trait MediaRepo: Send + Sync + 'static {
 
 /// Cheap-to-clone handle that keeps blocking engine calls off the runtime.
 #[derive(Clone)]
-pub struct Repo(Arc<dyn MediaRepo>);
+pub struct Repo(Arc<dyn MediaRepo>, Arc<GroupFlush>);
+
+/// Group commit: concurrent callers of [`Repo::flush`] share one flush of
+/// the engine (one fsync) instead of queueing one each.
+#[derive(Default)]
+struct GroupFlush {
+    /// Tickets handed out; a caller takes one after its own writes.
+    requested: std::sync::atomic::AtomicU64,
+    /// Every ticket up to this one is durable.
+    flushed: std::sync::atomic::AtomicU64,
+    /// One engine flush at a time.
+    running: tokio::sync::Mutex<()>,
+}
 
 impl Repo {
     pub fn new(inner: Arc<dyn MediaRepo>) -> Self {
-        Self(inner)
+        Self(inner, Arc::default())
+    }
+
+    /// Makes every write this caller has finished durable. Callers that
+    /// arrive while a flush runs are covered by the next one, together.
+    pub async fn flush(&self) -> Result<(), RepoError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let group = &self.1;
+        let ticket = group.requested.fetch_add(1, SeqCst) + 1;
+        let _running = group.running.lock().await;
+        if group.flushed.load(SeqCst) >= ticket {
+            return Ok(());
+        }
+        // Every ticket taken so far belongs to writes already made, so
+        // this flush covers them all.
+        let covered = group.requested.load(SeqCst);
+        self.blocking(MediaRepo::flush).await?;
+        group.flushed.fetch_max(covered, SeqCst);
+        Ok(())
     }
 
     /// A handle that does not keep the store open, to wait for its close.

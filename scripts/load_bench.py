@@ -1,0 +1,391 @@
+#!/usr/bin/env python3
+"""Side-by-side load benchmark: mxmedia against Synapse's own media repository.
+
+One command, one run, one machine:
+
+    python3 scripts/load_bench.py [--seconds 10]
+
+It builds mxmedia (release, `--features turbojpeg`), makes the Synapse
+virtualenv the end-to-end suite uses (`target/e2e-venv`, pinned in
+`tests/e2e/requirements.txt`), starts Synapse with its media repository on
+(SQLite, its default) and mxmedia on the embedded default (local directory
+with fsync + sled) checking tokens against that Synapse, and runs the same
+loads against both with wrk. It prints the table and writes it into
+docs/benchmarks.md (section `load_bench`). Needs wrk (apt install wrk).
+"""
+
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import benchdoc
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVER_NAME = "bench.test"
+VENV = os.path.join(ROOT, "target", "e2e-venv")
+REQUIREMENTS = os.path.join(ROOT, "tests", "e2e", "requirements.txt")
+MAX_UPLOAD = 200 * 1024 * 1024
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def python():
+    py = os.path.join(VENV, "bin", "python")
+    marker = os.path.join(VENV, "mxmedia-e2e-packages")
+    wanted = open(REQUIREMENTS).read()
+    if not (os.path.exists(marker) and open(marker).read() == wanted):
+        subprocess.run([sys.executable, "-m", "venv", "--clear", VENV], check=True)
+        subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", REQUIREMENTS], check=True)
+        open(marker, "w").write(wanted)
+    return py
+
+
+def request(port, method, path, body=None, token=None, headers=None, timeout=600):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    h = dict(headers or {})
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    if isinstance(body, dict):
+        body = json.dumps(body).encode()
+        h["Content-Type"] = "application/json"
+    conn.request(method, path, body=body, headers=h)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, data
+
+
+def wait_up(port, path, proc, name):
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{name} exited with {proc.returncode}")
+        try:
+            status, _ = request(port, "GET", path, timeout=2)
+            if status < 500:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    sys.exit(f"{name} did not come up")
+
+
+def rss_mb(pid, field="VmRSS"):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def start_synapse(py, work):
+    d = os.path.join(work, "synapse")
+    os.makedirs(d)
+    port = free_port()
+    config = f"""server_name: "{SERVER_NAME}"
+pid_file: "{d}/homeserver.pid"
+listeners:
+  - port: {port}
+    bind_addresses: ["127.0.0.1"]
+    type: http
+    tls: false
+    x_forwarded: true
+    resources:
+      - names: [client]
+        compress: false
+database:
+  name: sqlite3
+  args:
+    database: "{d}/homeserver.db"
+log_config: "{d}/log.yaml"
+media_store_path: "{d}/media_store"
+signing_key_path: "{d}/signing.key"
+enable_media_repo: true
+max_upload_size: {MAX_UPLOAD}
+dynamic_thumbnails: true
+url_preview_enabled: false
+enable_registration: true
+enable_registration_without_verification: true
+report_stats: false
+trusted_key_servers: []
+suppress_key_server_warning: true
+macaroon_secret_key: "bench-macaroon"
+form_secret: "bench-form"
+rc_login:
+  address: {{per_second: 10000, burst_count: 10000}}
+  account: {{per_second: 10000, burst_count: 10000}}
+rc_registration: {{per_second: 10000, burst_count: 10000}}
+rc_media_create: {{per_second: 100000, burst_count: 100000}}
+"""
+    open(os.path.join(d, "homeserver.yaml"), "w").write(config)
+    open(os.path.join(d, "log.yaml"), "w").write(
+        "version: 1\nhandlers:\n  console:\n    class: logging.StreamHandler\nroot:\n  level: WARNING\n  handlers: [console]\n"
+    )
+    cfg = os.path.join(d, "homeserver.yaml")
+    subprocess.run([py, "-m", "synapse.app.homeserver", "--generate-keys", "-c", cfg], check=True, stdout=subprocess.DEVNULL)
+    log = open(os.path.join(d, "stdout.log"), "w")
+    proc = subprocess.Popen([py, "-m", "synapse.app.homeserver", "-c", cfg], stdout=log, stderr=log)
+    wait_up(port, "/health", proc, "synapse")
+    return proc, port
+
+
+def start_mxmedia(work, hs_port):
+    d = os.path.join(work, "mxmedia")
+    os.makedirs(d)
+    port = free_port()
+    cfg = os.path.join(d, "config.yaml")
+    open(cfg, "w").write(
+        f"server_name: {SERVER_NAME}\nlisten: 127.0.0.1:{port}\ndata_dir: {d}\n"
+        f"homeserver: {{url: 'http://127.0.0.1:{hs_port}'}}\n"
+        f"media: {{max_upload_size: {MAX_UPLOAD}}}\nlog: {{level: warn}}\n"
+    )
+    binary = os.path.join(ROOT, "target", "release", "mxmedia")
+    log = open(os.path.join(d, "stdout.log"), "w")
+    proc = subprocess.Popen([binary, "serve", "--config", cfg], stdout=log, stderr=log)
+    wait_up(port, "/healthz", proc, "mxmedia")
+    return proc, port
+
+
+def register(hs_port):
+    status, data = request(
+        hs_port,
+        "POST",
+        "/_matrix/client/v3/register",
+        {"username": "bench", "password": "bench-password-1", "auth": {"type": "m.login.dummy"}},
+    )
+    if status != 200:
+        sys.exit(f"register: {status} {data[:200]!r}")
+    return json.loads(data)["access_token"]
+
+
+def upload(port, token, body, content_type="application/octet-stream"):
+    status, data = request(port, "POST", "/_matrix/media/v3/upload", body, token, {"Content-Type": content_type})
+    if status != 200:
+        sys.exit(f"upload to {port}: {status} {data[:200]!r}")
+    return json.loads(data)["content_uri"][len("mxc://") :]
+
+
+def wrk(port, token, script, seconds, connections, work, name):
+    path = os.path.join(work, f"{name}-{port}.lua")
+    open(path, "w").write(script.replace("@TOKEN@", token))
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", path, f"http://127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    if bad or errors:
+        print(f"  note ({name} on {port}): {bad.group(0) if bad else ''} {errors.group(0) if errors else ''}")
+    return rps, (int(bad.group(1)) if bad else 0)
+
+
+UPLOAD_LUA = """
+local base = string.rep("m", 65536 - 16)
+local n = 0
+request = function()
+  n = n + 1
+  local body = string.format("%016d", n) .. base
+  return wrk.format("POST", "/_matrix/media/v3/upload",
+    {["Authorization"] = "Bearer @TOKEN@", ["Content-Type"] = "application/octet-stream"}, body)
+end
+"""
+
+GET_ONE_LUA = """
+wrk.method = "GET"
+wrk.path = "@PATH@"
+wrk.headers["Authorization"] = "Bearer @TOKEN@"
+"""
+
+GET_MANY_LUA = """
+local paths = {@PATHS@}
+math.randomseed(42)
+request = function()
+  return wrk.format("GET", paths[math.random(#paths)], {["Authorization"] = "Bearer @TOKEN@"})
+end
+"""
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def big_transfer(port, token, pid):
+    size = 100 * 1024 * 1024
+    chunk = os.urandom(1024 * 1024)
+    before = rss_mb(pid)
+
+    def body():
+        for _ in range(size // len(chunk)):
+            yield chunk
+
+    def up():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        conn.putrequest("POST", "/_matrix/media/v3/upload")
+        conn.putheader("Authorization", f"Bearer {token}")
+        conn.putheader("Content-Type", "application/octet-stream")
+        conn.putheader("Content-Length", str(size))
+        conn.endheaders()
+        for part in body():
+            conn.send(part)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        if resp.status != 200:
+            sys.exit(f"100 MiB upload: {resp.status} {data[:200]!r}")
+        return json.loads(data)["content_uri"][len("mxc://") :]
+
+    up_s, media = timed(up)
+
+    def down():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        conn.request("GET", f"/_matrix/client/v1/media/download/{media}", headers={"Authorization": f"Bearer {token}"})
+        resp = conn.getresponse()
+        n = 0
+        while True:
+            part = resp.read(1024 * 1024)
+            if not part:
+                break
+            n += len(part)
+        conn.close()
+        if resp.status != 200 or n != size:
+            sys.exit(f"100 MiB download: {resp.status}, {n} bytes")
+
+    down_s, _ = timed(down)
+    peak = rss_mb(pid, "VmHWM")
+    return {
+        "up_mbs": size / up_s / 1e6,
+        "down_mbs": size / down_s / 1e6,
+        "rss_growth_mb": max(0.0, peak - before),
+    }
+
+
+def thumbnails(port, token, jpeg):
+    cold = []
+    for _ in range(3):
+        media = upload(port, token, jpeg, "image/jpeg")
+        path = f"/_matrix/client/v1/media/thumbnail/{media}?width=320&height=240&method=scale"
+        t, (status, data) = timed(lambda: request(port, "GET", path, None, token))
+        if status != 200:
+            sys.exit(f"thumbnail on {port}: {status} {data[:200]!r}")
+        cold.append(t * 1000)
+    warm = []
+    for _ in range(20):
+        t, (status, _) = timed(lambda: request(port, "GET", path, None, token))
+        warm.append(t * 1000)
+    return statistics.median(cold), statistics.median(warm)
+
+
+def measure(name, port, token, pid, seconds, work, jpeg):
+    print(f"== {name}", flush=True)
+    r = {"idle_rss_mb": rss_mb(pid)}
+    r["upload_rps"], _ = wrk(port, token, UPLOAD_LUA, seconds, 16, work, "upload")
+    print(f"  upload 64 KiB c16: {r['upload_rps']:.0f} req/s", flush=True)
+    one = upload(port, token, os.urandom(64 * 1024))
+    script = GET_ONE_LUA.replace("@PATH@", f"/_matrix/client/v1/media/download/{one}")
+    r["download_rps"], _ = wrk(port, token, script, seconds, 64, work, "download")
+    print(f"  download 64 KiB c64: {r['download_rps']:.0f} req/s", flush=True)
+    paths = []
+    for _ in range(1000):
+        media = upload(port, token, os.urandom(4096))
+        paths.append(f'"/_matrix/client/v1/media/download/{media}"')
+    script = GET_MANY_LUA.replace("@PATHS@", ",".join(paths))
+    r["many_rps"], _ = wrk(port, token, script, seconds, 64, work, "many")
+    print(f"  1,000 x 4 KiB random c64: {r['many_rps']:.0f} req/s", flush=True)
+    r.update(big_transfer(port, token, pid))
+    print(f"  100 MiB: up {r['up_mbs']:.0f} MB/s, down {r['down_mbs']:.0f} MB/s, RSS +{r['rss_growth_mb']:.1f} MiB", flush=True)
+    r["thumb_cold_ms"], r["thumb_warm_ms"] = thumbnails(port, token, jpeg)
+    print(f"  12 MP thumbnail: cold {r['thumb_cold_ms']:.1f} ms, warm {r['thumb_warm_ms']:.1f} ms", flush=True)
+    return r
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--features", "turbojpeg", "--bin", "mxmedia", "--example", "thumb_compare"], cwd=ROOT, check=True)
+    py = python()
+    work = tempfile.mkdtemp(prefix="load-bench-")
+    subprocess.run([os.path.join(ROOT, "target", "release", "examples", "thumb_compare"), "gen", work], check=True, stdout=subprocess.DEVNULL)
+    jpeg = open(os.path.join(work, "photo12mp.jpg"), "rb").read()
+    synapse, hs_port = start_synapse(py, work)
+    mxmedia = None
+    try:
+        token = register(hs_port)
+        mxmedia, mx_port = start_mxmedia(work, hs_port)
+        time.sleep(2)  # let both settle before reading idle RSS
+        ours = measure("mxmedia", mx_port, token, mxmedia.pid, args.seconds, work, jpeg)
+        theirs = measure("Synapse", hs_port, token, synapse.pid, args.seconds, work, jpeg)
+    finally:
+        for proc in (mxmedia, synapse):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
+    write_table(ours, theirs, args.seconds)
+
+
+ROWS = [
+    # key, label, unit, higher is better, target ratio (ours/theirs, or theirs/ours when lower is better)
+    ("download_rps", "download one 64 KiB file, c64", "req/s", True, 10),
+    ("many_rps", "1,000 distinct 4 KiB files at random, c64", "req/s", True, 8),
+    ("upload_rps", "upload 64 KiB (durable), c16", "req/s", True, 5),
+    ("up_mbs", "100 MiB upload", "MB/s", True, 2),
+    ("down_mbs", "100 MiB download", "MB/s", True, 2),
+    ("rss_growth_mb", "RSS growth over the 100 MiB transfer", "MiB", False, None),
+    ("thumb_cold_ms", "12 MP JPEG -> 320x240 thumbnail, cold", "ms", False, 4),
+    ("thumb_warm_ms", "same thumbnail, warm", "ms", False, None),
+    ("idle_rss_mb", "idle RSS", "MiB", False, 4),
+]
+
+
+def write_table(ours, theirs, seconds):
+    cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
+    synapse_version = open(REQUIREMENTS).read().split()[0]
+    lines = [
+        f"Measured by `python3 scripts/load_bench.py` on {time.strftime('%Y-%m-%d')}, {cpu}, {os.cpu_count()} cores shared by",
+        f"the server and wrk (`-t2`, {seconds} s per loop). Both servers on 127.0.0.1 in the same run, logging at",
+        f"warning level: mxmedia (release, `--features turbojpeg`, local datastore with fsync, sled) and {synapse_version}",
+        "with its media repository on (SQLite, its default; thumbnails made on request). mxmedia checks each token",
+        "with that Synapse (cached). Uploads are distinct bodies. RSS growth is the peak over the idle RSS.",
+        "Ratio: how many times better mxmedia is (throughput ours/theirs; times and memory theirs/ours).",
+        "",
+        "| load | mxmedia | Synapse | ratio | target |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for key, label, unit, higher, target in ROWS:
+        a, b = ours[key], theirs[key]
+        if higher:
+            ratio = a / b if b else float("inf")
+        else:
+            ratio = b / a if a else float("inf")
+        mark = ""
+        if target is not None:
+            mark = f">= {target}x " + ("met" if ratio >= target else "missed")
+        lines.append(f"| {label} | {a:.1f} {unit} | {b:.1f} {unit} | {ratio:.1f}x | {mark} |")
+    growth = ours["rss_growth_mb"]
+    lines.append("")
+    lines.append(f"mxmedia's RSS growth over the 100 MiB transfer: {growth:.1f} MiB (target <= 16 MiB: {'met' if growth <= 16 else 'missed'}).")
+    text = "\n".join(lines)
+    print(text)
+    benchdoc.replace_section("load_bench", text)
+
+
+if __name__ == "__main__":
+    main()
