@@ -20,6 +20,7 @@ import json
 import os
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -338,6 +339,8 @@ def main():
             if proc is not None:
                 proc.terminate()
                 proc.wait(timeout=30)
+        # Several GB of uploads by the end: never leave them behind.
+        shutil.rmtree(work, ignore_errors=True)
     write_table(ours, theirs, args.seconds)
 
 

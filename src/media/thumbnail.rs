@@ -304,17 +304,19 @@ impl MediaService {
         let outcome = self
             .inner
             .repo
-            .blocking(move |repo| {
-                let outcome = repo.commit_thumbnail(&k, &spec, animated, &r, &b)?;
-                let record = match &outcome {
-                    CommitThumb::Done { .. } => r,
-                    CommitThumb::Exists(existing) => existing.clone(),
-                };
-                let blob_record = repo.blob(&record.sha256)?;
-                Ok((outcome, record, blob_record))
-            })
+            .commit_durably(
+                move |repo| {
+                    let outcome = repo.commit_thumbnail(&k, &spec, animated, &r, &b)?;
+                    let record = match &outcome {
+                        CommitThumb::Done { .. } => r,
+                        CommitThumb::Exists(existing) => existing.clone(),
+                    };
+                    let blob_record = repo.blob(&record.sha256)?;
+                    Ok((outcome, record, blob_record))
+                },
+                |_| true,
+            )
             .await?;
-        self.inner.repo.flush().await?;
         let (outcome, record, blob_record) = outcome;
         let surplus = !matches!(
             outcome,

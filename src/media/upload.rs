@@ -186,11 +186,13 @@ impl MediaService {
             match self
                 .inner
                 .repo
-                .blocking(move |r| r.reserve(&k, &p, max))
+                .commit_durably(
+                    move |r| r.reserve(&k, &p, max),
+                    |outcome| matches!(outcome, Reserve::Done),
+                )
                 .await?
             {
                 Reserve::Done => {
-                    self.inner.repo.flush().await?;
                     return Ok((key, pending.expires));
                 }
                 Reserve::Taken => {}
@@ -276,13 +278,13 @@ impl MediaService {
             let outcome = self
                 .inner
                 .repo
-                .blocking(move |r| r.commit(&k, &rec, &b, &m))
+                .commit_durably(
+                    move |r| r.commit(&k, &rec, &b, &m),
+                    |outcome| matches!(outcome, Commit::Done { .. }),
+                )
                 .await?;
             match outcome {
-                Commit::Done { deduplicated } => {
-                    self.inner.repo.flush().await?;
-                    break deduplicated;
-                }
+                Commit::Done { deduplicated } => break deduplicated,
                 Commit::Taken => {
                     key = MediaKey::new(self.inner.server_name.clone(), MediaId::generate());
                 }

@@ -232,8 +232,8 @@ pub trait MediaRepo: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Repo(Arc<dyn MediaRepo>, Arc<GroupFlush>);
 
-/// Group commit: concurrent callers of [`Repo::flush`] share one flush of
-/// the engine (one fsync) instead of queueing one each.
+/// Group commit: concurrent callers of [`Repo::commit_durably`] share one
+/// flush of the engine (one fsync) instead of queueing one each.
 #[derive(Default)]
 struct GroupFlush {
     /// Tickets handed out; a caller takes one after its own writes.
@@ -241,7 +241,29 @@ struct GroupFlush {
     /// Every ticket up to this one is durable.
     flushed: std::sync::atomic::AtomicU64,
     /// One engine flush at a time.
-    running: tokio::sync::Mutex<()>,
+    running: std::sync::Mutex<()>,
+}
+
+impl GroupFlush {
+    /// Makes every write this thread has finished durable; callers that
+    /// arrive while a flush runs are covered by the next one, together.
+    fn flush(&self, repo: &dyn MediaRepo) -> Result<(), RepoError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let ticket = self.requested.fetch_add(1, SeqCst) + 1;
+        let _running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.flushed.load(SeqCst) >= ticket {
+            return Ok(());
+        }
+        // Every ticket taken so far belongs to writes already made, so
+        // this flush covers them all.
+        let covered = self.requested.load(SeqCst);
+        repo.flush()?;
+        self.flushed.fetch_max(covered, SeqCst);
+        Ok(())
+    }
 }
 
 impl Repo {
@@ -249,22 +271,26 @@ impl Repo {
         Self(inner, Arc::default())
     }
 
-    /// Makes every write this caller has finished durable. Callers that
-    /// arrive while a flush runs are covered by the next one, together.
-    pub async fn flush(&self) -> Result<(), RepoError> {
-        use std::sync::atomic::Ordering::SeqCst;
-        let group = &self.1;
-        let ticket = group.requested.fetch_add(1, SeqCst) + 1;
-        let _running = group.running.lock().await;
-        if group.flushed.load(SeqCst) >= ticket {
-            return Ok(());
-        }
-        // Every ticket taken so far belongs to writes already made, so
-        // this flush covers them all.
-        let covered = group.requested.load(SeqCst);
-        self.blocking(MediaRepo::flush).await?;
-        group.flushed.fetch_max(covered, SeqCst);
-        Ok(())
+    /// Runs `f` on a blocking thread, then makes its writes durable when
+    /// `durable` says they need it, sharing the flush with concurrent
+    /// callers (one thread hop for both).
+    pub async fn commit_durably<T, F, D>(&self, f: F, durable: D) -> Result<T, RepoError>
+    where
+        F: FnOnce(&dyn MediaRepo) -> Result<T, RepoError> + Send + 'static,
+        D: FnOnce(&T) -> bool + Send + 'static,
+        T: Send + 'static,
+    {
+        let repo = Arc::clone(&self.0);
+        let group = Arc::clone(&self.1);
+        tokio::task::spawn_blocking(move || {
+            let out = f(repo.as_ref())?;
+            if durable(&out) {
+                group.flush(repo.as_ref())?;
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|_| RepoError::TaskPanicked)?
     }
 
     /// A handle that does not keep the store open, to wait for its close.
