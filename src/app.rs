@@ -24,6 +24,7 @@ use crate::{
     auth::{AuthError, Authenticator},
     cache::HotCache,
     config::{Config, DatabaseConfig},
+    federation::Federation,
     http::{
         self, AppState,
         client_addr::{ClientAddr, TrustedProxies, resolve_client},
@@ -45,6 +46,8 @@ pub enum AppError {
     Storage(#[from] StorageError),
     #[error("homeserver client: {0}")]
     Auth(#[from] AuthError),
+    #[error("federation: {0}")]
+    Federation(#[from] crate::federation::FederationError),
     #[error("self-test: {0}")]
     Selfcheck(#[from] SelfcheckError),
     #[error("control socket {path}: {source}")]
@@ -98,6 +101,7 @@ pub fn build_state(config: &Config) -> Result<AppState, AppError> {
         auth: Authenticator::new(&config.homeserver)?,
         config: Arc::new(config.clone()),
         metrics,
+        federation: Federation::new(config.server_name.clone(), &config.federation)?,
     })
 }
 

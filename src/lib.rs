@@ -8,6 +8,7 @@ pub mod app;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod federation;
 pub mod http;
 pub mod ids;
 pub mod media;

@@ -169,9 +169,6 @@ async fn health_endpoints_answer() {
 /// Routes the spec lists that later work items serve; until then they must
 /// answer M_UNRECOGNIZED (so peers fall back), and this list must shrink.
 const NOT_YET_SERVED: &[(&str, &str)] = &[
-    // Federation media: issue #6.
-    ("GET", "/_matrix/federation/v1/media/download/{mediaId}"),
-    ("GET", "/_matrix/federation/v1/media/thumbnail/{mediaId}"),
     // URL previews: not scheduled yet.
     ("GET", "/_matrix/client/v1/media/preview_url"),
     ("GET", "/_matrix/media/v3/preview_url"),

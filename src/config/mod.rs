@@ -58,6 +58,9 @@ pub struct Config {
     /// Prometheus metrics on their own listener.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Serving our media to other homeservers and fetching theirs.
+    #[serde(default)]
+    pub federation: FederationConfig,
     /// Where metadata lives. Default: sled under `data_dir/db`.
     #[serde(default)]
     pub database: DatabaseConfig,
@@ -263,6 +266,60 @@ impl Default for MediaConfig {
             sweep_interval: Duration::from_secs(600),
             orphan_grace: Duration::from_secs(3600),
             max_ranges: 16,
+        }
+    }
+}
+
+/// Federation: inbound media requests are checked against the origin's
+/// published keys; outbound fetches are signed with our homeserver's key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FederationConfig {
+    /// The homeserver's signing key, in Synapse's format (`ed25519 <id>
+    /// <base64 seed>` per line; the first line signs). Needed to fetch
+    /// remote media. Default: unset (remote media is not fetched).
+    pub signing_key_path: Option<PathBuf>,
+    /// A PEM file of extra CA certificates trusted for federation TLS, on
+    /// top of the system's roots (private federations, tests). Default: unset.
+    pub extra_ca_path: Option<PathBuf>,
+    /// Address ranges (CIDR) outbound requests may reach although they are
+    /// not public: loopback, private, link-local and the like are refused
+    /// otherwise. Default: none.
+    pub allowed_private_ranges: Vec<ipnet::IpNet>,
+    /// Server names we neither fetch from nor serve; `*.example.org` matches
+    /// every subdomain. Default: none.
+    pub blocked_servers: Vec<String>,
+    /// Largest remote file fetched (502 `M_TOO_LARGE` past it). Default: the
+    /// upload limit.
+    pub max_remote_size: Option<ByteSize>,
+    /// A remote that sends nothing for this long is dropped. Default 20s.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Cap on one remote fetch, headers to last byte. Default 5m.
+    #[serde(with = "humantime_serde")]
+    pub total_timeout: Duration,
+    /// How long a failed fetch is remembered before it is tried again.
+    /// Default 1m.
+    #[serde(with = "humantime_serde")]
+    pub failure_cache_ttl: Duration,
+    /// Longest a remote server's keys are trusted from our cache, even if it
+    /// publishes a later `valid_until_ts`. Default 24h.
+    #[serde(with = "humantime_serde")]
+    pub max_key_cache: Duration,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            signing_key_path: None,
+            extra_ca_path: None,
+            allowed_private_ranges: Vec::new(),
+            blocked_servers: Vec::new(),
+            max_remote_size: None,
+            idle_timeout: Duration::from_secs(20),
+            total_timeout: Duration::from_secs(300),
+            failure_cache_ttl: Duration::from_secs(60),
+            max_key_cache: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -34,6 +34,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("requested range not satisfiable")]
     RangeNotSatisfiable { size: u64 },
+    #[error("{0}")]
+    Federation(#[from] crate::federation::AuthFailure),
 }
 
 impl ApiError {
@@ -61,6 +63,10 @@ impl ApiError {
             Self::RangeNotSatisfiable { .. } => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "M_INVALID_PARAM")
             }
+            Self::Federation(crate::federation::AuthFailure::Blocked) => {
+                (StatusCode::FORBIDDEN, "M_FORBIDDEN")
+            }
+            Self::Federation(_) => (StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED"),
         }
     }
 

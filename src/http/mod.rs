@@ -31,6 +31,7 @@ pub struct AppState {
     pub auth: Authenticator,
     pub config: Arc<Config>,
     pub metrics: Metrics,
+    pub federation: crate::federation::Federation,
 }
 
 /// The one route table. Paths are spelled out so `grep` finds them; the
@@ -134,12 +135,29 @@ pub fn router(state: AppState) -> Router {
         .route("/_matrix/media/v1/config", get(config::get_media_config))
         .route("/_matrix/media/r0/config", get(config::get_media_config))
         // Operations.
+        .merge(federation_routes())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(cors))
         .with_state(state)
+}
+
+/// Federation (spec v1.11): other servers fetch our media, signed; and our
+/// key document.
+fn federation_routes() -> Router<AppState> {
+    use routes::federation;
+    Router::new()
+        .route(
+            "/_matrix/federation/v1/media/download/{media_id}",
+            get(federation::download),
+        )
+        .route(
+            "/_matrix/federation/v1/media/thumbnail/{media_id}",
+            get(federation::thumbnail),
+        )
+        .route("/_matrix/key/v2/server", get(federation::server_keys))
 }
 
 async fn unrecognized() -> ApiError {

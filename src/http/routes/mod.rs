@@ -10,6 +10,7 @@ use crate::{
 
 pub mod config;
 pub mod download;
+pub mod federation;
 pub mod health;
 pub mod thumbnail;
 pub mod upload;

@@ -47,7 +47,11 @@ fn dimension(name: &str, value: Option<&str>) -> Result<u32, ApiError> {
 }
 
 impl ThumbnailQuery {
-    fn request(&self) -> Result<ThumbRequest, ApiError> {
+    pub(super) fn timeout_ms(&self) -> Option<i64> {
+        self.timeout_ms
+    }
+
+    pub(super) fn request(&self) -> Result<ThumbRequest, ApiError> {
         let width = dimension("width", self.width.as_deref())?;
         let height = dimension("height", self.height.as_deref())?;
         let method = match self.method.as_deref() {
@@ -75,6 +79,17 @@ impl ThumbnailQuery {
             animated,
         })
     }
+}
+
+/// Spec: thumbnails are always inline, with a file name.
+pub(super) fn disposition(content_type: &str) -> String {
+    let extension = match content_type {
+        "image/png" => "png",
+        "image/gif" => "gif",
+        "image/webp" => "webp",
+        _ => "jpg",
+    };
+    format!("inline; filename=\"thumbnail.{extension}\"")
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,12 +156,6 @@ async fn serve(
     let thumb = state.media.thumbnail(&key, request, access, wait).await?;
 
     let record = &thumb.record;
-    let extension = match record.content_type.as_str() {
-        "image/png" => "png",
-        "image/gif" => "gif",
-        "image/webp" => "webp",
-        _ => "jpg",
-    };
     let etag = format!("\"{}\"", record.sha256.to_hex());
     let mut out = HeaderMap::new();
     out.insert(
@@ -156,7 +165,7 @@ async fn serve(
     // Spec: thumbnails are always inline, with a file name.
     out.insert(
         header::CONTENT_DISPOSITION,
-        HeaderValue::from_str(&format!("inline; filename=\"thumbnail.{extension}\""))
+        HeaderValue::from_str(&disposition(&record.content_type))
             .unwrap_or_else(|_| HeaderValue::from_static("inline")),
     );
     headers::insert_media_security(&mut out);

@@ -1,0 +1,127 @@
+//! Other servers fetching our media: `GET /_matrix/federation/v1/media/download/{mediaId}`
+//! and `/thumbnail/{mediaId}`, answered as `multipart/mixed` after the
+//! request's `X-Matrix` signature checks out; and our key document at
+//! `GET /_matrix/key/v2/server` when mxmedia holds the signing key. Only our
+//! own media is served, and nothing here ever fetches from another server.
+
+use axum::{
+    Json,
+    body::Body,
+    extract::{Path, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+
+use crate::{
+    federation::multipart,
+    http::{AppState, error::ApiError, extract::MatrixQuery, headers},
+    media::{Access, MediaError},
+};
+
+use super::thumbnail::ThumbnailQuery;
+
+#[derive(Debug, Deserialize)]
+pub struct DownloadQuery {
+    timeout_ms: Option<i64>,
+}
+
+fn multipart_response(boundary: &str, body: Body) -> Response {
+    let content_type = HeaderValue::from_str(&multipart::content_type(boundary))
+        .unwrap_or_else(|_| HeaderValue::from_static("multipart/mixed"));
+    let mut out = HeaderMap::new();
+    out.insert(header::CONTENT_TYPE, content_type);
+    out.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=0"),
+    );
+    (StatusCode::OK, out, body).into_response()
+}
+
+/// `GET /_matrix/federation/v1/media/download/{mediaId}`.
+pub async fn download(
+    State(state): State<AppState>,
+    Path(media_id): Path<String>,
+    MatrixQuery(query): MatrixQuery<DownloadQuery>,
+    method: Method,
+    uri: Uri,
+    request_headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    state
+        .federation
+        .authenticate(&method, &uri, &request_headers)
+        .await?;
+    let (key, wait) = super::media_target(
+        &state,
+        state.media.server_name().as_str(),
+        &media_id,
+        query.timeout_ms,
+        Some(false),
+    )?;
+    let download = state
+        .media
+        .open_download(&key, Access::Authenticated, wait)
+        .await?;
+    let record = &download.record;
+    let disposition =
+        headers::content_disposition(&record.content_type, record.upload_name.as_deref());
+    let disposition = disposition.to_str().unwrap_or("attachment").to_owned();
+    let boundary = multipart::boundary();
+    if let Some(presigned) = state
+        .media
+        .redirect(&download, &record.content_type, &disposition)
+        .await?
+    {
+        let body = multipart::with_location(&boundary, presigned.url.as_str());
+        return Ok(multipart_response(&boundary, Body::from(body)));
+    }
+    let bytes = state.media.read(&download, None).await?;
+    let body = multipart::with_bytes(&boundary, &record.content_type, &disposition, bytes);
+    Ok(multipart_response(&boundary, Body::from_stream(body)))
+}
+
+/// `GET /_matrix/federation/v1/media/thumbnail/{mediaId}`.
+pub async fn thumbnail(
+    State(state): State<AppState>,
+    Path(media_id): Path<String>,
+    MatrixQuery(query): MatrixQuery<ThumbnailQuery>,
+    method: Method,
+    uri: Uri,
+    request_headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    state
+        .federation
+        .authenticate(&method, &uri, &request_headers)
+        .await?;
+    let (key, wait) = super::media_target(
+        &state,
+        state.media.server_name().as_str(),
+        &media_id,
+        query.timeout_ms(),
+        Some(false),
+    )?;
+    let request = query.request()?;
+    let thumb = state
+        .media
+        .thumbnail(&key, request, Access::Authenticated, wait)
+        .await?;
+    let record = &thumb.record;
+    let bytes = state
+        .media
+        .read_blob(&thumb.blob, &record.sha256, None)
+        .await?;
+    let boundary = multipart::boundary();
+    let body = multipart::with_bytes(
+        &boundary,
+        &record.content_type,
+        &super::thumbnail::disposition(&record.content_type),
+        bytes,
+    );
+    Ok(multipart_response(&boundary, Body::from_stream(body)))
+}
+
+/// `GET /_matrix/key/v2/server`: our homeserver's published key.
+pub async fn server_keys(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let keys = state.federation.own_keys().ok_or(MediaError::NotFound)?;
+    Ok(Json(keys).into_response())
+}
