@@ -24,7 +24,7 @@ use crate::{
     auth::{AuthError, Authenticator},
     cache::HotCache,
     config::{Config, DatabaseConfig},
-    federation::Federation,
+    federation::{Federation, fetch::RemoteMedia},
     http::{
         self, AppState,
         client_addr::{ClientAddr, TrustedProxies, resolve_client},
@@ -96,12 +96,19 @@ pub fn build_state(config: &Config) -> Result<AppState, AppError> {
         config.thumbnails.clone(),
         metrics.clone(),
     );
+    let federation = Federation::new(config.server_name.clone(), &config.federation)?;
+    let remote = RemoteMedia::new(
+        federation.clone(),
+        media.clone(),
+        config.media.max_upload_size.as_u64(),
+    );
     Ok(AppState {
         media,
         auth: Authenticator::new(&config.homeserver)?,
         config: Arc::new(config.clone()),
         metrics,
-        federation: Federation::new(config.server_name.clone(), &config.federation)?,
+        federation,
+        remote,
     })
 }
 

@@ -396,3 +396,330 @@ async fn expired_or_unsigned_keys_are_refused() {
         }
     }
 }
+
+/// Samples of one metric from a deployment's metrics listener.
+async fn metric(d: &Deployment, name: &str, label: &str) -> f64 {
+    let addr = d.t.server().metrics_addr().expect("metrics on");
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+const FED_DOWNLOAD: &str = "route=\"/_matrix/federation/v1/media/download/{media_id}\"";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_media_is_fetched_once_signed_and_cached() {
+    let ca = TestCa::new();
+    let metrics = |c: &mut mxmedia::config::Config| {
+        c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    };
+    let a = deployment(&ca, metrics).await;
+    let b = deployment(&ca, metrics).await;
+    let (_, id) =
+        b.t.upload_ok(BOB, b"bytes from b", Some("text/plain"), Some("b.txt"))
+            .await;
+
+    // 50 clients of A ask for B's media at once: one signed fetch.
+    let path = format!("/_matrix/client/v1/media/download/{}/{id}", b.name);
+    let requests = (0..50).map(|_| a.t.get(&path, Some(ALICE)));
+    for resp in futures::future::join_all(requests).await {
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/plain");
+        assert!(
+            resp.headers()["content-disposition"]
+                .to_str()
+                .unwrap()
+                .contains("b.txt")
+        );
+        assert_eq!(resp.bytes().await.unwrap(), &b"bytes from b"[..]);
+    }
+    assert_eq!(
+        metric(&b, "mxmedia_http_requests_total", FED_DOWNLOAD).await,
+        1.0
+    );
+    // Cached: later requests, and thumbnails' sources, are local reads.
+    assert_eq!(a.t.get(&path, Some(ALICE)).await.status(), 200);
+    assert_eq!(
+        metric(&b, "mxmedia_http_requests_total", FED_DOWNLOAD).await,
+        1.0
+    );
+
+    // Thumbnails of remote media are made here from the fetched original.
+    let photo = {
+        let img = image::RgbImage::from_fn(640, 480, |x, y| image::Rgb([x as u8, y as u8, 3]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::ImageRgb8(img)
+            .write_to(&mut out, image::ImageFormat::Jpeg)
+            .unwrap();
+        out.into_inner()
+    };
+    let (_, photo_id) = b.t.upload_ok(BOB, &photo, Some("image/jpeg"), None).await;
+    let resp =
+        a.t.get(
+            &format!(
+                "/_matrix/client/v1/media/thumbnail/{}/{photo_id}?width=320&height=240",
+                b.name
+            ),
+            Some(ALICE),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let thumb = image::load_from_memory(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!((thumb.width(), thumb.height()), (320, 240));
+
+    // Missing on B: 404 here, and B fetched nothing from anyone (no loop).
+    let resp =
+        a.t.get(
+            &format!(
+                "/_matrix/client/v1/media/download/{}/abcdefghijklmnopqrstuvwx",
+                b.name
+            ),
+            Some(ALICE),
+        )
+        .await;
+    assert_matrix_error(resp, 404, "M_NOT_FOUND").await;
+    assert_eq!(b.t.counts().await.media, 2, "B holds only its own uploads");
+    // allow_remote=false never fetches.
+    let resp =
+        a.t.get(
+            &format!(
+                "/_matrix/client/v1/media/download/{}/{photo_id}?allow_remote=false",
+                b.name
+            ),
+            Some(ALICE),
+        )
+        .await;
+    assert_eq!(resp.status(), 200, "already cached, so served");
+    let (_, fresh) = b.t.upload_ok(BOB, b"never fetched", None, None).await;
+    let resp =
+        a.t.get(
+            &format!(
+                "/_matrix/client/v1/media/download/{}/{fresh}?allow_remote=false",
+                b.name
+            ),
+            Some(ALICE),
+        )
+        .await;
+    assert_matrix_error(resp, 404, "M_NOT_FOUND").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_servers_are_not_fetched_from() {
+    let ca = TestCa::new();
+    let b = deployment(&ca, |_| {}).await;
+    let blocked = b.name.clone();
+    let a = deployment(&ca, move |c| c.federation.blocked_servers = vec![blocked]).await;
+    let (_, id) = b.t.upload_ok(BOB, b"x", None, None).await;
+    let resp =
+        a.t.get(
+            &format!("/_matrix/client/v1/media/download/{}/{id}", b.name),
+            Some(ALICE),
+        )
+        .await;
+    assert_matrix_error(resp, 403, "M_FORBIDDEN").await;
+}
+
+/// A hostile federation peer: answers media requests per media id.
+async fn hostile_server(ca: &TestCa) -> (String, TlsFront, tokio::task::JoinHandle<()>) {
+    use axum::{body::Body, extract::Path, response::Response};
+    use futures::{StreamExt as _, TryStreamExt as _};
+    async fn media(Path(id): Path<String>) -> Response {
+        let multipart = |second: String, body: Body| {
+            let head = format!(
+                "--B\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--B\r\n{second}\r\n\r\n"
+            );
+            let stream =
+                futures::stream::once(
+                    async move { Ok::<_, std::io::Error>(bytes::Bytes::from(head)) },
+                )
+                .chain(body.into_data_stream().map_err(std::io::Error::other));
+            Response::builder()
+                .header("content-type", "multipart/mixed; boundary=B")
+                .header("set-cookie", "session=stolen")
+                .body(Body::from_stream(stream))
+                .unwrap()
+        };
+        match id.as_str() {
+            "legacylegacylegacylegacy" => Response::builder()
+                .status(404)
+                .header("content-type", "application/json")
+                .body(Body::from(
+                    r#"{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}"#,
+                ))
+                .unwrap(),
+            // 1 GB of zeros, generated as it is sent.
+            "hugehugehugehugehugehuge" => multipart(
+                "Content-Type: application/octet-stream".into(),
+                Body::from_stream(futures::stream::iter(
+                    (0..16_384).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![0u8; 65_536]))),
+                )),
+            ),
+            // Never ends, never finishes a chunk.
+            "slowslowslowslowslowslow" => multipart(
+                "Content-Type: application/octet-stream".into(),
+                Body::from_stream(futures::stream::unfold((), |()| async {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x")), ()))
+                })),
+            ),
+            // HTML that wants to run, with extra headers.
+            "htmlhtmlhtmlhtmlhtmlhtml" => multipart(
+                "Content-Type: text/html\r\nContent-Disposition: inline; filename=\"x.html\"\r\nSet-Cookie: a=b\r\nX-Frame-Options: ALLOW".into(),
+                Body::from("<script>alert(1)</script>\r\n--B--\r\n"),
+            ),
+            // Metadata that never ends.
+            "nestednestednestednested" => multipart(
+                "Content-Type: application/json".into(),
+                Body::from_stream(futures::stream::iter(
+                    (0..64).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'['; 4096]))),
+                )),
+            ),
+            id => {
+                // "loc" + target: a Location part pointing somewhere private.
+                let target = match id {
+                    "metadatametadatametadata" => "https://169.254.169.254/latest/meta-data",
+                    "privateprivateprivatepri" => "https://10.0.0.1/x",
+                    "mappedmappedmappedmapped" => "https://[::ffff:10.0.0.1]/x",
+                    "loopbackloopbackloopback" => "https://127.0.0.2:9/x",
+                    _ => {
+                        return Response::builder()
+                            .status(302)
+                            .header("location", "https://169.254.169.254/latest/meta-data")
+                            .body(Body::empty())
+                            .unwrap();
+                    }
+                };
+                multipart(format!("Location: {target}"), Body::from("\r\n--B--\r\n"))
+            }
+        }
+    }
+    // The first part's body ends at the delimiter the head already wrote;
+    // bodies above carry their own closing delimiter where they end.
+    let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = plain.local_addr().unwrap();
+    // An older peer: no federation media endpoint, only the legacy one,
+    // which must be asked with allow_remote=false.
+    async fn legacy(
+        Path((_server, id)): Path<(String, String)>,
+        axum::extract::RawQuery(query): axum::extract::RawQuery,
+    ) -> Response {
+        let query = query.unwrap_or_default();
+        if id != "legacylegacylegacylegacy" || !query.contains("allow_remote=false") {
+            return Response::builder().status(404).body(Body::empty()).unwrap();
+        }
+        Response::builder()
+            .header("content-type", "text/plain")
+            .header("content-disposition", "attachment; filename=\"old.txt\"")
+            .body(Body::from("from the legacy endpoint"))
+            .unwrap()
+    }
+    let app = axum::Router::new()
+        .route(
+            "/_matrix/federation/v1/media/download/{id}",
+            axum::routing::get(media),
+        )
+        .route(
+            "/_matrix/media/v3/download/{server}/{id}",
+            axum::routing::get(legacy),
+        );
+    let task = tokio::spawn(async move {
+        axum::serve(plain, app).await.unwrap();
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let name = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+    (
+        name,
+        TlsFront::serve(listener, ca, &["127.0.0.1"], backend),
+        task,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_remotes_are_contained() {
+    let ca = TestCa::new();
+    let a = deployment(&ca, |c| {
+        // Only the test peers' own address, not the rest of loopback.
+        c.federation.allowed_private_ranges = vec!["127.0.0.1/32".parse().unwrap()];
+        c.federation.max_remote_size = Some(bytesize::ByteSize::mib(1));
+        c.federation.total_timeout = std::time::Duration::from_secs(2);
+        c.federation.failure_cache_ttl = std::time::Duration::from_millis(1);
+    })
+    .await;
+    let (evil, _front, _task) = hostile_server(&ca).await;
+    let get = |id: &'static str| {
+        let path = format!("/_matrix/client/v1/media/download/{evil}/{id}");
+        let t = &a.t;
+        async move { t.get(&path, Some(ALICE)).await }
+    };
+
+    let started = std::time::Instant::now();
+    assert_matrix_error(get("hugehugehugehugehugehuge").await, 502, "M_TOO_LARGE").await;
+    assert_matrix_error(get("slowslowslowslowslowslow").await, 502, "M_UNKNOWN").await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert_matrix_error(get("nestednestednestednested").await, 502, "M_UNKNOWN").await;
+    for id in [
+        "metadatametadatametadata",
+        "privateprivateprivatepri",
+        "mappedmappedmappedmapped",
+        "loopbackloopbackloopback",
+        "redirectredirectredirect",
+    ] {
+        // The host backs off after failures: wait it out between cases.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        assert_matrix_error(get(id).await, 502, "M_UNKNOWN").await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let resp = get("htmlhtmlhtmlhtmlhtmlhtml").await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("set-cookie").is_none());
+    assert!(resp.headers().get("x-frame-options").is_none());
+    assert!(
+        resp.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment"),
+        "HTML is never inline"
+    );
+    assert!(
+        resp.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("sandbox")
+    );
+    assert_eq!(
+        resp.bytes().await.unwrap(),
+        &b"<script>alert(1)</script>"[..]
+    );
+    // A peer without the federation endpoint is asked on the legacy one.
+    let resp = get("legacylegacylegacylegacy").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.bytes().await.unwrap(),
+        &b"from the legacy endpoint"[..]
+    );
+    // Nothing half-fetched was kept.
+    assert_eq!(a.t.counts().await.media, 2);
+
+    // Discovery straight at private addresses: refused before connecting.
+    for name in [
+        "10.0.0.1:8448",
+        "169.254.169.254",
+        "[::ffff:10.0.0.1]:8448",
+        "127.0.0.2:8448",
+    ] {
+        let resp =
+            a.t.get(
+                &format!("/_matrix/client/v1/media/download/{name}/abcdefghijklmnopqrstuvwx"),
+                Some(ALICE),
+            )
+            .await;
+        assert_matrix_error(resp, 502, "M_UNKNOWN").await;
+    }
+}

@@ -3,6 +3,7 @@
 //! media requests, and signing our own. Every outbound request goes through
 //! one HTTPS client whose connections pass the [`guard`].
 
+pub mod fetch;
 pub mod guard;
 pub mod multipart;
 

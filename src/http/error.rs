@@ -36,6 +36,8 @@ pub enum ApiError {
     RangeNotSatisfiable { size: u64 },
     #[error("{0}")]
     Federation(#[from] crate::federation::AuthFailure),
+    #[error("{0}")]
+    Remote(#[from] crate::federation::fetch::FetchError),
 }
 
 impl ApiError {
@@ -67,6 +69,15 @@ impl ApiError {
                 (StatusCode::FORBIDDEN, "M_FORBIDDEN")
             }
             Self::Federation(_) => (StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED"),
+            Self::Remote(remote) => {
+                use crate::federation::fetch::FetchError as F;
+                match remote {
+                    F::NotFound | F::NotConfigured => (StatusCode::NOT_FOUND, "M_NOT_FOUND"),
+                    F::Blocked => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
+                    F::TooLarge { .. } => (StatusCode::BAD_GATEWAY, "M_TOO_LARGE"),
+                    F::Unavailable(_) | F::BackingOff => (StatusCode::BAD_GATEWAY, "M_UNKNOWN"),
+                }
+            }
         }
     }
 
@@ -82,6 +93,12 @@ impl ApiError {
             }
             Self::Media(MediaError::Storage(StorageError::Backend(_))) => {
                 "The media storage is unavailable; try again shortly".to_owned()
+            }
+            Self::Remote(crate::federation::fetch::FetchError::TooLarge { limit }) => {
+                format!("The remote file is larger than this server fetches ({limit} bytes)")
+            }
+            Self::Remote(_) if status.is_server_error() => {
+                "The media's server could not be reached or failed".to_owned()
             }
             _ if status.is_server_error() => "Internal server error".to_owned(),
             other => other.to_string(),

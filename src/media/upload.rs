@@ -34,6 +34,12 @@ pub struct UploadMeta {
 pub enum UploadTarget {
     New,
     Reserved(MediaKey),
+    /// Another server's media, fetched over federation and cached under
+    /// its own key; `limit` replaces the upload limit.
+    Remote {
+        key: MediaKey,
+        limit: u64,
+    },
 }
 
 /// Why a metered body stopped early.
@@ -218,9 +224,36 @@ impl MediaService {
         body: ByteStream,
         target: UploadTarget,
     ) -> Result<MediaKey, MediaError> {
+        self.store(Some(uploader), meta, body, target).await
+    }
+
+    /// Caches another server's media under its own key, as new media (the
+    /// freeze counts from now). A copy stored meanwhile by a concurrent
+    /// fetch wins; this one is dropped.
+    pub async fn store_remote(
+        &self,
+        key: MediaKey,
+        meta: UploadMeta,
+        body: ByteStream,
+        limit: u64,
+    ) -> Result<MediaKey, MediaError> {
+        self.store(None, meta, body, UploadTarget::Remote { key, limit })
+            .await
+    }
+
+    async fn store(
+        &self,
+        uploader: Option<&UserId>,
+        meta: UploadMeta,
+        body: ByteStream,
+        target: UploadTarget,
+    ) -> Result<MediaKey, MediaError> {
         let mode = match &target {
-            UploadTarget::New => CommitMode::Fresh,
+            UploadTarget::New | UploadTarget::Remote { .. } => CommitMode::Fresh,
             UploadTarget::Reserved(key) => {
+                let Some(uploader) = uploader else {
+                    return Err(MediaError::Forbidden(NOT_OWNER));
+                };
                 // Fail before reading a byte when the answer is already known.
                 self.check_reserved(key, uploader).await?;
                 CommitMode::Reserved {
@@ -231,8 +264,11 @@ impl MediaService {
         };
 
         let config = &self.inner.config;
-        let limit = config.max_upload_size.as_u64();
-        let store = self.inner.stores.writer_for(DatastoreKind::LocalMedia)?;
+        let (limit, kind) = match &target {
+            UploadTarget::Remote { limit, .. } => (*limit, DatastoreKind::RemoteMedia),
+            _ => (config.max_upload_size.as_u64(), DatastoreKind::LocalMedia),
+        };
+        let store = self.inner.stores.writer_for(kind)?;
         let guard = BlobGuard::new(self, store);
         let (body, meter) = Meter::wrap(body, limit, config.upload_idle_timeout);
         // Uploads to an object store also land in the hot cache, from the
@@ -252,9 +288,12 @@ impl MediaService {
             size,
             content_type: meta.content_type,
             upload_name: meta.upload_name,
-            uploader: Some(uploader.to_string()),
+            uploader: uploader.map(ToString::to_string),
             created: UnixMillis::now(),
-            origin: Origin::Local,
+            origin: match target {
+                UploadTarget::Remote { .. } => Origin::Remote,
+                _ => Origin::Local,
+            },
             requires_auth: config.freeze_unauthenticated,
             quarantined: false,
         };
@@ -262,9 +301,10 @@ impl MediaService {
             datastore: store.id().clone(),
             key: guard.key.clone(),
         };
+        let remote = matches!(target, UploadTarget::Remote { .. });
         let mut key = match target {
             UploadTarget::New => MediaKey::new(self.inner.server_name.clone(), MediaId::generate()),
-            UploadTarget::Reserved(key) => key,
+            UploadTarget::Reserved(key) | UploadTarget::Remote { key, .. } => key,
         };
         let mut attempts = 0;
         let deduplicated = loop {
@@ -285,6 +325,9 @@ impl MediaService {
                 .await?;
             match outcome {
                 Commit::Done { deduplicated } => break deduplicated,
+                // A concurrent fetch cached it first: theirs stands, ours
+                // is dropped by the guard.
+                Commit::Taken if remote => return Ok(key),
                 Commit::Taken => {
                     key = MediaKey::new(self.inner.server_name.clone(), MediaId::generate());
                 }

@@ -92,13 +92,8 @@ async fn serve(
     method: &Method,
     request_headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (key, wait) = super::media_target(
-        state,
-        &path.server_name,
-        &path.media_id,
-        query.timeout_ms,
-        query.allow_remote,
-    )?;
+    let (key, wait) = super::media_target(&path.server_name, &path.media_id, query.timeout_ms)?;
+    super::fetch_if_remote(state, &key, query.allow_remote).await?;
     let download = state.media.open_download(&key, access, wait).await?;
 
     // A non-empty path `{fileName}` overrides the upload name (spec MUST).

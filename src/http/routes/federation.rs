@@ -52,11 +52,9 @@ pub async fn download(
         .authenticate(&method, &uri, &request_headers)
         .await?;
     let (key, wait) = super::media_target(
-        &state,
         state.media.server_name().as_str(),
         &media_id,
         query.timeout_ms,
-        Some(false),
     )?;
     let download = state
         .media
@@ -94,11 +92,9 @@ pub async fn thumbnail(
         .authenticate(&method, &uri, &request_headers)
         .await?;
     let (key, wait) = super::media_target(
-        &state,
         state.media.server_name().as_str(),
         &media_id,
         query.timeout_ms(),
-        Some(false),
     )?;
     let request = query.request()?;
     let thumb = state

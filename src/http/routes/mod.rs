@@ -5,7 +5,6 @@ use std::time::Duration;
 use crate::{
     http::{AppState, error::ApiError},
     ids::MediaKey,
-    media::MediaError,
 };
 
 pub mod config;
@@ -18,21 +17,29 @@ pub mod upload;
 /// Spec default for `timeout_ms`.
 const DEFAULT_TIMEOUT_MS: u64 = 20_000;
 
-/// The media a download or thumbnail request names, validated before any
-/// storage access, and how long it may wait for pending media. With
-/// `allow_remote=false`, other servers' media is refused up front.
-fn media_target(
+/// Fetches another server's media into our store first, when the request
+/// names some and allows it (our own media, and media already cached, pass
+/// straight on; with `allow_remote=false` only the cache is looked at).
+async fn fetch_if_remote(
     state: &AppState,
+    key: &MediaKey,
+    allow_remote: Option<bool>,
+) -> Result<(), ApiError> {
+    if key.server != state.media.server_name() && allow_remote != Some(false) {
+        state.remote.ensure(key).await?;
+    }
+    Ok(())
+}
+
+/// The media a download or thumbnail request names, validated before any
+/// storage access, and how long it may wait for pending media.
+fn media_target(
     server_name: &str,
     media_id: &str,
     timeout_ms: Option<i64>,
-    allow_remote: Option<bool>,
 ) -> Result<(MediaKey, Duration), ApiError> {
     let key = MediaKey::parse(server_name, media_id)
         .map_err(|e| ApiError::InvalidParam(e.to_string()))?;
-    if allow_remote == Some(false) && key.server != state.media.server_name() {
-        return Err(MediaError::NotFound.into());
-    }
     let wait_ms = timeout_ms.map_or(DEFAULT_TIMEOUT_MS, |ms| u64::try_from(ms).unwrap_or(0));
     Ok((key, Duration::from_millis(wait_ms)))
 }

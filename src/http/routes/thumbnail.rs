@@ -145,13 +145,8 @@ async fn serve(
     method: &HttpMethod,
     request_headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (key, wait) = super::media_target(
-        state,
-        &path.server_name,
-        &path.media_id,
-        query.timeout_ms,
-        query.allow_remote,
-    )?;
+    let (key, wait) = super::media_target(&path.server_name, &path.media_id, query.timeout_ms)?;
+    super::fetch_if_remote(state, &key, query.allow_remote).await?;
     let request = query.request()?;
     let thumb = state.media.thumbnail(&key, request, access, wait).await?;
 
