@@ -1,6 +1,8 @@
 //! TLS for federation tests: a throwaway CA, and a TLS front that
 //! terminates HTTPS on 127.0.0.1 and passes the bytes to a plain server
 //! (as a reverse proxy does for a real deployment).
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code)]
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -45,6 +47,16 @@ impl TestCa {
             cert.der().clone(),
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
         )
+    }
+
+    /// A certificate and its key for `names`, as PEM (for servers that
+    /// read files).
+    pub fn leaf_pem(&self, names: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let params = CertificateParams::new(names).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
     }
 
     /// A client that trusts only this CA.
