@@ -446,6 +446,9 @@ async fn remote_media_is_fetched_once_signed_and_cached() {
     );
     // Cached: later requests, and thumbnails' sources, are local reads.
     assert_eq!(a.t.get(&path, Some(ALICE)).await.status(), 200);
+    // Cached media is new media for the freeze: not on the legacy routes.
+    let legacy = format!("/_matrix/media/v3/download/{}/{id}", b.name);
+    assert_matrix_error(a.t.get(&legacy, None).await, 404, "M_NOT_FOUND").await;
     assert_eq!(
         metric(&b, "mxmedia_http_requests_total", FED_DOWNLOAD).await,
         1.0
