@@ -726,3 +726,76 @@ async fn hostile_remotes_are_contained() {
         assert_matrix_error(resp, 502, "M_UNKNOWN").await;
     }
 }
+
+/// A DNS server on 127.0.0.1 answering one SRV question.
+async fn srv_dns(question: &'static str, port: u16, target: &'static str) -> std::net::SocketAddr {
+    use hickory_resolver::proto::{
+        op::{Message, OpCode},
+        rr::{Name, RData, Record, RecordType, rdata::SRV},
+    };
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let Ok((len, peer)) = socket.recv_from(&mut buf).await else {
+                return;
+            };
+            let Ok(query) = Message::from_vec(&buf[..len]) else {
+                continue;
+            };
+            let mut answer = Message::response(query.metadata.id, OpCode::Query);
+            for q in &query.queries {
+                answer.add_query(q.clone());
+                if q.query_type() == RecordType::SRV
+                    && q.name().to_ascii().eq_ignore_ascii_case(question)
+                {
+                    answer.add_answer(Record::from_rdata(
+                        q.name().clone(),
+                        60,
+                        RData::SRV(SRV::new(10, 5, port, Name::from_ascii(target).unwrap())),
+                    ));
+                }
+            }
+            let _ = socket.send_to(&answer.to_vec().unwrap(), peer).await;
+        }
+    });
+    addr
+}
+
+/// A server name without a port is found through its `_matrix-fed._tcp`
+/// SRV record: the connection goes to the target and port, TLS checks the
+/// certificate for the server name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_records_are_followed() {
+    let ca = TestCa::new();
+    // B is "srv.test", reachable only through SRV -> localhost:<port>.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dns = srv_dns("_matrix-fed._tcp.srv.test.", port, "localhost.").await;
+    let keys = tempfile::tempdir().unwrap().keep();
+    let ca_path = ca.write(&keys);
+    let key = key_file(&keys, "srv1");
+    let (ca_b, key_b) = (ca_path.clone(), key.clone());
+    let b = TestServer::start_with(move |c| {
+        c.server_name = "srv.test".try_into().unwrap();
+        c.federation.signing_key_path = Some(key_b);
+        c.federation.extra_ca_path = Some(ca_b);
+        c.federation.allowed_private_ranges = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let _front = TlsFront::serve(listener, &ca, &["srv.test"], b.addr());
+    let a = deployment(&ca, move |c| c.federation.dns_servers = vec![dns]).await;
+
+    let (_, id) = b.upload_ok(BOB, b"found through SRV", None, None).await;
+    let resp =
+        a.t.get(
+            &format!("/_matrix/client/v1/media/download/srv.test/{id}"),
+            Some(ALICE),
+        )
+        .await;
+    let status = resp.status();
+    let body = resp.bytes().await.unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(&body[..], b"found through SRV");
+}

@@ -286,6 +286,9 @@ pub struct FederationConfig {
     /// not public: loopback, private, link-local and the like are refused
     /// otherwise. Default: none.
     pub allowed_private_ranges: Vec<ipnet::IpNet>,
+    /// DNS servers asked for SRV records during server discovery. Default:
+    /// none (the system's resolvers, from /etc/resolv.conf).
+    pub dns_servers: Vec<SocketAddr>,
     /// Server names we neither fetch from nor serve; `*.example.org` matches
     /// every subdomain. Default: none.
     pub blocked_servers: Vec<String>,
@@ -314,6 +317,7 @@ impl Default for FederationConfig {
             signing_key_path: None,
             extra_ca_path: None,
             allowed_private_ranges: Vec::new(),
+            dns_servers: Vec::new(),
             blocked_servers: Vec::new(),
             max_remote_size: None,
             idle_timeout: Duration::from_secs(20),

@@ -103,22 +103,52 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 }
 
 /// DNS through the system resolver, keeping only permitted addresses. A
-/// name with none left fails to resolve, naming the refused address.
+/// name with none left fails to resolve, naming the refused address. A name
+/// that server discovery found behind an SRV record resolves as its target.
 #[derive(Debug, Clone)]
 pub struct GuardedResolver {
     guard: AddressGuard,
+    srv_targets: Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
 }
 
 impl GuardedResolver {
     pub fn new(guard: AddressGuard) -> Self {
-        Self { guard }
+        Self {
+            guard,
+            srv_targets: Arc::default(),
+        }
+    }
+
+    pub fn guard(&self) -> &AddressGuard {
+        &self.guard
+    }
+
+    /// From now on, connections to `name` go to `target`'s addresses (TLS
+    /// still checks the certificate for `name`).
+    pub fn set_srv_target(&self, name: &str, target: &str) {
+        let mut targets = self
+            .srv_targets
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        targets.insert(name.to_ascii_lowercase(), target.to_owned());
+    }
+
+    fn target_of(&self, name: &str) -> String {
+        let targets = self
+            .srv_targets
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        targets
+            .get(&name.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_else(|| name.to_owned())
     }
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let guard = self.guard.clone();
-        let host = name.as_str().to_owned();
+        let host = self.target_of(name.as_str());
         Box::pin(async move {
             let found: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();

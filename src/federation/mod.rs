@@ -75,6 +75,8 @@ struct Inner {
     signing: Option<Ed25519KeyPair>,
     client: reqwest::Client,
     guard: AddressGuard,
+    resolver: GuardedResolver,
+    dns: hickory_resolver::TokioResolver,
     keys: moka::future::Cache<OwnedServerName, Arc<ServerKeys>>,
     discovery: moka::future::Cache<OwnedServerName, Url>,
 }
@@ -96,7 +98,9 @@ impl Federation {
             .map(load_signing_key)
             .transpose()?;
         let guard = AddressGuard::new(&config.allowed_private_ranges);
-        let client = outbound_client(config, &guard)?;
+        let resolver = GuardedResolver::new(guard.clone());
+        let client = outbound_client(config, &resolver)?;
+        let dns = srv_resolver(&config.dns_servers)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 server_name,
@@ -104,6 +108,8 @@ impl Federation {
                 signing,
                 client,
                 guard,
+                resolver,
+                dns,
                 keys: moka::future::Cache::builder()
                     .max_capacity(10_000)
                     .time_to_live(config.max_key_cache)
@@ -338,9 +344,47 @@ impl Federation {
             Err(_) => None,
         };
         match delegated {
-            Some(target) => base(target.host(), target.port().unwrap_or(8448)),
-            None => base(server.host(), 8448),
+            Some(target) if target.is_ip_literal() || target.port().is_some() => {
+                base(target.host(), target.port().unwrap_or(8448))
+            }
+            Some(target) => self.srv_or_default(target.host()).await,
+            None => self.srv_or_default(server.host()).await,
         }
+    }
+
+    /// `_matrix-fed._tcp.<host>` (then the older `_matrix._tcp`) names the
+    /// host's federation port and the machine behind it; else port 8448.
+    async fn srv_or_default(&self, host: &str) -> Result<Url, String> {
+        for service in ["_matrix-fed._tcp", "_matrix._tcp"] {
+            let Ok(lookup) = self
+                .inner
+                .dns
+                .srv_lookup(format!("{service}.{host}."))
+                .await
+            else {
+                continue;
+            };
+            let best = lookup
+                .answers()
+                .iter()
+                .filter_map(|record| match &record.data {
+                    hickory_resolver::proto::rr::RData::SRV(srv) => Some(srv.clone()),
+                    _ => None,
+                })
+                .min_by_key(|srv| (srv.priority, std::cmp::Reverse(srv.weight)));
+            if let Some(srv) = best {
+                let target = srv.target.to_ascii();
+                let target = target.trim_end_matches('.');
+                if target.is_empty() {
+                    // "." means the service is deliberately not offered.
+                    return Err(format!("{host} offers no federation service"));
+                }
+                self.inner.resolver.set_srv_target(host, target);
+                return Url::parse(&format!("https://{host}:{}/", srv.port))
+                    .map_err(|e| e.to_string());
+            }
+        }
+        Url::parse(&format!("https://{host}:8448/")).map_err(|e| e.to_string())
     }
 
     /// A small JSON document from another server, size-capped.
@@ -440,17 +484,52 @@ pub fn parse_signing_key(text: &str) -> Result<Ed25519KeyPair, String> {
     Ed25519KeyPair::from_der(&der, version.to_owned()).map_err(|e| e.to_string())
 }
 
+/// The resolver for SRV records: `dns_servers` when set, else the system's.
+fn srv_resolver(
+    servers: &[std::net::SocketAddr],
+) -> Result<hickory_resolver::TokioResolver, FederationError> {
+    use hickory_resolver::{
+        Resolver,
+        config::{ConnectionConfig, NameServerConfig, ResolverConfig},
+        net::runtime::TokioRuntimeProvider,
+    };
+    let err = |e: &dyn std::fmt::Display| FederationError::Client(format!("DNS resolver: {e}"));
+    if servers.is_empty() {
+        return Resolver::builder_tokio()
+            .map_err(|e| err(&e))?
+            .build()
+            .map_err(|e| err(&e));
+    }
+    let name_servers = servers
+        .iter()
+        .map(|addr| {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = addr.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = addr.port();
+            NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+        })
+        .collect();
+    Resolver::builder_with_config(
+        ResolverConfig::from_name_servers(name_servers),
+        TokioRuntimeProvider::default(),
+    )
+    .build()
+    .map_err(|e| err(&e))
+}
+
 fn outbound_client(
     config: &FederationConfig,
-    guard: &AddressGuard,
+    resolver: &GuardedResolver,
 ) -> Result<reqwest::Client, FederationError> {
+    let guard = resolver.guard().clone();
     let mut builder = reqwest::Client::builder()
         .https_only(true)
         .no_proxy()
-        .dns_resolver(Arc::new(GuardedResolver::new(guard.clone())))
+        .dns_resolver(Arc::new(resolver.clone()))
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(config.idle_timeout)
-        .redirect(redirect_policy(guard.clone()))
+        .redirect(redirect_policy(guard))
         .user_agent(concat!("mxmedia/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = &config.extra_ca_path {
         let err = |reason: String| FederationError::ExtraCa {
