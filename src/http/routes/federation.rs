@@ -38,6 +38,18 @@ fn multipart_response(boundary: &str, body: Body) -> Response {
     (StatusCode::OK, out, body).into_response()
 }
 
+/// Checks the request's `X-Matrix` signature, then names our media
+/// `media_id` and how long the request may wait for it.
+async fn signed_target(
+    state: &AppState,
+    (method, uri, headers): (&Method, &Uri, &HeaderMap),
+    media_id: &str,
+    timeout_ms: Option<i64>,
+) -> Result<(crate::ids::MediaKey, std::time::Duration), ApiError> {
+    state.federation.authenticate(method, uri, headers).await?;
+    super::media_target(state.media.server_name().as_str(), media_id, timeout_ms)
+}
+
 /// `GET /_matrix/federation/v1/media/download/{mediaId}`.
 pub async fn download(
     State(state): State<AppState>,
@@ -47,15 +59,13 @@ pub async fn download(
     uri: Uri,
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    state
-        .federation
-        .authenticate(&method, &uri, &request_headers)
-        .await?;
-    let (key, wait) = super::media_target(
-        state.media.server_name().as_str(),
+    let (key, wait) = signed_target(
+        &state,
+        (&method, &uri, &request_headers),
         &media_id,
         query.timeout_ms,
-    )?;
+    )
+    .await?;
     let download = state
         .media
         .open_download(&key, Access::Authenticated, wait)
@@ -87,15 +97,13 @@ pub async fn thumbnail(
     uri: Uri,
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    state
-        .federation
-        .authenticate(&method, &uri, &request_headers)
-        .await?;
-    let (key, wait) = super::media_target(
-        state.media.server_name().as_str(),
+    let (key, wait) = signed_target(
+        &state,
+        (&method, &uri, &request_headers),
         &media_id,
         query.timeout_ms(),
-    )?;
+    )
+    .await?;
     let request = query.request()?;
     let thumb = state
         .media
