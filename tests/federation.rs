@@ -530,10 +530,15 @@ async fn blocked_servers_are_not_fetched_from() {
 }
 
 /// A hostile federation peer: answers media requests per media id.
-async fn hostile_server(ca: &TestCa) -> (String, TlsFront, tokio::task::JoinHandle<()>) {
+/// `internal` is a URL of a service on a refused address that would answer
+/// if the guard let a request through.
+async fn hostile_server(
+    ca: &TestCa,
+    internal: &str,
+) -> (String, TlsFront, tokio::task::JoinHandle<()>) {
     use axum::{body::Body, extract::Path, response::Response};
     use futures::{StreamExt as _, TryStreamExt as _};
-    async fn media(Path(id): Path<String>) -> Response {
+    async fn media(Path(id): Path<String>, internal: String) -> Response {
         let multipart = |second: String, body: Body| {
             let head = format!(
                 "--B\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--B\r\n{second}\r\n\r\n"
@@ -584,13 +589,29 @@ async fn hostile_server(ca: &TestCa) -> (String, TlsFront, tokio::task::JoinHand
                     (0..64).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'['; 4096]))),
                 )),
             ),
+            // "hopsN...": N redirects on this server, then the media.
+            hops if hops.starts_with("hops") => {
+                let n: u8 = hops[4..5].parse().unwrap();
+                if n == 0 {
+                    return multipart(
+                        "Content-Type: text/plain".into(),
+                        Body::from("after the hops\r\n--B--\r\n"),
+                    );
+                }
+                let next = format!("hops{}{}", n - 1, &hops[5..]);
+                Response::builder()
+                    .status(302)
+                    .header("location", format!("/_matrix/federation/v1/media/download/{next}"))
+                    .body(Body::empty())
+                    .unwrap()
+            }
             id => {
                 // "loc" + target: a Location part pointing somewhere private.
                 let target = match id {
                     "metadatametadatametadata" => "https://169.254.169.254/latest/meta-data",
                     "privateprivateprivatepri" => "https://10.0.0.1/x",
                     "mappedmappedmappedmapped" => "https://[::ffff:10.0.0.1]/x",
-                    "loopbackloopbackloopback" => "https://127.0.0.2:9/x",
+                    "loopbackloopbackloopback" => internal.as_str(),
                     _ => {
                         return Response::builder()
                             .status(302)
@@ -623,10 +644,11 @@ async fn hostile_server(ca: &TestCa) -> (String, TlsFront, tokio::task::JoinHand
             .body(Body::from("from the legacy endpoint"))
             .unwrap()
     }
+    let internal = internal.to_owned();
     let app = axum::Router::new()
         .route(
             "/_matrix/federation/v1/media/download/{id}",
-            axum::routing::get(media),
+            axum::routing::get(move |id| media(id, internal.clone())),
         )
         .route(
             "/_matrix/media/v3/download/{server}/{id}",
@@ -652,34 +674,50 @@ async fn hostile_remotes_are_contained() {
         c.federation.allowed_private_ranges = vec!["127.0.0.1/32".parse().unwrap()];
         c.federation.max_remote_size = Some(bytesize::ByteSize::mib(1));
         c.federation.total_timeout = std::time::Duration::from_secs(2);
-        c.federation.failure_cache_ttl = std::time::Duration::from_millis(1);
     })
     .await;
-    let (evil, _front, _task) = hostile_server(&ca).await;
+    // An internal service on 127.0.0.2 (outside the allowed 127.0.0.1/32):
+    // reaching it would make a case succeed.
+    let inside = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let inside_addr = inside.local_addr().unwrap();
+    let secret = axum::Router::new().fallback(|| async { "internal secret" });
+    tokio::spawn(async move { axum::serve(inside, secret).await.unwrap() });
+    let inside_tls = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let internal_url = format!("https://{}/x", inside_tls.local_addr().unwrap());
+    let _inside_front = TlsFront::serve(inside_tls, &ca, &["127.0.0.2"], inside_addr);
+    // Each case asks its own hostile server, so no case is answered by the
+    // backoff a previous failure earned.
     let get = |id: &'static str| {
-        let path = format!("/_matrix/client/v1/media/download/{evil}/{id}");
-        let t = &a.t;
-        async move { t.get(&path, Some(ALICE)).await }
+        let (ca, t, internal) = (&ca, &a.t, internal_url.as_str());
+        async move {
+            let (evil, front, task) = hostile_server(ca, internal).await;
+            let resp = t
+                .get(
+                    &format!("/_matrix/client/v1/media/download/{evil}/{id}"),
+                    Some(ALICE),
+                )
+                .await;
+            (resp, front, task)
+        }
     };
 
     let started = std::time::Instant::now();
-    assert_matrix_error(get("hugehugehugehugehugehuge").await, 502, "M_TOO_LARGE").await;
-    assert_matrix_error(get("slowslowslowslowslowslow").await, 502, "M_UNKNOWN").await;
+    assert_matrix_error(get("hugehugehugehugehugehuge").await.0, 502, "M_TOO_LARGE").await;
+    assert_matrix_error(get("slowslowslowslowslowslow").await.0, 502, "M_UNKNOWN").await;
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
-    assert_matrix_error(get("nestednestednestednested").await, 502, "M_UNKNOWN").await;
     for id in [
+        "nestednestednestednested",
         "metadatametadatametadata",
         "privateprivateprivatepri",
         "mappedmappedmappedmapped",
         "loopbackloopbackloopback",
         "redirectredirectredirect",
+        // Six redirects: one more than followed.
+        "hops6aaaaaaaaaaaaaaaaaaa",
     ] {
-        // The host backs off after failures: wait it out between cases.
-        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-        assert_matrix_error(get(id).await, 502, "M_UNKNOWN").await;
+        assert_matrix_error(get(id).await.0, 502, "M_UNKNOWN").await;
     }
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let resp = get("htmlhtmlhtmlhtmlhtmlhtml").await;
+    let (resp, _front, _task) = get("htmlhtmlhtmlhtmlhtmlhtml").await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().get("set-cookie").is_none());
     assert!(resp.headers().get("x-frame-options").is_none());
@@ -700,15 +738,19 @@ async fn hostile_remotes_are_contained() {
         resp.bytes().await.unwrap(),
         &b"<script>alert(1)</script>"[..]
     );
+    // Five redirects are followed.
+    let (resp, _front, _task) = get("hops5aaaaaaaaaaaaaaaaaaa").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap(), &b"after the hops"[..]);
     // A peer without the federation endpoint is asked on the legacy one.
-    let resp = get("legacylegacylegacylegacy").await;
+    let (resp, _front, _task) = get("legacylegacylegacylegacy").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.bytes().await.unwrap(),
         &b"from the legacy endpoint"[..]
     );
     // Nothing half-fetched was kept.
-    assert_eq!(a.t.counts().await.media, 2);
+    assert_eq!(a.t.counts().await.media, 3);
 
     // Discovery straight at private addresses: refused before connecting.
     for name in [

@@ -551,7 +551,8 @@ fn outbound_client(
 /// At most 5 redirects, each target checked by the guard.
 pub fn redirect_policy(guard: AddressGuard) -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(move |attempt| {
-        if attempt.previous().len() >= 5 {
+        // `previous` holds every URL asked so far, the first one included.
+        if attempt.previous().len() > 5 {
             return attempt.error("more than 5 redirects");
         }
         match guard.check_url(attempt.url()) {
