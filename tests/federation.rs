@@ -287,15 +287,23 @@ async fn blocked_servers_are_forbidden() {
 async fn key_server(
     ca: &TestCa,
     doc: impl FnOnce(&str) -> serde_json::Value,
-) -> (String, TlsFront, tokio::task::JoinHandle<()>) {
+) -> (
+    String,
+    TlsFront,
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let name = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
     let doc = doc(&name);
     let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backend = plain.local_addr().unwrap();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
     let app = axum::Router::new().route(
         "/_matrix/key/v2/server",
         axum::routing::get(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let doc = doc.clone();
             async move { axum::Json(doc) }
         }),
@@ -303,11 +311,8 @@ async fn key_server(
     let task = tokio::spawn(async move {
         axum::serve(plain, app).await.unwrap();
     });
-    (
-        name,
-        TlsFront::serve(listener, ca, &["127.0.0.1"], backend),
-        task,
-    )
+    let front = TlsFront::serve(listener, ca, &["127.0.0.1"], backend);
+    (name, front, task, asked)
 }
 
 /// A key document for `name` publishing `pair`, valid until `valid_until`.
@@ -367,7 +372,7 @@ async fn expired_or_unsigned_keys_are_refused() {
         (now_ms + 3_600_000, true, true),
     ] {
         let pair = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "k1".into()).unwrap();
-        let (name, _front, _task) = key_server(&ca, |name| {
+        let (name, _front, _task, _) = key_server(&ca, |name| {
             key_document(name, &pair, valid_until, self_signed)
         })
         .await;
@@ -840,4 +845,42 @@ async fn srv_records_are_followed() {
     let body = resp.bytes().await.unwrap();
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(&body[..], b"found through SRV");
+}
+
+/// Requests naming key ids the origin does not publish cannot make us ask
+/// the origin again and again: one key fetch per origin per minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_key_ids_do_not_amplify_key_fetches() {
+    let ca = TestCa::new();
+    let a = deployment(&ca, |_| {}).await;
+    let (_, id) = a.t.upload_ok(ALICE, b"x", None, None).await;
+    let path = format!("/_matrix/federation/v1/media/download/{id}");
+    let published = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "k1".into()).unwrap();
+    let far_future = 4_000_000_000_000; // year 2096, in ms
+    let (name, _front, _task, asked) =
+        key_server(&ca, |name| key_document(name, &published, far_future, true)).await;
+    let client = ca.client();
+    for i in 0..20 {
+        let unknown =
+            Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), format!("x{i}")).unwrap();
+        let mut request = http::Request::new(Vec::<u8>::new());
+        *request.uri_mut() = path.parse().unwrap();
+        let x = XMatrix::sign_http_request(
+            &request,
+            XMatrixSigningInput::new(
+                name.as_str().try_into().unwrap(),
+                a.name.as_str().try_into().unwrap(),
+                &unknown,
+            ),
+        )
+        .unwrap();
+        let resp = client
+            .get(format!("https://{}{path}", a.front.addr))
+            .header("authorization", x.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_matrix_error(resp, 401, "M_UNAUTHORIZED").await;
+    }
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

@@ -34,6 +34,8 @@ const MAX_DOCUMENT: usize = 64 * 1024;
 const OWN_KEY_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Timeout of one key or discovery request.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Shortest time between two fetches of one server's keys.
+const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 /// How long a discovery result is reused.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 
@@ -78,6 +80,10 @@ struct Inner {
     resolver: GuardedResolver,
     dns: hickory_resolver::TokioResolver,
     keys: moka::future::Cache<OwnedServerName, Arc<ServerKeys>>,
+    /// The last fetch of each origin's keys, failed or not, for a minute:
+    /// requests naming unknown key ids cannot make us fetch again and again,
+    /// and concurrent requests share one fetch.
+    key_fetches: moka::future::Cache<OwnedServerName, Arc<Result<Arc<ServerKeys>, AuthFailure>>>,
     discovery: moka::future::Cache<OwnedServerName, Url>,
 }
 
@@ -113,6 +119,10 @@ impl Federation {
                 keys: moka::future::Cache::builder()
                     .max_capacity(10_000)
                     .time_to_live(config.max_key_cache)
+                    .build(),
+                key_fetches: moka::future::Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(KEY_REFETCH_INTERVAL)
                     .build(),
                 discovery: moka::future::Cache::builder()
                     .max_capacity(10_000)
@@ -246,7 +256,7 @@ impl Federation {
 
     /// `origin`'s public key `key_id`, valid now: from the cache, else
     /// fetched again (a key we have not seen, or one that expired, may have
-    /// been published since).
+    /// been published since), at most once a minute per origin.
     async fn public_key(&self, origin: &ServerName, key_id: &str) -> Result<Base64, AuthFailure> {
         let now = now_ms();
         let usable = |keys: &ServerKeys| {
@@ -260,7 +270,14 @@ impl Federation {
         {
             return Ok(key);
         }
-        let fetched = self.fetch_keys(origin).await?;
+        let fetched = self
+            .inner
+            .key_fetches
+            .get_with(origin.to_owned(), async {
+                Arc::new(self.fetch_keys(origin).await)
+            })
+            .await;
+        let fetched = fetched.as_ref().clone()?;
         let key = usable(&fetched);
         self.inner.keys.insert(origin.to_owned(), fetched).await;
         key.ok_or_else(|| {
