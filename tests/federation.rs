@@ -282,6 +282,34 @@ async fn blocked_servers_are_forbidden() {
     assert_matrix_error(resp, 403, "M_FORBIDDEN").await;
 }
 
+/// `GET path` on `to`, signed as `origin` with `pair` (a key server of our
+/// own, not a deployment).
+async fn get_signed_by(
+    client: &reqwest::Client,
+    pair: &Ed25519KeyPair,
+    origin: &str,
+    to: &Deployment,
+    path: &str,
+) -> reqwest::Response {
+    let mut request = http::Request::new(Vec::<u8>::new());
+    *request.uri_mut() = path.parse().unwrap();
+    let x = XMatrix::sign_http_request(
+        &request,
+        XMatrixSigningInput::new(
+            origin.try_into().unwrap(),
+            to.server_name().to_owned(),
+            pair,
+        ),
+    )
+    .unwrap();
+    client
+        .get(format!("https://{}{path}", to.front.addr))
+        .header("authorization", x.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A key server behind TLS: `doc` gets its server name and returns the
 /// key document it publishes.
 async fn key_server(
@@ -376,24 +404,7 @@ async fn expired_or_unsigned_keys_are_refused() {
             key_document(name, &pair, valid_until, self_signed)
         })
         .await;
-        let mut request = http::Request::new(Vec::<u8>::new());
-        *request.uri_mut() = path.parse().unwrap();
-        let x = XMatrix::sign_http_request(
-            &request,
-            XMatrixSigningInput::new(
-                name.as_str().try_into().unwrap(),
-                a.name.as_str().try_into().unwrap(),
-                &pair,
-            ),
-        )
-        .unwrap();
-        let resp = ca
-            .client()
-            .get(format!("https://{}{path}", a.front.addr))
-            .header("authorization", x.to_string())
-            .send()
-            .await
-            .unwrap();
+        let resp = get_signed_by(&ca.client(), &pair, &name, &a, &path).await;
         if accepted {
             assert_eq!(resp.status(), 200);
         } else {
@@ -863,23 +874,7 @@ async fn unknown_key_ids_do_not_amplify_key_fetches() {
     for i in 0..20 {
         let unknown =
             Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), format!("x{i}")).unwrap();
-        let mut request = http::Request::new(Vec::<u8>::new());
-        *request.uri_mut() = path.parse().unwrap();
-        let x = XMatrix::sign_http_request(
-            &request,
-            XMatrixSigningInput::new(
-                name.as_str().try_into().unwrap(),
-                a.name.as_str().try_into().unwrap(),
-                &unknown,
-            ),
-        )
-        .unwrap();
-        let resp = client
-            .get(format!("https://{}{path}", a.front.addr))
-            .header("authorization", x.to_string())
-            .send()
-            .await
-            .unwrap();
+        let resp = get_signed_by(&client, &unknown, &name, &a, &path).await;
         assert_matrix_error(resp, 401, "M_UNAUTHORIZED").await;
     }
     assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
