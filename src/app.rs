@@ -50,6 +50,8 @@ pub enum AppError {
     Federation(#[from] crate::federation::FederationError),
     #[error("self-test: {0}")]
     Selfcheck(#[from] SelfcheckError),
+    #[error("{0}")]
+    Ownership(Box<crate::media::OwnershipError>),
     #[error("control socket {path}: {source}")]
     Control {
         path: String,
@@ -62,6 +64,12 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<crate::media::OwnershipError> for AppError {
+    fn from(error: crate::media::OwnershipError) -> Self {
+        Self::Ownership(Box::new(error))
+    }
 }
 
 /// Opens the stores and builds the services for `config`.
@@ -110,6 +118,14 @@ pub fn build_state(config: &Config) -> Result<AppState, AppError> {
         federation,
         remote,
     })
+}
+
+/// How this server's metadata database is named in ownership markers and
+/// in the errors that refuse a foreign datastore.
+pub fn database_label(config: &Config) -> String {
+    match &config.database {
+        DatabaseConfig::Sled { .. } => format!("sled at {}", config.sled_path().display()),
+    }
 }
 
 /// The router with its layer stack (outermost first): request id, client
@@ -240,6 +256,14 @@ impl Server {
             source,
         })?;
         let state = build_state(config)?;
+        // Before anything can write or sweep: every datastore must be ours.
+        for (datastore, claim) in state
+            .media
+            .claim_datastores(&database_label(config))
+            .await?
+        {
+            tracing::debug!(%datastore, ?claim, "datastore ownership checked");
+        }
         if config.selfcheck_on_start {
             for report in selfcheck(&state).await? {
                 tracing::info!(

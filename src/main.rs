@@ -62,6 +62,17 @@ enum StorageCommand {
         #[arg(long)]
         verify: bool,
     },
+    /// Tie datastore ID to this config's metadata database on purpose (it
+    /// belongs to another database, or holds objects this one never wrote).
+    /// Objects already in it are never deleted by this database's sweeps.
+    /// Run it with the server stopped.
+    Adopt {
+        #[arg(long, short, env = "MXMEDIA_CONFIG", default_value = "config.yaml")]
+        config: PathBuf,
+        /// Datastore id to adopt.
+        #[arg(long)]
+        datastore: String,
+    },
     /// Report orphan objects and records whose bytes are missing.
     Fsck {
         #[arg(long, short, env = "MXMEDIA_CONFIG", default_value = "config.yaml")]
@@ -192,6 +203,35 @@ mod storage {
                 Ok(config) => fsck(&config, &FsckRequest { repair }).await,
                 Err(code) => code,
             },
+            StorageCommand::Adopt { config, datastore } => match load(&config) {
+                Ok(config) => adopt(&config, &datastore).await,
+                Err(code) => code,
+            },
+        }
+    }
+
+    async fn adopt(config: &mxmedia::config::Config, datastore: &str) -> ExitCode {
+        let id = mxmedia::ids::DatastoreId(datastore.to_owned());
+        let outcome = match mxmedia::app::build_state(config) {
+            Ok(state) => state
+                .media
+                .adopt_datastore(&id, &mxmedia::app::database_label(config))
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(()) => {
+                println!(
+                    "datastore {datastore} now belongs to {}; objects already in it will never be swept",
+                    mxmedia::app::database_label(config)
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("mxmedia storage adopt: {error}");
+                ExitCode::FAILURE
+            }
         }
     }
 

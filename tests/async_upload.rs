@@ -407,6 +407,53 @@ async fn token_checks_are_cached_both_ways() {
     assert_matrix_error(resp, 401, "M_UNKNOWN_TOKEN").await;
 }
 
+/// Revocation with the default cache (5 s, re-checked in the background
+/// after 2 s): a token logged out while its client keeps using it is refused
+/// within 5 s, and the homeserver sees about one check per 2 s of traffic,
+/// not one per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logged_out_tokens_are_refused_within_seconds() {
+    let t = TestServer::start().await;
+    t.hs.add_user("dave_token", "@dave:test.local");
+    let start = std::time::Instant::now();
+    let mut requests = 0;
+    while start.elapsed() < Duration::from_secs(3) {
+        let resp = t
+            .get("/_matrix/client/v1/media/config", Some("dave_token"))
+            .await;
+        assert_eq!(resp.status(), 200);
+        requests += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let calls = t.hs.calls();
+    println!("{calls} homeserver checks for {requests} requests in 3 s");
+    assert!(
+        (1..=3).contains(&calls),
+        "{calls} checks for {requests} requests"
+    );
+    t.hs.revoke("dave_token");
+    let revoked = std::time::Instant::now();
+    loop {
+        let status = t
+            .get("/_matrix/client/v1/media/config", Some("dave_token"))
+            .await
+            .status();
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            revoked.elapsed() < Duration::from_secs(10),
+            "still accepted 10 s after logout"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = revoked.elapsed();
+    println!("refused {took:?} after logout");
+    // The bound is the cache's design (5 s), with room for a loaded machine.
+    assert!(took < Duration::from_secs(6), "refused only after {took:?}");
+}
+
 /// A homeserver that is down or broken gives 503/502, never 401; a locked account is relayed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn homeserver_failures_are_gateway_errors() {

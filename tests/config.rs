@@ -69,6 +69,8 @@ fn minimal_config_gets_defaults_matching_the_sample() {
         "MXMEDIA__HOMESERVER__TIMEOUT",
         "MXMEDIA__HOMESERVER__TOKEN_CACHE_TTL",
         "MXMEDIA__HOMESERVER__TOKEN_NEGATIVE_CACHE_TTL",
+        "MXMEDIA__HOMESERVER__TOKEN_REFRESH_AFTER",
+        "MXMEDIA__HOMESERVER__TOKEN_CACHE_SIZE",
         "MXMEDIA__HOMESERVER__ACCEPT_QUERY_TOKEN",
         "MXMEDIA__MEDIA__MAX_UPLOAD_SIZE",
         "MXMEDIA__MEDIA__FREEZE_UNAUTHENTICATED",
@@ -243,10 +245,13 @@ fn check_config_command_reports_problems() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// `mxmedia serve` serves, and on SIGTERM finishes gracefully with exit 0, data flushed.
+/// `mxmedia serve` serves, and on SIGTERM finishes gracefully with exit 0,
+/// data flushed. Started from another working directory, it keeps its state
+/// where the config file's relative `data_dir` says, next to the config.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -256,12 +261,13 @@ async fn serve_stops_gracefully_on_sigterm() {
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
-        format!("server_name: test.local\nlisten: 127.0.0.1:{port}\ndata_dir: {}\nhomeserver: {{url: '{}'}}\nlog: {{format: json}}\ntrusted_proxies: ['127.0.0.1/32']\n", dir.path().display(), hs.url),
+        format!("server_name: test.local\nlisten: 127.0.0.1:{port}\ndata_dir: ./state\nhomeserver: {{url: '{}'}}\nlog: {{format: json}}\ntrusted_proxies: ['127.0.0.1/32']\n", hs.url),
     )
     .unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mxmedia"))
         .args(["serve", "--config"])
         .arg(&config)
+        .current_dir(elsewhere.path())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -328,8 +334,14 @@ async fn serve_stops_gracefully_on_sigterm() {
         "behind a trusted proxy the logs show the forwarded client: {stderr}"
     );
 
+    // State lives next to the config, none where the process was started.
+    assert!(dir.path().join("state/db").is_dir());
+    assert!(dir.path().join("state/media").is_dir());
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+
     // The metadata was flushed: a new server on the same data sees the upload.
     let cfg = Config::load(&config).unwrap();
+    assert_eq!(cfg.data_dir, dir.path().join("./state"));
     let state = mxmedia::app::build_state(&cfg).unwrap();
     assert_eq!(
         state

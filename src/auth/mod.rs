@@ -1,8 +1,16 @@
 //! Who is asking: bearer tokens are checked against the homeserver's
-//! `/_matrix/client/v3/account/whoami`, and answers (valid and rejected) are
-//! cached for a configurable time so a busy client costs one check per TTL.
+//! `/_matrix/client/v3/account/whoami`. Answers are cached under a hash of
+//! the token, bounded in bytes, and valid ones are re-checked in the
+//! background while they are served, so a logged-out token stops working
+//! within seconds without a homeserver round trip per request.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use sha2::{Digest, Sha256};
 
 use moka::{Expiry, future::Cache};
 use ruma::OwnedUserId;
@@ -13,8 +21,9 @@ use crate::config::HomeserverConfig;
 
 /// Largest whoami answer we read; a real one is under 200 bytes.
 const MAX_WHOAMI_BODY: usize = 64 * 1024;
-/// Tokens remembered at once (valid and rejected together).
-const CACHE_ENTRIES: u64 = 100_000;
+/// Bookkeeping bytes per cache entry on top of its ids (moka's node, the
+/// timer wheel, the `Requester`).
+const ENTRY_OVERHEAD: usize = 160;
 
 /// An authenticated user, as the homeserver named them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,22 +69,72 @@ enum Verdict {
     Unknown,
 }
 
-struct VerdictExpiry {
+/// One cached answer and when the homeserver gave it.
+#[derive(Clone)]
+struct Entry {
+    verdict: Verdict,
+    checked: Instant,
+}
+
+impl Entry {
+    /// Bytes this entry costs in the cache, roughly: the key, the user and
+    /// device ids, and bookkeeping.
+    fn weight(&self) -> u32 {
+        let ids = match &self.verdict {
+            Verdict::User(r) => {
+                r.user_id.as_str().len() + r.device_id.as_ref().map_or(0, String::len)
+            }
+            Verdict::Unknown => 0,
+        };
+        u32::try_from(32 + ids + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+    }
+}
+
+/// The cache key: a SHA-256 of the credentials, so no token sits in memory
+/// longer than its check, and every key costs the same.
+type TokenKey = [u8; 32];
+
+fn token_key(credentials: &Credentials) -> TokenKey {
+    let mut hasher = Sha256::new();
+    for part in [
+        Some(credentials.token.as_str()),
+        credentials.user_id.as_deref(),
+        credentials.device_id.as_deref(),
+    ] {
+        // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+        let part = part.unwrap_or("");
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hasher.finalize().into()
+}
+
+struct EntryExpiry {
     valid: Duration,
     rejected: Duration,
 }
 
-impl Expiry<Credentials, Verdict> for VerdictExpiry {
+impl Expiry<TokenKey, Entry> for EntryExpiry {
     fn expire_after_create(
         &self,
-        _key: &Credentials,
-        value: &Verdict,
+        _key: &TokenKey,
+        value: &Entry,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(match value {
+        Some(match value.verdict {
             Verdict::User(_) => self.valid,
             Verdict::Unknown => self.rejected,
         })
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &TokenKey,
+        value: &Entry,
+        updated_at: std::time::Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, value, updated_at)
     }
 }
 
@@ -87,7 +146,11 @@ pub struct Authenticator {
 struct Inner {
     http: reqwest::Client,
     whoami: Url,
-    cache: Cache<Credentials, Verdict>,
+    cache: Cache<TokenKey, Entry>,
+    /// A valid entry this old is served, and checked again in the background.
+    refresh_after: Duration,
+    /// Tokens being checked again in the background (one check each).
+    refreshing: std::sync::Mutex<HashSet<TokenKey>>,
 }
 
 #[derive(Deserialize)]
@@ -125,8 +188,9 @@ impl Authenticator {
             .build()
             .map_err(|e| AuthError::BadGateway(e.to_string()))?;
         let cache = Cache::builder()
-            .max_capacity(CACHE_ENTRIES)
-            .expire_after(VerdictExpiry {
+            .max_capacity(config.token_cache_size.as_u64())
+            .weigher(|_key, entry: &Entry| entry.weight())
+            .expire_after(EntryExpiry {
                 valid: config.token_cache_ttl,
                 rejected: config.token_negative_cache_ttl,
             })
@@ -136,26 +200,78 @@ impl Authenticator {
                 http,
                 whoami,
                 cache,
+                refresh_after: config.token_refresh_after.min(config.token_cache_ttl),
+                refreshing: std::sync::Mutex::new(HashSet::new()),
             }),
         })
     }
 
-    /// The user behind `credentials`. Concurrent checks of one token share a
-    /// single whoami call; only definite answers are cached.
+    /// The user behind `credentials`. A cached valid answer is served at
+    /// once; once it is `token_refresh_after` old the homeserver is asked
+    /// again in the background (one check per token at a time), and an
+    /// answer `token_cache_ttl` old is gone: the request waits for a fresh
+    /// check. A logged-out token is therefore refused within
+    /// `token_cache_ttl`, while an active token costs the homeserver one
+    /// check per `token_refresh_after`. Concurrent first checks of one token
+    /// share a single whoami call; only definite answers are cached.
     pub async fn authenticate(&self, credentials: Credentials) -> Result<Requester, AuthError> {
+        let key = token_key(&credentials);
+        if let Some(entry) = self.inner.cache.get(&key).await {
+            return match entry.verdict {
+                Verdict::Unknown => Err(AuthError::UnknownToken),
+                Verdict::User(requester) => {
+                    if entry.checked.elapsed() >= self.inner.refresh_after {
+                        self.refresh(key, credentials);
+                    }
+                    Ok(requester)
+                }
+            };
+        }
         let inner = Arc::clone(&self.inner);
-        let key = credentials.clone();
-        let verdict = self
+        let entry = self
             .inner
             .cache
-            .try_get_with(key, async move { inner.whoami(&credentials).await })
+            .try_get_with(key, async move {
+                let verdict = inner.whoami(&credentials).await?;
+                Ok::<_, AuthError>(Entry {
+                    verdict,
+                    checked: Instant::now(),
+                })
+            })
             .await
             .map_err(|e| (*e).clone())?;
-        match verdict {
+        match entry.verdict {
             Verdict::User(requester) => Ok(requester),
             Verdict::Unknown => Err(AuthError::UnknownToken),
         }
     }
+
+    /// Checks `credentials` again in the background, unless a check of them
+    /// already runs. A failure to reach the homeserver keeps the old answer
+    /// until it expires.
+    fn refresh(&self, key: TokenKey, credentials: Credentials) {
+        if !lock(&self.inner.refreshing).insert(key) {
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            match inner.whoami(&credentials).await {
+                Ok(verdict) => {
+                    let entry = Entry {
+                        verdict,
+                        checked: Instant::now(),
+                    };
+                    inner.cache.insert(key, entry).await;
+                }
+                Err(error) => tracing::debug!(%error, "background token check failed"),
+            }
+            lock(&inner.refreshing).remove(&key);
+        });
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Inner {

@@ -39,18 +39,62 @@ impl ConfigError {
 
 impl Config {
     /// Loads `file`, applies the process environment, and checks everything.
+    /// Relative paths in it (and in env overrides) are taken from the config
+    /// file's directory, never from the process's working directory: a
+    /// service started elsewhere must find the same database and datastores.
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
             path: file.display().to_string(),
             source,
         })?;
-        Self::from_yaml(&text, std::env::vars())
+        let base = std::path::absolute(file)
+            .ok()
+            .and_then(|f| f.parent().map(Path::to_path_buf))
+            .ok_or_else(|| ConfigError::Read {
+                path: file.display().to_string(),
+                source: std::io::Error::other("cannot tell the config file's directory"),
+            })?;
+        Self::parse(&text, std::env::vars(), Some(&base))
     }
 
-    /// Parses YAML text with the given environment overrides.
+    /// Makes every relative path in the config relative to `base`.
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |path: &mut std::path::PathBuf| {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        };
+        fix(&mut self.data_dir);
+        let fix_opt = |path: &mut Option<std::path::PathBuf>| {
+            if let Some(path) = path {
+                fix(path);
+            }
+        };
+        fix_opt(&mut self.control_socket);
+        fix_opt(&mut self.cache.path);
+        fix_opt(&mut self.federation.signing_key_path);
+        fix_opt(&mut self.federation.extra_ca_path);
+        match &mut self.database {
+            super::DatabaseConfig::Sled { path, .. } => fix_opt(path),
+        }
+        for store in &mut self.datastores {
+            store.resolve_paths(&fix_opt);
+        }
+    }
+
+    /// Parses YAML text with the given environment overrides; relative
+    /// paths stay as written (tests pass absolute ones).
     pub fn from_yaml(
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::parse(text, env, None)
+    }
+
+    fn parse(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        base: Option<&Path>,
     ) -> Result<Self, ConfigError> {
         let mut tree: Value = serde_norway::from_str(text)
             .map_err(|e| ConfigError::Invalid(vec![format!("YAML: {e}")]))?;
@@ -78,7 +122,10 @@ impl Config {
         // failed, so the loop ends; the bound is a second guarantee.
         for _ in 0..256 {
             match serde_path_to_error::deserialize::<_, Config>(&tree) {
-                Ok(config) => {
+                Ok(mut config) => {
+                    if let Some(base) = base {
+                        config.resolve_paths(base);
+                    }
                     problems.extend(config.problems());
                     return if problems.is_empty() {
                         Ok(config)

@@ -172,9 +172,19 @@ pub struct HomeserverConfig {
     /// Timeout of one `/account/whoami` call. Default 10s.
     #[serde(default = "default_hs_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// How long a valid token's user is remembered. Default 2m.
+    /// Longest a valid token's user is remembered: a token logged out on the
+    /// homeserver is refused here within this time. Default 5s.
     #[serde(default = "default_token_ttl", with = "humantime_serde")]
     pub token_cache_ttl: Duration,
+    /// A remembered token this old is still accepted, and checked again in
+    /// the background, so an active token costs the homeserver one check per
+    /// this interval. Default 2s.
+    #[serde(default = "default_token_refresh", with = "humantime_serde")]
+    pub token_refresh_after: Duration,
+    /// Memory the token cache may use (valid and rejected tokens, keyed by
+    /// a hash of the token). Default 16MiB.
+    #[serde(default = "default_token_cache_size")]
+    pub token_cache_size: ByteSize,
     /// How long a rejected token is remembered. Default 30s.
     #[serde(default = "default_negative_ttl", with = "humantime_serde")]
     pub token_negative_cache_ttl: Duration,
@@ -187,7 +197,13 @@ fn default_hs_timeout() -> Duration {
     Duration::from_secs(10)
 }
 fn default_token_ttl() -> Duration {
-    Duration::from_secs(120)
+    Duration::from_secs(5)
+}
+fn default_token_refresh() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_token_cache_size() -> ByteSize {
+    ByteSize::mib(16)
 }
 fn default_negative_ttl() -> Duration {
     Duration::from_secs(30)
@@ -408,6 +424,12 @@ impl Config {
         }
         if self.media.max_ranges == 0 {
             problems.push("media.max_ranges: must be at least 1".to_owned());
+        }
+        if self.homeserver.token_refresh_after > self.homeserver.token_cache_ttl {
+            problems.push(
+                "homeserver.token_refresh_after: must not exceed homeserver.token_cache_ttl"
+                    .to_owned(),
+            );
         }
         if !matches!(self.homeserver.url.scheme(), "http" | "https") {
             problems.push("homeserver.url: must be an http:// or https:// URL".to_owned());

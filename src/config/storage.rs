@@ -38,6 +38,20 @@ impl DatastoreConfig {
         }
     }
 
+    /// Applies `fix` to every file or directory path of this datastore.
+    pub(super) fn resolve_paths(&mut self, fix: &impl Fn(&mut Option<PathBuf>)) {
+        match self {
+            Self::Local(local) => fix(&mut local.path),
+            Self::S3(s3) => {
+                fix(&mut s3.access_key_id_file);
+                fix(&mut s3.secret_access_key_file);
+                if let Some(SseConfig::Customer { key_file, .. }) = &mut s3.sse {
+                    fix(key_file);
+                }
+            }
+        }
+    }
+
     pub fn kinds(&self) -> &[DatastoreKind] {
         match self {
             Self::Local(local) => &local.kinds,

@@ -126,7 +126,11 @@ fn classify_media(error: &MediaError) -> (StatusCode, &'static str) {
             (StatusCode::BAD_REQUEST, "M_UNKNOWN")
         }
         M::Storage(StorageError::Backend(_)) => (StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN"),
-        M::Storage(_) | M::Repo(_) | M::Internal(_) | M::Thumbnail(ThumbnailError::Encode(_)) => {
+        M::Storage(_)
+        | M::Repo(_)
+        | M::Internal(_)
+        | M::Ownership(_)
+        | M::Thumbnail(ThumbnailError::Encode(_)) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN")
         }
         M::Shared(inner) => classify_media(inner),

@@ -1,14 +1,17 @@
-//! Background sweeps: expired async-upload ids, and objects in a datastore
-//! that no blob record points at (left by a crash or a lost cleanup).
+//! Background sweeps: expired async-upload ids, objects in a datastore that
+//! no blob record points at (left by a crash or a lost cleanup), and staging
+//! files of writes a crash interrupted. Only datastores whose ownership
+//! marker names this database are swept, and only objects written since it
+//! claimed them. Listing is incremental: one page of the store at a time.
 
 use std::time::SystemTime;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt, stream::BoxStream};
 
 use super::{MediaError, MediaService};
 use crate::{
     ids::{DatastoreId, UnixMillis},
-    storage::ListedBlob,
+    storage::{BlobStore, ListedBlob, StorageError},
 };
 
 /// What one sweep removed.
@@ -16,51 +19,119 @@ use crate::{
 pub struct SweepReport {
     pub expired_pending: u64,
     pub orphan_blobs: u64,
+    pub staging_files: u64,
+    /// Datastores left alone because their ownership could not be proven.
+    pub stores_skipped: u64,
 }
 
+/// Objects looked up per metadata round trip; S3 lists 1,000 per request.
 const BATCH: usize = 256;
 
+/// Walks one datastore's listing a page at a time and yields the objects no
+/// blob record points at.
+pub struct OrphanScan {
+    service: MediaService,
+    store: DatastoreId,
+    listed: BoxStream<'static, Result<Vec<ListedBlob>, StorageError>>,
+}
+
+impl OrphanScan {
+    /// The next orphans found (possibly none), or `None` at the end.
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<ListedBlob>>, MediaError> {
+        let Some(batch) = self.listed.next().await else {
+            return Ok(None);
+        };
+        // In-flight first, then known: an upload leaves the in-flight set
+        // only after its commit, so a key that is in neither at these two
+        // moments is a true orphan.
+        let batch: Vec<ListedBlob> = batch?
+            .into_iter()
+            .filter(|b| !self.service.is_in_flight(&self.store, &b.key))
+            .collect();
+        let id = self.store.clone();
+        let unknown = self
+            .service
+            .inner
+            .repo
+            .blocking(move |r| {
+                let mut unknown = Vec::new();
+                for blob in batch {
+                    if !r.blob_key_known(&id, &blob.key)? {
+                        unknown.push(blob);
+                    }
+                }
+                Ok(unknown)
+            })
+            .await?;
+        Ok(Some(unknown))
+    }
+}
+
 impl MediaService {
-    /// Objects in any datastore that no blob record points at, and that are
-    /// not being written right now (whatever their age).
-    pub async fn orphans(&self) -> Result<Vec<(DatastoreId, ListedBlob)>, MediaError> {
-        let mut found = Vec::new();
-        for store in self.inner.stores.iter() {
-            let mut listed = store.list().try_chunks(BATCH);
-            while let Some(batch) = listed.next().await {
-                // In-flight first, then known: an upload leaves the in-flight
-                // set only after its commit, so a key that is in neither at
-                // these two moments is a true orphan.
-                let batch: Vec<ListedBlob> = batch
-                    .map_err(|e| e.1)?
-                    .into_iter()
-                    .filter(|b| !self.is_in_flight(store.id(), &b.key))
-                    .collect();
-                let id = store.id().clone();
-                let unknown = self
-                    .inner
-                    .repo
-                    .blocking(move |r| {
-                        let mut unknown = Vec::new();
-                        for blob in batch {
-                            if !r.blob_key_known(&id, &blob.key)? {
-                                unknown.push((id.clone(), blob));
-                            }
-                        }
-                        Ok(unknown)
-                    })
-                    .await?;
-                found.extend(unknown);
-            }
+    /// A scan of `store` for objects no blob record points at.
+    pub fn orphan_scan(&self, store: &BlobStore) -> OrphanScan {
+        OrphanScan {
+            service: self.clone(),
+            store: store.id().clone(),
+            listed: store.list().try_chunks(BATCH).map_err(|e| e.1).boxed(),
         }
-        Ok(found)
+    }
+
+    /// Since when `store` is provably this database's (its marker names us):
+    /// only objects written after that may ever be deleted as orphans.
+    pub async fn deletable_since(&self, store: &BlobStore) -> Result<SystemTime, MediaError> {
+        let since = self.owned_since(store).await?;
+        Ok(std::time::UNIX_EPOCH + std::time::Duration::from_millis(since.0))
     }
 
     /// One full sweep. Safe to run while uploads are in progress: blobs being
     /// written are skipped, and so is anything younger than `orphan_grace`.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn sweep(&self) -> Result<SweepReport, MediaError> {
-        let mut report = SweepReport::default();
+        let mut report = SweepReport {
+            expired_pending: self.sweep_pending().await?,
+            ..SweepReport::default()
+        };
+        let cutoff = SystemTime::now()
+            .checked_sub(self.inner.config.orphan_grace)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        for store in self.inner.stores.iter() {
+            let since = match self.deletable_since(store).await {
+                Ok(since) => since,
+                Err(error) => {
+                    tracing::error!(datastore = %store.id(), %error, "not sweeping this datastore");
+                    report.stores_skipped += 1;
+                    continue;
+                }
+            };
+            let deletable = |modified: SystemTime| modified <= cutoff && modified >= since;
+            let mut scan = self.orphan_scan(store);
+            while let Some(orphans) = scan.next_batch().await? {
+                for orphan in orphans.into_iter().filter(|o| deletable(o.last_modified)) {
+                    store.delete(&orphan.key).await?;
+                    tracing::info!(datastore = %store.id(), key = orphan.key.as_str(), "removed orphaned blob");
+                    report.orphan_blobs += 1;
+                }
+            }
+            for staging in store.stale_staging(cutoff).await? {
+                if !deletable(staging.last_modified) || self.is_in_flight(store.id(), &staging.key)
+                {
+                    continue;
+                }
+                store.remove_staging(&staging).await?;
+                tracing::info!(datastore = %store.id(), path = %staging.path.display(), "removed an interrupted write's staging file");
+                report.staging_files += 1;
+            }
+        }
+        if report != SweepReport::default() {
+            tracing::info!(?report, "sweep finished");
+        }
+        Ok(report)
+    }
+
+    /// Removes expired async-upload reservations, a batch at a time.
+    async fn sweep_pending(&self) -> Result<u64, MediaError> {
+        let mut total = 0;
         loop {
             let now = UnixMillis::now();
             let expired = self
@@ -69,10 +140,10 @@ impl MediaService {
                 .blocking(move |r| r.expired_pending(now, BATCH))
                 .await?;
             if expired.is_empty() {
-                break;
+                return Ok(total);
             }
             let n = expired.len();
-            let removed = self
+            total += self
                 .inner
                 .repo
                 .blocking(move |r| {
@@ -84,27 +155,9 @@ impl MediaService {
                     Ok(removed)
                 })
                 .await?;
-            report.expired_pending += removed;
             if n < BATCH {
-                break;
+                return Ok(total);
             }
         }
-
-        let cutoff = SystemTime::now()
-            .checked_sub(self.inner.config.orphan_grace)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        for (store, orphan) in self.orphans().await? {
-            if orphan.last_modified > cutoff {
-                continue;
-            }
-            let store = self.inner.stores.get(&store)?;
-            store.delete(&orphan.key).await?;
-            tracing::info!(datastore = %store.id(), key = orphan.key.as_str(), "removed orphaned blob");
-            report.orphan_blobs += 1;
-        }
-        if report != SweepReport::default() {
-            tracing::info!(?report, "sweep finished");
-        }
-        Ok(report)
     }
 }

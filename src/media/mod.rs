@@ -5,6 +5,7 @@
 mod download;
 mod gc;
 mod name;
+mod ownership;
 mod thumbnail;
 mod upload;
 
@@ -14,8 +15,9 @@ use ruma::OwnedServerName;
 use tokio::sync::Notify;
 
 pub use download::{Access, Download};
-pub use gc::SweepReport;
+pub use gc::{OrphanScan, SweepReport};
 pub use name::clean_filename;
+pub use ownership::{Claim, OwnershipError};
 pub use thumbnail::{Thumb, ThumbRequest};
 pub use upload::{UploadMeta, UploadTarget};
 
@@ -58,6 +60,14 @@ pub enum MediaError {
     Storage(#[from] StorageError),
     #[error("metadata failure: {0}")]
     Repo(#[from] RepoError),
+    #[error(transparent)]
+    Ownership(Box<OwnershipError>),
+}
+
+impl From<OwnershipError> for MediaError {
+    fn from(error: OwnershipError) -> Self {
+        Self::Ownership(Box::new(error))
+    }
 }
 
 /// Cheap to clone; shared by every request.

@@ -3,6 +3,8 @@
 //! missing. With `repair`: orphans older than the grace period are deleted,
 //! and missing bytes are restored from the hot cache when it holds a copy
 //! whose SHA-256 checks out. Nothing else is safe to repair automatically.
+//! Repairs touch only datastores whose ownership marker names this database,
+//! and never delete objects older than its claim.
 
 use std::time::SystemTime;
 
@@ -35,13 +37,27 @@ pub async fn fsck(media: &MediaService, request: &FsckRequest) -> Result<FsckRep
     let cutoff = SystemTime::now()
         .checked_sub(media.config().orphan_grace)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    for (store_id, orphan) in media.orphans().await? {
-        report
-            .orphans
-            .push(format!("{store_id}:{}", orphan.key.as_str()));
-        if request.repair && orphan.last_modified <= cutoff {
-            media.stores().get(&store_id)?.delete(&orphan.key).await?;
-            report.orphans_deleted += 1;
+    for store in media.stores().iter() {
+        // Refuses (with the owner named) before a single object is deleted.
+        let since = if request.repair {
+            Some(media.deletable_since(store).await?)
+        } else {
+            None
+        };
+        let mut scan = media.orphan_scan(store);
+        while let Some(orphans) = scan.next_batch().await? {
+            for orphan in orphans {
+                report
+                    .orphans
+                    .push(format!("{}:{}", store.id(), orphan.key.as_str()));
+                if let Some(since) = since
+                    && orphan.last_modified <= cutoff
+                    && orphan.last_modified >= since
+                {
+                    store.delete(&orphan.key).await?;
+                    report.orphans_deleted += 1;
+                }
+            }
         }
     }
 

@@ -134,6 +134,24 @@ pub enum Commit {
     Taken,
 }
 
+/// Who this database is: written once when it is created, so datastores
+/// can be tied to it (the ownership marker) and a fresh, empty database is
+/// never mistaken for the one that filled a datastore.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseIdentity {
+    /// Random, 32 hex digits.
+    pub id: String,
+    pub created: UnixMillis,
+}
+
+/// This database's claim on one datastore.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimRecord {
+    /// Objects last modified before this were not written by this database
+    /// (the store was adopted): sweeps never delete them.
+    pub since: UnixMillis,
+}
+
 /// Record counts, for readiness checks, metrics and tests.
 #[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
 pub struct Counts {
@@ -222,6 +240,12 @@ pub trait MediaRepo: Send + Sync + 'static {
     fn counts(&self) -> Result<Counts, RepoError>;
     /// Reserved ids not uploaded yet (walks only those; for metrics).
     fn pending_count(&self) -> Result<u64, RepoError>;
+    /// This database's identity, created (and made durable) on first use.
+    fn identity(&self) -> Result<DatabaseIdentity, RepoError>;
+    /// This database's claim on `datastore`, if it made one.
+    fn claim(&self, datastore: &DatastoreId) -> Result<Option<ClaimRecord>, RepoError>;
+    /// Records (or replaces) the claim on `datastore`, durably.
+    fn put_claim(&self, datastore: &DatastoreId, claim: &ClaimRecord) -> Result<(), RepoError>;
     /// A cheap round trip through the engine, for readiness probes.
     fn ping(&self) -> Result<(), RepoError>;
     /// Makes every committed change durable.

@@ -10,8 +10,9 @@ use sled::{
 };
 
 use super::{
-    BlobRecord, Commit, CommitMode, CommitThumb, Counts, MediaRecord, MediaRepo, MediaState,
-    NewBlob, PendingRecord, RepoError, Reserve, ThumbRecord, codec, keys,
+    BlobRecord, ClaimRecord, Commit, CommitMode, CommitThumb, Counts, DatabaseIdentity,
+    MediaRecord, MediaRepo, MediaState, NewBlob, PendingRecord, RepoError, Reserve, ThumbRecord,
+    codec, keys,
 };
 use crate::{
     ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis},
@@ -29,6 +30,8 @@ pub struct SledRepo {
     blob_keys: sled::Tree,
     /// `thumbs_by_media`: media key ++ size -> `ThumbRecord`.
     thumbs: sled::Tree,
+    /// `meta_by_name`: the database identity and datastore claims.
+    meta: sled::Tree,
     /// Serialises `reserve`: counting an owner's pending ids and inserting one
     /// must be one step, and sled transactions cannot scan.
     reserve_lock: Mutex<()>,
@@ -122,6 +125,7 @@ impl SledRepo {
             blobs: db.open_tree("blobs_by_sha256")?,
             blob_keys: db.open_tree("blobs_by_key")?,
             thumbs: db.open_tree("thumbs_by_media")?,
+            meta: db.open_tree("meta_by_name")?,
             reserve_lock: Mutex::new(()),
             db,
         })
@@ -419,6 +423,43 @@ impl MediaRepo for SledRepo {
 
     fn pending_count(&self) -> Result<u64, RepoError> {
         Ok(self.pending.len() as u64)
+    }
+
+    fn identity(&self) -> Result<DatabaseIdentity, RepoError> {
+        const KEY: &[u8] = b"identity";
+        if let Some(found) = self.meta.get(KEY)? {
+            return Ok(codec::decode(&found)?);
+        }
+        let fresh = DatabaseIdentity {
+            id: hex::encode(rand::random::<[u8; 16]>()),
+            created: UnixMillis::now(),
+        };
+        // Two first callers race: the first insert wins, both read it back.
+        let _ = self
+            .meta
+            .compare_and_swap(KEY, None::<&[u8]>, Some(codec::encode(&fresh)?))?;
+        self.db.flush()?;
+        let stored = self
+            .meta
+            .get(KEY)?
+            .ok_or(RepoError::Codec(codec::CodecError::Empty))?;
+        Ok(codec::decode(&stored)?)
+    }
+
+    fn claim(&self, datastore: &DatastoreId) -> Result<Option<ClaimRecord>, RepoError> {
+        let key = format!("claim/{datastore}");
+        Ok(self
+            .meta
+            .get(key.as_bytes())?
+            .map(|v| codec::decode(&v))
+            .transpose()?)
+    }
+
+    fn put_claim(&self, datastore: &DatastoreId, claim: &ClaimRecord) -> Result<(), RepoError> {
+        let key = format!("claim/{datastore}");
+        self.meta.insert(key.as_bytes(), codec::encode(claim)?)?;
+        self.db.flush()?;
+        Ok(())
     }
 
     fn ping(&self) -> Result<(), RepoError> {

@@ -45,6 +45,7 @@ pub fn build_datastores(
                     policy,
                     local.kinds.clone(),
                 )
+                .with_local_root(dir)
             }
             DatastoreConfig::S3(s3) => build_s3(s3)?,
         });

@@ -97,6 +97,22 @@ pub struct BlobStore {
     attributes: Attributes,
     presigner: Option<Presigner>,
     metrics: crate::metrics::Metrics,
+    /// The directory of a local datastore, where interrupted writes leave
+    /// staging files that `object_store` never lists.
+    local_root: Option<std::path::PathBuf>,
+}
+
+/// The object, at the root of a datastore (under its prefix), that names
+/// the metadata database owning it. Never blob-shaped, so never listed as one.
+const OWNER_MARKER: &str = "mxmedia-owner.json";
+
+/// A staging file an interrupted write left behind on a local datastore.
+#[derive(Debug, Clone)]
+pub struct StagingFile {
+    pub path: std::path::PathBuf,
+    /// The blob the write was for.
+    pub key: BlobKey,
+    pub last_modified: SystemTime,
 }
 
 impl BlobStore {
@@ -118,6 +134,88 @@ impl BlobStore {
             attributes: Attributes::new(),
             presigner: None,
             metrics: crate::metrics::Metrics::default(),
+            local_root: None,
+        }
+    }
+
+    /// Marks this store as the local directory `root`.
+    #[must_use]
+    pub fn with_local_root(mut self, root: std::path::PathBuf) -> Self {
+        self.local_root = Some(root);
+        self
+    }
+
+    /// Where the store lives, for messages: a directory, or a bucket and prefix.
+    pub fn location(&self) -> String {
+        match (&self.local_root, &self.prefix) {
+            (Some(root), _) => root.display().to_string(),
+            (None, Some(prefix)) => format!("{} under {prefix}/", self.inner),
+            (None, None) => self.inner.to_string(),
+        }
+    }
+
+    /// The ownership marker's content, if the store has one.
+    pub async fn read_marker(&self) -> Result<Option<Bytes>, StorageError> {
+        let path = self.marker_path();
+        match self.inner.get(&path).await {
+            Ok(result) => Ok(Some(result.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Writes the ownership marker.
+    pub async fn write_marker(&self, content: Bytes) -> Result<(), StorageError> {
+        self.inner
+            .put(&self.marker_path(), PutPayload::from(content))
+            .await?;
+        Ok(())
+    }
+
+    fn marker_path(&self) -> Path {
+        match &self.prefix {
+            Some(prefix) => Path::from(format!("{prefix}/{OWNER_MARKER}")),
+            None => Path::from(OWNER_MARKER),
+        }
+    }
+
+    /// Whether the store holds at least one blob-shaped object (one LIST
+    /// request at most).
+    pub async fn holds_blobs(&self) -> Result<bool, StorageError> {
+        match self.list().next().await {
+            None => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(e)) => Err(e),
+        }
+    }
+
+    /// Staging files of writes that never finished (a crash, `kill -9`),
+    /// last modified before `before`. Only local datastores have them; an
+    /// interrupted S3 multipart upload is the bucket's lifecycle rule's to
+    /// abort (docs/storage.md).
+    pub async fn stale_staging(
+        &self,
+        before: SystemTime,
+    ) -> Result<Vec<StagingFile>, StorageError> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(Vec::new());
+        };
+        tokio::task::spawn_blocking(move || find_staging(&root, before))
+            .await
+            .map_err(|_| StorageError::TaskFailed)?
+            .map_err(StorageError::Read)
+    }
+
+    /// Removes a staging file found by [`Self::stale_staging`].
+    pub async fn remove_staging(&self, file: &StagingFile) -> Result<(), StorageError> {
+        let path = file.path.clone();
+        match tokio::task::spawn_blocking(move || std::fs::remove_file(path))
+            .await
+            .map_err(|_| StorageError::TaskFailed)?
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::Read(e)),
         }
     }
 
@@ -343,6 +441,54 @@ impl BlobStore {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Walks the two fan-out levels of a local datastore for `<key>#<digits>`
+/// files older than `before`.
+fn find_staging(root: &std::path::Path, before: SystemTime) -> std::io::Result<Vec<StagingFile>> {
+    // Uploads finish (rename) and directories empty out while we walk: an
+    // entry that vanished is skipped, not an error.
+    fn entries(dir: &std::path::Path) -> std::io::Result<Vec<std::fs::DirEntry>> {
+        match std::fs::read_dir(dir) {
+            Ok(entries) => Ok(entries.filter_map(Result::ok).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+    let is_dir = |entry: &std::fs::DirEntry| entry.file_type().is_ok_and(|t| t.is_dir());
+    let mut found = Vec::new();
+    for first in entries(root)?.iter().filter(|e| is_dir(e)) {
+        for second in entries(&first.path())?.iter().filter(|e| is_dir(e)) {
+            for file in entries(&second.path())? {
+                let name = file.file_name();
+                let Some((blob, suffix)) = name.to_str().and_then(|n| n.split_once('#')) else {
+                    continue;
+                };
+                if suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_digit()) {
+                    continue;
+                }
+                let listed = format!(
+                    "{}/{}/{blob}",
+                    first.file_name().to_string_lossy(),
+                    second.file_name().to_string_lossy()
+                );
+                let Some(key) = BlobKey::from_listed(&listed) else {
+                    continue;
+                };
+                let Ok(modified) = file.metadata().and_then(|m| m.modified()) else {
+                    continue;
+                };
+                if modified < before {
+                    found.push(StagingFile {
+                        path: file.path(),
+                        key,
+                        last_modified: modified,
+                    });
+                }
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Bytes read from a local file per blocking task. `object_store`'s own file

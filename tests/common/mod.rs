@@ -424,7 +424,11 @@ impl s3s::S3 for StrictLikeB2 {
     }
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+/// The datastore's ownership marker: not a blob.
+pub const OWNER_MARKER: &str = "mxmedia-owner.json";
+
+/// Every file under `dir` but ownership markers.
+pub fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -432,7 +436,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let path = entry.path();
         if path.is_dir() {
             walk(&path, out);
-        } else {
+        } else if entry.file_name() != OWNER_MARKER {
             out.push(path);
         }
     }
