@@ -545,6 +545,9 @@ async fn blocked_servers_are_not_fetched_from() {
     assert_matrix_error(resp, 403, "M_FORBIDDEN").await;
 }
 
+/// Chunks the never-ending "slow" media has sent, across hostile servers.
+static SLOW_CHUNKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A hostile federation peer: answers media requests per media id.
 /// `internal` is a URL of a service on a refused address that would answer
 /// if the guard let a request through.
@@ -585,11 +588,12 @@ async fn hostile_server(
                     (0..16_384).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![0u8; 65_536]))),
                 )),
             ),
-            // Never ends, never finishes a chunk.
+            // Never ends, never finishes a chunk; counts what it sent.
             "slowslowslowslowslowslow" => multipart(
                 "Content-Type: application/octet-stream".into(),
                 Body::from_stream(futures::stream::unfold((), |()| async {
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    SLOW_CHUNKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x")), ()))
                 })),
             ),
@@ -719,8 +723,19 @@ async fn hostile_remotes_are_contained() {
 
     let started = std::time::Instant::now();
     assert_matrix_error(get("hugehugehugehugehugehuge").await.0, 502, "M_TOO_LARGE").await;
-    assert_matrix_error(get("slowslowslowslowslowslow").await.0, 502, "M_UNKNOWN").await;
+    let (slow, _front, _task) = get("slowslowslowslowslowslow").await;
+    assert_matrix_error(slow, 502, "M_UNKNOWN").await;
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    // The deadline stopped the transfer itself, not just the answer: the
+    // peer's never-ending body is no longer read.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let sent = SLOW_CHUNKS.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        SLOW_CHUNKS.load(std::sync::atomic::Ordering::SeqCst),
+        sent,
+        "the remote transfer went on after the deadline"
+    );
     for id in [
         "nestednestednestednested",
         "metadatametadatametadata",

@@ -260,6 +260,13 @@ pub struct MediaConfig {
     /// An upload that sends nothing for this long is dropped. Default 60s.
     #[serde(with = "humantime_serde")]
     pub upload_idle_timeout: Duration,
+    /// An upload must bring at least this many bytes per second, judged
+    /// over 30-second windows (408 otherwise); 0 turns the check off.
+    /// Default 1KiB.
+    pub upload_min_rate: ByteSize,
+    /// Longest one upload may take, first byte to last. Default 1h.
+    #[serde(with = "humantime_serde")]
+    pub upload_deadline: Duration,
     /// How often expired ids and orphaned blobs are swept. Default 10m.
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
@@ -279,6 +286,8 @@ impl Default for MediaConfig {
             max_pending_per_user: 10,
             max_download_wait: Duration::from_secs(60),
             upload_idle_timeout: Duration::from_secs(60),
+            upload_min_rate: ByteSize::kib(1),
+            upload_deadline: Duration::from_secs(3600),
             sweep_interval: Duration::from_secs(600),
             orphan_grace: Duration::from_secs(3600),
             max_ranges: 16,
@@ -325,6 +334,21 @@ pub struct FederationConfig {
     /// publishes a later `valid_until_ts`. Default 24h.
     #[serde(with = "humantime_serde")]
     pub max_key_cache: Duration,
+    /// Remote fetches running at once, across all servers; a request that
+    /// finds every slot taken for `fetch_queue_timeout` gets 429
+    /// `M_LIMIT_EXCEEDED`. Default 32.
+    pub max_concurrent_fetches: usize,
+    /// How long a request waits for a free fetch slot before it gets 429.
+    /// Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub fetch_queue_timeout: Duration,
+    /// Bytes of remote media one user may make us fetch per
+    /// `user_budget_window` (429 `M_LIMIT_EXCEEDED` past it; media already
+    /// cached is always served). Default 2GiB.
+    pub user_budget: ByteSize,
+    /// The window `user_budget` counts over. Default 1h.
+    #[serde(with = "humantime_serde")]
+    pub user_budget_window: Duration,
 }
 
 impl Default for FederationConfig {
@@ -340,6 +364,10 @@ impl Default for FederationConfig {
             total_timeout: Duration::from_secs(300),
             failure_cache_ttl: Duration::from_secs(60),
             max_key_cache: Duration::from_secs(24 * 3600),
+            max_concurrent_fetches: 32,
+            fetch_queue_timeout: Duration::from_secs(10),
+            user_budget: ByteSize::gib(2),
+            user_budget_window: Duration::from_secs(3600),
         }
     }
 }
@@ -419,8 +447,17 @@ impl Config {
         if self.media.upload_idle_timeout.is_zero() {
             problems.push("media.upload_idle_timeout: must be greater than zero".to_owned());
         }
+        if self.media.upload_deadline.is_zero() {
+            problems.push("media.upload_deadline: must be greater than zero".to_owned());
+        }
         if self.media.sweep_interval.is_zero() {
             problems.push("media.sweep_interval: must be greater than zero".to_owned());
+        }
+        if self.federation.max_concurrent_fetches == 0 {
+            problems.push("federation.max_concurrent_fetches: must be at least 1".to_owned());
+        }
+        if self.federation.user_budget_window.is_zero() {
+            problems.push("federation.user_budget_window: must be greater than zero".to_owned());
         }
         if self.media.max_ranges == 0 {
             problems.push("media.max_ranges: must be at least 1".to_owned());

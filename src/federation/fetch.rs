@@ -13,12 +13,12 @@ use std::{
 use axum::http::Method;
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt as _, TryStreamExt as _, stream::BoxStream};
-use ruma::OwnedServerName;
+use ruma::{OwnedServerName, OwnedUserId, UserId};
 
 use super::Federation;
 use crate::{
     ids::MediaKey,
-    media::{MediaError, MediaService, UploadMeta, clean_filename},
+    media::{MediaError, MediaService, Pace, UploadMeta, clean_filename},
     repo::MediaState,
 };
 
@@ -44,6 +44,27 @@ pub enum FetchError {
     Unavailable(String),
     #[error("the remote server failed recently; not retried yet")]
     BackingOff,
+    /// Every remote-fetch slot stayed taken while this request waited.
+    #[error("too many remote fetches at once; try again shortly")]
+    Busy { retry_after: Duration },
+    /// The user's remote-fetch byte budget for the current window is spent.
+    #[error("you have fetched too much remote media; try again later")]
+    OverBudget { retry_after: Duration },
+}
+
+impl FetchError {
+    /// Whether the failure says something about the media or its server
+    /// (worth remembering), rather than about our own load or the caller.
+    fn is_remote_failure(&self) -> bool {
+        !matches!(self, Self::Busy { .. } | Self::OverBudget { .. })
+    }
+}
+
+/// Bytes of remote media one user has made us fetch in the current window.
+#[derive(Debug, Clone, Copy)]
+struct Spent {
+    since: Instant,
+    bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +80,10 @@ struct Inner {
     flights: moka::future::Cache<MediaKey, ()>,
     failures: moka::future::Cache<MediaKey, FetchError>,
     backoff: moka::sync::Cache<OwnedServerName, Backoff>,
+    /// Fetches running at once, across all remote servers.
+    slots: tokio::sync::Semaphore,
+    /// Bytes fetched per user in the current budget window.
+    spent: moka::sync::Cache<OwnedUserId, Spent>,
 }
 
 /// Cheap to clone; one per server.
@@ -77,6 +102,11 @@ impl RemoteMedia {
             .max_capacity(100_000)
             .time_to_live(config.failure_cache_ttl)
             .build();
+        let slots = tokio::sync::Semaphore::new(config.max_concurrent_fetches);
+        let spent = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(config.user_budget_window)
+            .build();
         Self {
             inner: Arc::new(Inner {
                 federation,
@@ -91,13 +121,16 @@ impl RemoteMedia {
                     .max_capacity(100_000)
                     .time_to_live(MAX_BACKOFF)
                     .build(),
+                slots,
+                spent,
             }),
         }
     }
 
     /// Makes sure `key`, another server's media, is in our store: a no-op
-    /// for our own media and for media already cached.
-    pub async fn ensure(&self, key: &MediaKey) -> Result<(), FetchError> {
+    /// for our own media and for media already cached. A fetch started for
+    /// `user` counts against their byte budget.
+    pub async fn ensure(&self, key: &MediaKey, user: Option<&UserId>) -> Result<(), FetchError> {
         let inner = &self.inner;
         if key.server == inner.federation.server_name() {
             return Ok(());
@@ -118,20 +151,62 @@ impl RemoteMedia {
         if let Some(failure) = inner.failures.get(key).await {
             return Err(failure);
         }
+        if let Some(user) = user {
+            self.check_budget(user)?;
+        }
         let this = self.clone();
         let k = key.clone();
+        let payer = user.map(ToOwned::to_owned);
         let result = inner
             .flights
-            .try_get_with(key.clone(), async move { this.fetch(&k).await })
+            .try_get_with(key.clone(), async move {
+                let size = this.fetch(&k).await?;
+                if let Some(user) = payer {
+                    this.charge(user, size);
+                }
+                Ok(())
+            })
             .await
-            .map_err(|e| (*e).clone());
-        if let Err(error) = &result {
+            .map_err(|e: Arc<FetchError>| (*e).clone());
+        if let Err(error) = &result
+            && error.is_remote_failure()
+        {
             inner.failures.insert(key.clone(), error.clone()).await;
         }
         result
     }
 
-    async fn fetch(&self, key: &MediaKey) -> Result<(), FetchError> {
+    /// Refuses a user who has used up their budget in this window.
+    fn check_budget(&self, user: &UserId) -> Result<(), FetchError> {
+        let config = self.inner.federation.config();
+        let Some(spent) = self.inner.spent.get(user) else {
+            return Ok(());
+        };
+        let window_end = spent.since + config.user_budget_window;
+        if spent.bytes >= config.user_budget.as_u64() && window_end > Instant::now() {
+            return Err(FetchError::OverBudget {
+                retry_after: window_end.saturating_duration_since(Instant::now()),
+            });
+        }
+        Ok(())
+    }
+
+    fn charge(&self, user: OwnedUserId, bytes: u64) {
+        let window = self.inner.federation.config().user_budget_window;
+        let now = Instant::now();
+        self.inner.spent.entry(user).and_upsert_with(|current| {
+            match current.map(moka::Entry::into_value) {
+                Some(spent) if spent.since + window > now => Spent {
+                    since: spent.since,
+                    bytes: spent.bytes.saturating_add(bytes),
+                },
+                _ => Spent { since: now, bytes },
+            }
+        });
+    }
+
+    /// Fetches and stores `key`; its size on success.
+    async fn fetch(&self, key: &MediaKey) -> Result<u64, FetchError> {
         let inner = &self.inner;
         if !inner.federation.can_sign() {
             return Err(FetchError::NotConfigured);
@@ -141,13 +216,23 @@ impl RemoteMedia {
         {
             return Err(FetchError::BackingOff);
         }
-        let total = inner.federation.config().total_timeout;
-        let result = match tokio::time::timeout(total, self.fetch_and_store(key)).await {
-            Ok(result) => result,
-            Err(_) => Err(FetchError::Unavailable(format!(
-                "no complete answer within {total:?}"
-            ))),
+        let config = inner.federation.config();
+        let Ok(Ok(_slot)) =
+            tokio::time::timeout(config.fetch_queue_timeout, inner.slots.acquire()).await
+        else {
+            return Err(FetchError::Busy {
+                retry_after: Duration::from_secs(5),
+            });
         };
+        let total = config.total_timeout;
+        let deadline = tokio::time::Instant::now() + total;
+        let result =
+            match tokio::time::timeout_at(deadline, self.fetch_and_store(key, deadline)).await {
+                Ok(result) => result,
+                Err(_) => Err(FetchError::Unavailable(format!(
+                    "no complete answer within {total:?}"
+                ))),
+            };
         match &result {
             Err(FetchError::Unavailable(_)) => {
                 let failures = inner.backoff.get(&key.server).map_or(0, |b| b.failures) + 1;
@@ -168,7 +253,11 @@ impl RemoteMedia {
         result
     }
 
-    async fn fetch_and_store(&self, key: &MediaKey) -> Result<(), FetchError> {
+    async fn fetch_and_store(
+        &self,
+        key: &MediaKey,
+        deadline: tokio::time::Instant,
+    ) -> Result<u64, FetchError> {
         let inner = &self.inner;
         let unavailable = |e: String| FetchError::Unavailable(e);
         let base = inner
@@ -198,15 +287,23 @@ impl RemoteMedia {
             let response = check_status(response)?;
             self.read_multipart(response).await?
         };
+        // The body's own deadline and cap stop the transfer itself: the
+        // write runs detached, and would otherwise go on reading after this
+        // future is dropped at the deadline.
+        let pace = Pace {
+            limit: inner.limit,
+            idle: inner.federation.config().idle_timeout,
+            min_rate: 0,
+            deadline: deadline.saturating_duration_since(tokio::time::Instant::now()),
+        };
         inner
             .media
-            .store_remote(key.clone(), meta, body, inner.limit)
+            .store_remote(key.clone(), meta, body, pace)
             .await
             .map_err(|e| match e {
                 MediaError::TooLarge { limit } => FetchError::TooLarge { limit },
                 other => FetchError::Unavailable(other.to_string()),
-            })?;
-        Ok(())
+            })
     }
 
     async fn signed_get(

@@ -76,6 +76,9 @@ impl ApiError {
                     F::Blocked => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
                     F::TooLarge { .. } => (StatusCode::BAD_GATEWAY, "M_TOO_LARGE"),
                     F::Unavailable(_) | F::BackingOff => (StatusCode::BAD_GATEWAY, "M_UNKNOWN"),
+                    F::Busy { .. } | F::OverBudget { .. } => {
+                        (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED")
+                    }
                 }
             }
         }
@@ -120,7 +123,7 @@ fn classify_media(error: &MediaError) -> (StatusCode, &'static str) {
         M::CannotOverwrite => (StatusCode::CONFLICT, "M_CANNOT_OVERWRITE_MEDIA"),
         M::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
         M::Forbidden(_) => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
-        M::UploadStalled(_) => (StatusCode::REQUEST_TIMEOUT, "M_UNKNOWN"),
+        M::UploadTimedOut(_) => (StatusCode::REQUEST_TIMEOUT, "M_UNKNOWN"),
         // The spec's example errcode for "cannot thumbnail this" is M_UNKNOWN.
         M::Body(_) | M::Thumbnail(ThumbnailError::Unsupported | ThumbnailError::Decode(_)) => {
             (StatusCode::BAD_REQUEST, "M_UNKNOWN")
@@ -157,7 +160,11 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %self, "request failed");
         }
         let retry_after = match &self {
-            Self::Media(MediaError::RateLimited { retry_after }) => Some(*retry_after),
+            Self::Media(MediaError::RateLimited { retry_after })
+            | Self::Remote(
+                crate::federation::fetch::FetchError::Busy { retry_after }
+                | crate::federation::fetch::FetchError::OverBudget { retry_after },
+            ) => Some(*retry_after),
             Self::Auth(AuthError::Unavailable(_)) => Some(std::time::Duration::from_secs(5)),
             Self::Media(MediaError::Storage(StorageError::Backend(_))) => {
                 Some(std::time::Duration::from_secs(10))

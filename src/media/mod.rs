@@ -19,7 +19,7 @@ pub use gc::{OrphanScan, SweepReport};
 pub use name::clean_filename;
 pub use ownership::{Claim, OwnershipError};
 pub use thumbnail::{Thumb, ThumbRequest};
-pub use upload::{UploadMeta, UploadTarget};
+pub use upload::{Pace, UploadMeta, UploadTarget};
 
 use crate::{
     cache::HotCache,
@@ -44,8 +44,10 @@ pub enum MediaError {
     RateLimited { retry_after: Duration },
     #[error("{0}")]
     Forbidden(&'static str),
-    #[error("upload stalled: no data for {0:?}")]
-    UploadStalled(Duration),
+    /// The body came too slowly: stalled, under the minimum rate, or past
+    /// the deadline.
+    #[error("upload timed out: {0}")]
+    UploadTimedOut(&'static str),
     #[error("reading the request body failed: {0}")]
     Body(#[source] std::io::Error),
     #[error(transparent)]

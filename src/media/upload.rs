@@ -35,10 +35,10 @@ pub enum UploadTarget {
     New,
     Reserved(MediaKey),
     /// Another server's media, fetched over federation and cached under
-    /// its own key; `limit` replaces the upload limit.
+    /// its own key; `pace` replaces the upload limits.
     Remote {
         key: MediaKey,
-        limit: u64,
+        pace: Pace,
     },
 }
 
@@ -46,8 +46,30 @@ pub enum UploadTarget {
 #[derive(Debug, Clone, Copy)]
 enum Stop {
     TooLarge,
+    /// Nothing arrived for the idle timeout.
     Stalled,
+    /// Less than the minimum rate arrived over a whole window.
+    TooSlow,
+    /// The whole body took longer than the deadline.
+    Deadline,
 }
+
+/// How long a body may take, and how slowly it may arrive.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Largest body.
+    pub limit: u64,
+    /// Longest gap between two chunks.
+    pub idle: Duration,
+    /// Bytes per second every `RATE_WINDOW` must bring; 0 turns it off.
+    pub min_rate: u64,
+    /// Longest the whole body may take.
+    pub deadline: Duration,
+}
+
+/// The minimum rate is judged over windows this long, so short stalls (a
+/// phone changing networks) pass while a trickle does not.
+const RATE_WINDOW: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct MeterState {
@@ -57,16 +79,29 @@ struct MeterState {
 }
 
 /// Counts and hashes bytes as they pass, and fails the stream past the size
-/// limit or when the client stalls, so the limit holds while bytes arrive.
+/// limit, when the client stalls, trickles below the minimum rate or runs
+/// past the deadline, so every limit holds while bytes arrive.
 struct Meter(Arc<Mutex<MeterState>>);
 
+struct Clock {
+    deadline: tokio::time::Instant,
+    window_end: tokio::time::Instant,
+    window_start_bytes: u64,
+}
+
 impl Meter {
-    fn wrap(body: ByteStream, limit: u64, idle: Duration) -> (ByteStream, Self) {
+    fn wrap(body: ByteStream, pace: Pace) -> (ByteStream, Self) {
         let state = Arc::new(Mutex::new(MeterState::default()));
         let shared = Arc::clone(&state);
+        let now = tokio::time::Instant::now();
+        let clock = Clock {
+            deadline: now + pace.deadline,
+            window_end: now + RATE_WINDOW,
+            window_start_bytes: 0,
+        };
         let metered = stream::unfold(
-            (body, shared, false),
-            move |(mut body, state, done)| async move {
+            (body, shared, clock, false),
+            move |(mut body, state, mut clock, done)| async move {
                 if done {
                     return None;
                 }
@@ -75,26 +110,49 @@ impl Meter {
                     std::io::Error::other(match stop {
                         Stop::TooLarge => "upload too large",
                         Stop::Stalled => "upload stalled",
+                        Stop::TooSlow => "upload too slow",
+                        Stop::Deadline => "upload took too long",
                     })
                 };
-                match tokio::time::timeout(idle, body.next()).await {
-                    Err(_) => {
-                        let err = fail(Stop::Stalled, &state);
-                        Some((Err(err), (body, state, true)))
+                let idle_end = tokio::time::Instant::now() + pace.idle;
+                let next = loop {
+                    let wake = idle_end.min(clock.deadline).min(clock.window_end);
+                    if let Ok(next) = tokio::time::timeout_at(wake, body.next()).await {
+                        break next;
                     }
-                    Ok(None) => None,
-                    Ok(Some(Err(e))) => Some((Err(e), (body, state, true))),
-                    Ok(Some(Ok(chunk))) => {
+                    let now = tokio::time::Instant::now();
+                    let stop = if now >= clock.deadline {
+                        Some(Stop::Deadline)
+                    } else if now >= idle_end {
+                        Some(Stop::Stalled)
+                    } else {
+                        clock.end_window(lock(&state).bytes, pace.min_rate)
+                    };
+                    if let Some(stop) = stop {
+                        return Some((Err(fail(stop, &state)), (body, state, clock, true)));
+                    }
+                };
+                match next {
+                    None => None,
+                    Some(Err(e)) => Some((Err(e), (body, state, clock, true))),
+                    Some(Ok(chunk)) => {
                         let mut guard = lock(&state);
                         guard.bytes += chunk.len() as u64;
-                        if guard.bytes > limit {
+                        let bytes = guard.bytes;
+                        if bytes > pace.limit {
                             drop(guard);
                             let err = fail(Stop::TooLarge, &state);
-                            return Some((Err(err), (body, state, true)));
+                            return Some((Err(err), (body, state, clock, true)));
                         }
                         guard.hasher.update(&chunk);
                         drop(guard);
-                        Some((Ok(chunk), (body, state, false)))
+                        if tokio::time::Instant::now() >= clock.window_end
+                            && let Some(stop) = clock.end_window(bytes, pace.min_rate)
+                        {
+                            let err = fail(stop, &state);
+                            return Some((Err(err), (body, state, clock, true)));
+                        }
+                        Some((Ok(chunk), (body, state, clock, false)))
                     }
                 }
             },
@@ -102,10 +160,16 @@ impl Meter {
         (metered.boxed(), Self(state))
     }
 
-    fn explain(&self, err: StorageError, limit: u64, idle: Duration) -> MediaError {
+    fn explain(&self, err: StorageError, pace: Pace) -> MediaError {
         match (lock(&self.0).stop, err) {
-            (Some(Stop::TooLarge), _) => MediaError::TooLarge { limit },
-            (Some(Stop::Stalled), _) => MediaError::UploadStalled(idle),
+            (Some(Stop::TooLarge), _) => MediaError::TooLarge { limit: pace.limit },
+            (Some(Stop::Stalled), _) => MediaError::UploadTimedOut("no data arrived for too long"),
+            (Some(Stop::TooSlow), _) => {
+                MediaError::UploadTimedOut("the upload arrived below the minimum rate")
+            }
+            (Some(Stop::Deadline), _) => {
+                MediaError::UploadTimedOut("the upload took longer than allowed")
+            }
             (None, StorageError::Body(e)) => MediaError::Body(e),
             (None, other) => MediaError::Storage(other),
         }
@@ -114,6 +178,20 @@ impl Meter {
     fn finish(&self) -> (u64, Sha256Digest) {
         let state = std::mem::take(&mut *lock(&self.0));
         (state.bytes, Sha256Digest(state.hasher.finalize().into()))
+    }
+}
+
+impl Clock {
+    /// Closes the rate window at `bytes` received: too slow if it brought
+    /// less than `min_rate` per second, else a new window starts.
+    fn end_window(&mut self, bytes: u64, min_rate: u64) -> Option<Stop> {
+        let wanted = min_rate.saturating_mul(RATE_WINDOW.as_secs());
+        if bytes - self.window_start_bytes < wanted {
+            return Some(Stop::TooSlow);
+        }
+        self.window_start_bytes = bytes;
+        self.window_end += RATE_WINDOW;
+        None
     }
 }
 
@@ -224,21 +302,23 @@ impl MediaService {
         body: ByteStream,
         target: UploadTarget,
     ) -> Result<MediaKey, MediaError> {
-        self.store(Some(uploader), meta, body, target).await
+        Ok(self.store(Some(uploader), meta, body, target).await?.0)
     }
 
     /// Caches another server's media under its own key, as new media (the
     /// freeze counts from now). A copy stored meanwhile by a concurrent
-    /// fetch wins; this one is dropped.
+    /// fetch wins; this one is dropped. Returns the bytes fetched.
     pub async fn store_remote(
         &self,
         key: MediaKey,
         meta: UploadMeta,
         body: ByteStream,
-        limit: u64,
-    ) -> Result<MediaKey, MediaError> {
-        self.store(None, meta, body, UploadTarget::Remote { key, limit })
-            .await
+        pace: Pace,
+    ) -> Result<u64, MediaError> {
+        Ok(self
+            .store(None, meta, body, UploadTarget::Remote { key, pace })
+            .await?
+            .1)
     }
 
     async fn store(
@@ -247,7 +327,7 @@ impl MediaService {
         meta: UploadMeta,
         body: ByteStream,
         target: UploadTarget,
-    ) -> Result<MediaKey, MediaError> {
+    ) -> Result<(MediaKey, u64), MediaError> {
         let mode = match &target {
             UploadTarget::New | UploadTarget::Remote { .. } => CommitMode::Fresh,
             UploadTarget::Reserved(key) => {
@@ -264,13 +344,10 @@ impl MediaService {
         };
 
         let config = &self.inner.config;
-        let (limit, kind) = match &target {
-            UploadTarget::Remote { limit, .. } => (*limit, DatastoreKind::RemoteMedia),
-            _ => (config.max_upload_size.as_u64(), DatastoreKind::LocalMedia),
-        };
+        let (pace, kind) = self.pace_and_kind(&target);
         let store = self.inner.stores.writer_for(kind)?;
         let guard = BlobGuard::new(self, store);
-        let (body, meter) = Meter::wrap(body, limit, config.upload_idle_timeout);
+        let (body, meter) = Meter::wrap(body, pace);
         // Uploads to an object store also land in the hot cache, from the
         // same bytes: nothing is read twice.
         let fill = self.cache_for(store).map(HotCache::fill);
@@ -280,7 +357,7 @@ impl MediaService {
         };
         write_detached(store, &guard.key, body)
             .await
-            .map_err(|e| meter.explain(e, limit, config.upload_idle_timeout))?;
+            .map_err(|e| meter.explain(e, pace))?;
         let (size, sha256) = meter.finish();
 
         let record = MediaRecord {
@@ -327,7 +404,7 @@ impl MediaService {
                 Commit::Done { deduplicated } => break deduplicated,
                 // A concurrent fetch cached it first: theirs stands, ours
                 // is dropped by the guard.
-                Commit::Taken if remote => return Ok(key),
+                Commit::Taken if remote => return Ok((key, size)),
                 Commit::Taken => {
                     key = MediaKey::new(self.inner.server_name.clone(), MediaId::generate());
                 }
@@ -346,7 +423,24 @@ impl MediaService {
         self.inner.committed.notify_waiters();
         self.pregenerate(key.clone());
         tracing::info!(mxc = %key, size, sha256 = %sha256.to_hex(), deduplicated, "media stored");
-        Ok(key)
+        Ok((key, size))
+    }
+
+    /// The limits a body for `target` is held to, and where it is stored.
+    fn pace_and_kind(&self, target: &UploadTarget) -> (Pace, DatastoreKind) {
+        let config = &self.inner.config;
+        match target {
+            UploadTarget::Remote { pace, .. } => (*pace, DatastoreKind::RemoteMedia),
+            _ => (
+                Pace {
+                    limit: config.max_upload_size.as_u64(),
+                    idle: config.upload_idle_timeout,
+                    min_rate: config.upload_min_rate.as_u64(),
+                    deadline: config.upload_deadline,
+                },
+                DatastoreKind::LocalMedia,
+            ),
+        }
     }
 
     async fn check_reserved(&self, key: &MediaKey, uploader: &UserId) -> Result<(), MediaError> {

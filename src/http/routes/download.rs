@@ -48,7 +48,7 @@ pub struct DownloadQuery {
 /// Authenticated download; guests allowed (spec v1.12).
 pub async fn download_media(
     State(state): State<AppState>,
-    _requester: Requester,
+    requester: Requester,
     MatrixPath(path): MatrixPath<DownloadPath>,
     MatrixQuery(query): MatrixQuery<DownloadQuery>,
     method: Method,
@@ -59,6 +59,7 @@ pub async fn download_media(
         path,
         &query,
         Access::Authenticated,
+        Some(&requester.user_id),
         &method,
         &request_headers,
     )
@@ -78,6 +79,7 @@ pub async fn download_legacy(
         path,
         &query,
         Access::Legacy,
+        None,
         &method,
         &request_headers,
     )
@@ -89,11 +91,12 @@ async fn serve(
     path: DownloadPath,
     query: &DownloadQuery,
     access: Access,
+    user: Option<&ruma::UserId>,
     method: &Method,
     request_headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let (key, wait) = super::media_target(&path.server_name, &path.media_id, query.timeout_ms)?;
-    super::fetch_if_remote(state, &key, query.allow_remote).await?;
+    super::fetch_if_remote(state, &key, query.allow_remote, access, user).await?;
     let download = state.media.open_download(&key, access, wait).await?;
 
     // A non-empty path `{fileName}` overrides the upload name (spec MUST).

@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
+use ruma::UserId;
+
 use crate::{
     http::{AppState, error::ApiError},
     ids::MediaKey,
+    media::Access,
 };
 
 pub mod config;
@@ -20,14 +23,23 @@ const DEFAULT_TIMEOUT_MS: u64 = 20_000;
 /// Fetches another server's media into our store first, when the request
 /// names some and allows it (our own media, and media already cached, pass
 /// straight on; with `allow_remote=false` only the cache is looked at).
+/// Unauthenticated requests never start a fetch while the freeze is on:
+/// what they would fetch is new media, which the freeze never lets them see,
+/// so a fetch would only spend our bandwidth and disk for an anonymous caller.
 async fn fetch_if_remote(
     state: &AppState,
     key: &MediaKey,
     allow_remote: Option<bool>,
+    access: Access,
+    user: Option<&UserId>,
 ) -> Result<(), ApiError> {
-    if key.server != state.media.server_name() && allow_remote != Some(false) {
-        state.remote.ensure(key).await?;
+    if key.server == state.media.server_name() || allow_remote == Some(false) {
+        return Ok(());
     }
+    if access == Access::Legacy && state.config.media.freeze_unauthenticated {
+        return Ok(());
+    }
+    state.remote.ensure(key, user).await?;
     Ok(())
 }
 

@@ -101,7 +101,7 @@ pub struct ThumbnailPath {
 /// Authenticated thumbnail; guests allowed (spec v1.12).
 pub async fn get_thumbnail(
     State(state): State<AppState>,
-    _requester: Requester,
+    requester: Requester,
     MatrixPath(path): MatrixPath<ThumbnailPath>,
     MatrixQuery(query): MatrixQuery<ThumbnailQuery>,
     method: HttpMethod,
@@ -112,6 +112,7 @@ pub async fn get_thumbnail(
         &path,
         &query,
         Access::Authenticated,
+        Some(&requester.user_id),
         &method,
         &request_headers,
     )
@@ -131,6 +132,7 @@ pub async fn get_thumbnail_legacy(
         &path,
         &query,
         Access::Legacy,
+        None,
         &method,
         &request_headers,
     )
@@ -142,11 +144,12 @@ async fn serve(
     path: &ThumbnailPath,
     query: &ThumbnailQuery,
     access: Access,
+    user: Option<&ruma::UserId>,
     method: &HttpMethod,
     request_headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let (key, wait) = super::media_target(&path.server_name, &path.media_id, query.timeout_ms)?;
-    super::fetch_if_remote(state, &key, query.allow_remote).await?;
+    super::fetch_if_remote(state, &key, query.allow_remote, access, user).await?;
     let request = query.request()?;
     let thumb = state.media.thumbnail(&key, request, access, wait).await?;
 
