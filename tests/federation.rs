@@ -894,3 +894,90 @@ async fn unknown_key_ids_do_not_amplify_key_fetches() {
     }
     assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+/// Rule 10 for remote media: unauthenticated legacy requests never start a
+/// fetch while the freeze is on; a user past their byte budget gets 429
+/// (others, and media already cached, are unaffected); with every fetch slot
+/// taken, a request gets 429 after the queue wait instead of piling up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_fetches_are_budgeted() {
+    let ca = TestCa::new();
+    let a = deployment(&ca, |c| {
+        c.federation.allowed_private_ranges = vec!["127.0.0.1/32".parse().unwrap()];
+        c.federation.user_budget = bytesize::ByteSize::b(150);
+        c.federation.max_concurrent_fetches = 1;
+        c.federation.fetch_queue_timeout = std::time::Duration::from_millis(500);
+        c.federation.total_timeout = std::time::Duration::from_secs(3);
+    })
+    .await;
+    let b = deployment(&ca, |c| {
+        c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..4u8 {
+        let (_, id) = b.t.upload_ok(BOB, &[i; 100], None, None).await;
+        ids.push(id);
+    }
+    let client = |id: &str| format!("/_matrix/client/v1/media/download/{}/{id}", b.name);
+
+    // Anonymous, on the legacy route: nothing is fetched.
+    for version in ["v3", "r0", "v1"] {
+        let legacy = format!("/_matrix/media/{version}/download/{}/{}", b.name, ids[0]);
+        assert_matrix_error(a.t.get(&legacy, None).await, 404, "M_NOT_FOUND").await;
+        let thumb = format!(
+            "/_matrix/media/{version}/thumbnail/{}/{}?width=32&height=32",
+            b.name, ids[0]
+        );
+        assert_matrix_error(a.t.get(&thumb, None).await, 404, "M_NOT_FOUND").await;
+    }
+    assert_eq!(
+        metric(&b, "mxmedia_http_requests_total", FED_DOWNLOAD).await,
+        0.0,
+        "an anonymous legacy request made a federation fetch"
+    );
+
+    // Alice's budget is 150 bytes: two 100-byte files, then 429.
+    assert_eq!(a.t.get(&client(&ids[0]), Some(ALICE)).await.status(), 200);
+    assert_eq!(a.t.get(&client(&ids[1]), Some(ALICE)).await.status(), 200);
+    let body = assert_matrix_error(
+        a.t.get(&client(&ids[2]), Some(ALICE)).await,
+        429,
+        "M_LIMIT_EXCEEDED",
+    )
+    .await;
+    assert!(body["retry_after_ms"].as_u64().unwrap() > 0);
+    // Bob's own budget is untouched; what he fetched, Alice may read.
+    assert_eq!(a.t.get(&client(&ids[2]), Some(BOB)).await.status(), 200);
+    assert_eq!(a.t.get(&client(&ids[2]), Some(ALICE)).await.status(), 200);
+    assert_eq!(
+        metric(&b, "mxmedia_http_requests_total", FED_DOWNLOAD).await,
+        3.0
+    );
+
+    // One slot: a never-ending transfer holds it; the next fetch waits for
+    // the queue timeout, then gets 429 rather than queueing without bound.
+    let (evil, _front, _task) = hostile_server(&ca, "https://127.0.0.2/").await;
+    let before = SLOW_CHUNKS.load(std::sync::atomic::Ordering::SeqCst);
+    let slow = {
+        let http = a.t.http.clone();
+        let url = a.t.url(&format!(
+            "/_matrix/client/v1/media/download/{evil}/slowslowslowslowslowslow"
+        ));
+        tokio::spawn(async move { http.get(url).bearer_auth(BOB).send().await.unwrap() })
+    };
+    // The slow transfer is under way (it holds the slot) once bytes flow.
+    while SLOW_CHUNKS.load(std::sync::atomic::Ordering::SeqCst) == before {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_matrix_error(
+        a.t.get(&client(&ids[3]), Some(BOB)).await,
+        429,
+        "M_LIMIT_EXCEEDED",
+    )
+    .await;
+    assert_eq!(slow.await.unwrap().status(), 502);
+    // The slot is free again, and the refusal was not remembered as the
+    // media's failure.
+    assert_eq!(a.t.get(&client(&ids[3]), Some(BOB)).await.status(), 200);
+}
