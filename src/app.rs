@@ -10,7 +10,6 @@ use axum::{
     http::{HeaderName, StatusCode, header},
     middleware,
     response::{IntoResponse, Response},
-    serve::ListenerExt as _,
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tower_http::{
@@ -256,14 +255,6 @@ impl Server {
             source,
         })?;
         let state = build_state(config)?;
-        // Before anything can write or sweep: every datastore must be ours.
-        for (datastore, claim) in state
-            .media
-            .claim_datastores(&database_label(config))
-            .await?
-        {
-            tracing::debug!(%datastore, ?claim, "datastore ownership checked");
-        }
         if config.selfcheck_on_start {
             for report in selfcheck(&state).await? {
                 tracing::info!(
@@ -272,6 +263,16 @@ impl Server {
                     "datastore self-test passed"
                 );
             }
+        }
+        // Before anything can write or sweep: every datastore must be ours.
+        // (After the self-test, whose throw-away objects delete nothing, so
+        // a datastore that cannot be reached is reported as such.)
+        for (datastore, claim) in state
+            .media
+            .claim_datastores(&database_label(config))
+            .await?
+        {
+            tracing::debug!(%datastore, ?claim, "datastore ownership checked");
         }
         let control_path = config.control_socket_path();
         let control_listener = bind_control(&control_path)?;
@@ -291,24 +292,17 @@ impl Server {
         let (shutdown, mut stop) = watch::channel(false);
 
         let router = build(state.clone());
-        let mut stop_serving = stop.clone();
-        let serve = tokio::spawn(async move {
-            // Without TCP_NODELAY a response written as headers, then body,
-            // waits ~40 ms for the client's delayed ACK (Nagle).
-            let listener = listener.tap_io(|tcp| {
-                if let Err(error) = tcp.set_nodelay(true) {
-                    tracing::debug!(%error, "could not set TCP_NODELAY");
-                }
-            });
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stop_serving.wait_for(|s| *s).await;
-            })
-            .await
-        });
+        let limits = http::listener::ConnectionLimits {
+            max_connections: config.connections.max,
+            header_timeout: config.connections.header_timeout,
+            idle_timeout: config.connections.idle_timeout,
+        };
+        let serve = tokio::spawn(http::listener::serve(
+            listener,
+            router,
+            limits,
+            stop.clone(),
+        ));
 
         let control = serve_until(
             control_listener,

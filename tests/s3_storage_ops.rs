@@ -60,21 +60,9 @@ async fn assert_all_served(t: &TestServer, media: &HashMap<String, Vec<u8>>) {
 }
 
 fn local_files(t: &TestServer) -> usize {
-    fn count(dir: &std::path::Path) -> usize {
-        std::fs::read_dir(dir).map_or(0, |entries| {
-            entries
-                .flatten()
-                .map(|e| {
-                    if e.path().is_dir() {
-                        count(&e.path())
-                    } else {
-                        1
-                    }
-                })
-                .sum()
-        })
-    }
-    count(&t.dir.path().join("media"))
+    let mut files = Vec::new();
+    walk(&t.dir.path().join("media"), &mut files);
+    files.len()
 }
 
 async fn sync_over_socket(t: &TestServer, body: serde_json::Value) -> (SyncProgress, usize) {

@@ -55,6 +55,9 @@ pub struct Config {
     /// proxy. Default: none (the peer address is the client).
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Limits on the connections of the public listener.
+    #[serde(default)]
+    pub connections: ConnectionsConfig,
     /// Prometheus metrics on their own listener.
     #[serde(default)]
     pub metrics: MetricsConfig,
@@ -178,7 +181,7 @@ pub struct HomeserverConfig {
     pub token_cache_ttl: Duration,
     /// A remembered token this old is still accepted, and checked again in
     /// the background, so an active token costs the homeserver one check per
-    /// this interval. Default 2s.
+    /// this interval. Capped at `token_cache_ttl`. Default 2s.
     #[serde(default = "default_token_refresh", with = "humantime_serde")]
     pub token_refresh_after: Duration,
     /// Memory the token cache may use (valid and rejected tokens, keyed by
@@ -372,6 +375,36 @@ impl Default for FederationConfig {
     }
 }
 
+/// What one client can hold of the public listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// Connections open at once; past it new ones wait in the kernel's
+    /// backlog until one closes. Default 4096.
+    pub max: usize,
+    /// A request's head (request line and headers) must arrive within this
+    /// time of its first byte; a client that trickles it is disconnected.
+    /// Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A connection with no request in progress is closed after this long.
+    /// Keep it above the reverse proxy's upstream keep-alive timeout (nginx:
+    /// 60s), so the proxy never reuses a connection we are closing.
+    /// Default 75s.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self {
+            max: 4096,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+        }
+    }
+}
+
 /// The Prometheus endpoint (`GET /metrics`), kept off the public listener.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -453,6 +486,15 @@ impl Config {
         if self.media.sweep_interval.is_zero() {
             problems.push("media.sweep_interval: must be greater than zero".to_owned());
         }
+        if self.connections.max == 0 {
+            problems.push("connections.max: must be at least 1".to_owned());
+        }
+        if self.connections.header_timeout.is_zero() || self.connections.idle_timeout.is_zero() {
+            problems.push(
+                "connections.header_timeout, connections.idle_timeout: must be greater than zero"
+                    .to_owned(),
+            );
+        }
         if self.federation.max_concurrent_fetches == 0 {
             problems.push("federation.max_concurrent_fetches: must be at least 1".to_owned());
         }
@@ -461,12 +503,6 @@ impl Config {
         }
         if self.media.max_ranges == 0 {
             problems.push("media.max_ranges: must be at least 1".to_owned());
-        }
-        if self.homeserver.token_refresh_after > self.homeserver.token_cache_ttl {
-            problems.push(
-                "homeserver.token_refresh_after: must not exceed homeserver.token_cache_ttl"
-                    .to_owned(),
-            );
         }
         if !matches!(self.homeserver.url.scheme(), "http" | "https") {
             problems.push("homeserver.url: must be an http:// or https:// URL".to_owned());

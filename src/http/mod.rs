@@ -6,6 +6,7 @@ pub mod control;
 mod error;
 mod extract;
 pub mod headers;
+pub mod listener;
 pub mod range;
 mod routes;
 

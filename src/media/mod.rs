@@ -91,6 +91,8 @@ struct Inner {
     committed: Notify,
     /// Blobs being written right now; the orphan sweep must not touch them.
     in_flight: std::sync::Mutex<HashSet<(DatastoreId, BlobKey)>>,
+    /// How this server's metadata database is named in ownership markers.
+    database_label: std::sync::OnceLock<String>,
 }
 
 impl MediaService {
@@ -114,6 +116,7 @@ impl MediaService {
                 metrics,
                 committed: Notify::new(),
                 in_flight: std::sync::Mutex::new(HashSet::new()),
+                database_label: std::sync::OnceLock::new(),
             }),
         }
     }

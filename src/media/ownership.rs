@@ -35,6 +35,9 @@ pub enum Claim {
     Owned,
     /// Empty, or filled by this database before markers existed: marked now.
     Claimed,
+    /// Unreachable now: served as far as it answers, never swept until a
+    /// later check proves it ours.
+    Unverified,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,10 +98,21 @@ impl MediaService {
         &self,
         database: &str,
     ) -> Result<Vec<(DatastoreId, Claim)>, OwnershipError> {
+        let _ = self.inner.database_label.set(database.to_owned());
         let ours = self.identity().await?;
         let mut claims = Vec::new();
         for store in self.inner.stores.iter() {
-            let claim = self.claim_one(store, &ours, database).await?;
+            let claim = match self.claim_one(store, &ours, database).await {
+                Ok(claim) => claim,
+                // An outage is not a reason to refuse to serve (the hot
+                // cache, other datastores): sweeps check again before
+                // deleting anything.
+                Err(OwnershipError::Storage { source, .. }) => {
+                    tracing::warn!(datastore = %store.id(), error = %source, "datastore ownership not verified: it will not be swept until it is");
+                    Claim::Unverified
+                }
+                Err(other) => return Err(other),
+            };
             claims.push((store.id().clone(), claim));
         }
         Ok(claims)

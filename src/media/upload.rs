@@ -491,3 +491,77 @@ async fn write_detached(
 }
 
 const NOT_OWNER: &str = "this media id was created by another user";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that sends `chunk` bytes every `every`, forever.
+    fn steady(chunk: usize, every: Duration) -> ByteStream {
+        stream::unfold((), move |()| async move {
+            tokio::time::sleep(every).await;
+            Some((Ok(bytes::Bytes::from(vec![1u8; chunk])), ()))
+        })
+        .boxed()
+    }
+
+    async fn drain(body: ByteStream) -> (tokio::time::Duration, std::io::Error) {
+        let start = tokio::time::Instant::now();
+        let mut body = body;
+        loop {
+            if let Some(Err(e)) = body.next().await {
+                return (start.elapsed(), e);
+            }
+        }
+    }
+
+    const PACE: Pace = Pace {
+        limit: u64::MAX,
+        idle: Duration::from_secs(60),
+        min_rate: 1024,
+        deadline: Duration::from_secs(3600),
+    };
+
+    /// A trickle under the minimum rate is cut at the end of its first
+    /// 30-second window, although it never stalls long enough for the idle
+    /// timeout.
+    #[tokio::test(start_paused = true)]
+    async fn trickles_below_the_minimum_rate_are_cut() {
+        let (body, meter) = Meter::wrap(steady(100, Duration::from_secs(1)), PACE);
+        let (after, _) = drain(body).await;
+        assert_eq!(after.as_secs(), 30);
+        assert!(matches!(
+            meter.explain(StorageError::TaskFailed, PACE),
+            MediaError::UploadTimedOut(why) if why.contains("minimum rate")
+        ));
+    }
+
+    /// A body at the minimum rate goes on until the deadline, and a silent
+    /// one until the idle timeout.
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_and_idle_timeouts_end_bodies() {
+        let pace = Pace {
+            deadline: Duration::from_secs(100),
+            ..PACE
+        };
+        let (body, meter) = Meter::wrap(steady(2048, Duration::from_secs(1)), pace);
+        let (after, _) = drain(body).await;
+        assert_eq!(after.as_secs(), 100);
+        assert!(matches!(
+            meter.explain(StorageError::TaskFailed, pace),
+            MediaError::UploadTimedOut(why) if why.contains("longer")
+        ));
+        // Silent: with no minimum rate, the idle timeout ends it.
+        let pace = Pace {
+            min_rate: 0,
+            ..pace
+        };
+        let (body, meter) = Meter::wrap(steady(2048, Duration::from_secs(3600)), pace);
+        let (after, _) = drain(body).await;
+        assert_eq!(after.as_secs(), 60);
+        assert!(matches!(
+            meter.explain(StorageError::TaskFailed, pace),
+            MediaError::UploadTimedOut(why) if why.contains("no data")
+        ));
+    }
+}

@@ -7,7 +7,7 @@
 use axum::{
     Json,
     body::Body,
-    extract::{Path, State},
+    extract::State,
     http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
@@ -15,7 +15,12 @@ use serde::Deserialize;
 
 use crate::{
     federation::multipart,
-    http::{AppState, error::ApiError, extract::MatrixQuery, headers},
+    http::{
+        AppState,
+        error::ApiError,
+        extract::{MatrixPath, MatrixQuery},
+        headers,
+    },
     media::{Access, MediaError},
 };
 
@@ -53,7 +58,7 @@ async fn signed_target(
 /// `GET /_matrix/federation/v1/media/download/{mediaId}`.
 pub async fn download(
     State(state): State<AppState>,
-    Path(media_id): Path<String>,
+    MatrixPath(media_id): MatrixPath<String>,
     MatrixQuery(query): MatrixQuery<DownloadQuery>,
     method: Method,
     uri: Uri,
@@ -91,7 +96,7 @@ pub async fn download(
 /// `GET /_matrix/federation/v1/media/thumbnail/{mediaId}`.
 pub async fn thumbnail(
     State(state): State<AppState>,
-    Path(media_id): Path<String>,
+    MatrixPath(media_id): MatrixPath<String>,
     MatrixQuery(query): MatrixQuery<ThumbnailQuery>,
     method: Method,
     uri: Uri,

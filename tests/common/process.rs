@@ -1,0 +1,106 @@
+//! The real `mxmedia` binary as a child process, for what only a separate
+//! process shows: its memory, its open sockets, `kill -9`.
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+/// A running `mxmedia serve`; killed when dropped.
+pub struct RealServer {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+    pub config: PathBuf,
+    pub http: reqwest::Client,
+}
+
+/// A free port on 127.0.0.1 (bound and released; a race with another
+/// process is possible but harmless in tests, which would fail loudly).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl RealServer {
+    /// Writes `yaml` (with `listen` added) to `dir/config.yaml` and starts
+    /// the server on it; returns once `/healthz` answers.
+    pub async fn start(dir: &Path, yaml: &str) -> Self {
+        let port = free_port();
+        let config = dir.join("config.yaml");
+        std::fs::write(&config, format!("listen: 127.0.0.1:{port}\n{yaml}")).unwrap();
+        Self::start_on(config, port).await
+    }
+
+    /// Starts the server again on an existing config file.
+    pub async fn start_on(config: PathBuf, port: u16) -> Self {
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mxmedia"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let server = Self {
+            child,
+            addr,
+            config,
+            http,
+        };
+        for _ in 0..400 {
+            if server.http.get(server.url("/healthz")).send().await.is_ok() {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("mxmedia did not come up");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
+    /// Resident memory now and at its peak, in bytes.
+    pub fn rss(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap()
+                * 1024
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Open sockets of the process (TCP and Unix).
+    pub fn sockets(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_link(e.path())
+                    .map(|t| t.to_string_lossy().starts_with("socket:"))
+                    .unwrap_or(false)
+            })
+            .count()
+    }
+
+    /// `kill -9`: no shutdown, no flush.
+    pub async fn kill9(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+}
