@@ -13,6 +13,8 @@ use mxmedia::thumbnail::{Limits, Method, Spec, generate, generate_animated};
 const LIMITS: Limits = Limits {
     max_pixels: 32 * 1024 * 1024,
     max_frames: 1000,
+    max_bytes: 256 << 20,
+    max_animation_pixels: 200_000_000,
 };
 
 fn spec(width: u32, height: u32, method: Method) -> Spec {

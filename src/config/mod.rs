@@ -99,6 +99,15 @@ pub struct ThumbnailConfig {
     pub max_frames: u64,
     /// Larger originals are not thumbnailed (413 `M_TOO_LARGE`). Default 64MiB.
     pub max_source_size: ByteSize,
+    /// Memory one generation may use, estimated from the header before
+    /// decoding: stills over it are refused (413 `M_TOO_LARGE`), animations
+    /// are cut to the frames that fit or made still. With `concurrency`
+    /// generations at once, thumbnails use at most `concurrency` x
+    /// (`max_job_memory` + `max_source_size`). Default 256MiB.
+    pub max_job_memory: ByteSize,
+    /// Pixels one animated thumbnail may decode (frames x canvas); longer
+    /// animations are cut short. Default 200000000.
+    pub max_animation_pixels: u64,
     /// Thumbnails generated at once; 0 means one per CPU core. Default 0.
     pub concurrency: usize,
 }
@@ -123,6 +132,8 @@ impl Default for ThumbnailConfig {
             max_pixels: 32 * 1024 * 1024,
             max_frames: 1000,
             max_source_size: ByteSize::mib(64),
+            max_job_memory: ByteSize::mib(256),
+            max_animation_pixels: 200_000_000,
             concurrency: 0,
         }
     }

@@ -116,9 +116,11 @@ fn classify_media(error: &MediaError) -> (StatusCode, &'static str) {
     match error {
         M::NotFound => (StatusCode::NOT_FOUND, "M_NOT_FOUND"),
         M::TooLarge { .. }
-        | M::Thumbnail(ThumbnailError::TooManyPixels { .. } | ThumbnailError::TooManyFrames(_)) => {
-            (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE")
-        }
+        | M::Thumbnail(
+            ThumbnailError::TooManyPixels { .. }
+            | ThumbnailError::TooManyFrames(_)
+            | ThumbnailError::TooExpensive { .. },
+        ) => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
         M::NotYetUploaded => (StatusCode::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED"),
         M::CannotOverwrite => (StatusCode::CONFLICT, "M_CANNOT_OVERWRITE_MEDIA"),
         M::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),

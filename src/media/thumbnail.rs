@@ -7,14 +7,14 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::TryStreamExt;
 use tokio::sync::Semaphore;
 
 use super::{Access, Download, MediaError, MediaService};
 use crate::{
     config::{DatastoreKind, ThumbnailConfig},
-    ids::{BlobKey, MediaKey, UnixMillis},
+    ids::{BlobKey, MediaKey, Sha256Digest, UnixMillis},
     repo::{BlobRecord, CommitThumb, NewBlob, ThumbRecord},
     storage::StorageError,
     thumbnail::{self, Format, Limits, Method, Spec, ThumbnailError},
@@ -44,6 +44,9 @@ pub(super) struct Thumbnailer {
     permits: Semaphore,
     /// Generations in progress, keyed by media and size.
     flights: moka::future::Cache<(MediaKey, Spec, bool), Thumb>,
+    /// Pictures we refused to thumbnail, by content: asking again (under
+    /// any id, at any size) costs no read and no decode.
+    refused: moka::sync::Cache<Sha256Digest, ThumbnailError>,
 }
 
 impl Thumbnailer {
@@ -60,6 +63,10 @@ impl Thumbnailer {
             flights: moka::future::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(std::time::Duration::from_secs(30))
+                .build(),
+            refused: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(3600))
                 .build(),
         }
     }
@@ -191,14 +198,47 @@ impl MediaService {
         wanted: &[(Spec, u32, u32)],
         animated: bool,
     ) -> Result<Vec<Thumb>, MediaError> {
+        let thumbs = &self.inner.thumbnailer;
+        let digest = download.record.sha256;
+        if let Some(refusal) = thumbs.refused.get(&digest) {
+            return Err(refusal.into());
+        }
+        // The permit comes before any byte is buffered, so the memory of
+        // generations in progress is bounded by permits x (source + job).
+        let _permit = thumbs
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| MediaError::Internal("thumbnail semaphore closed"))?;
+        let result = self.produce_with_permit(download, wanted, animated).await;
+        if let Err(MediaError::Thumbnail(refusal)) = &result
+            && !matches!(refusal, ThumbnailError::Encode(_))
+        {
+            thumbs.refused.insert(digest, refusal.clone());
+        }
+        result
+    }
+
+    async fn produce_with_permit(
+        &self,
+        download: &Download,
+        wanted: &[(Spec, u32, u32)],
+        animated: bool,
+    ) -> Result<Vec<Thumb>, MediaError> {
         let config = &self.inner.thumbnailer.config;
-        let source = self
-            .read_all(download, config.max_source_size.as_u64())
-            .await?;
         let limits = Limits {
             max_pixels: config.max_pixels,
             max_frames: config.max_frames,
+            max_bytes: config.max_job_memory.as_u64(),
+            max_animation_pixels: config.max_animation_pixels,
         };
+        // Sniff and read the header from a small read: a non-image or an
+        // oversized picture is refused without reading the rest.
+        let head_len = download.record.size.min(HEAD_READ);
+        let head = self.read_exact(download, Some(0..head_len)).await?;
+        thumbnail::probe_head(&head, limits)?;
+        drop(head);
+        let source = self.read_exact(download, None).await?;
         let probe = thumbnail::probe(&source, limits)?;
         // Small enough already, and a still picture: the original is the thumbnail.
         let still =
@@ -231,13 +271,6 @@ impl MediaService {
             return Ok(done);
         }
 
-        let permit = self
-            .inner
-            .thumbnailer
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| MediaError::Internal("thumbnail semaphore closed"))?;
         let animate = animated && probe.frames > 1;
         let made = tokio::task::spawn_blocking(move || {
             if animate
@@ -250,7 +283,6 @@ impl MediaService {
         })
         .await
         .map_err(|_| MediaError::Internal("thumbnail task panicked"))??;
-        drop(permit);
         self.inner
             .metrics
             .thumbnails_generated(animate, made.len() as u64);
@@ -332,24 +364,34 @@ impl MediaService {
         Ok(Thumb { record, blob })
     }
 
-    /// The whole blob in memory, refusing one larger than `limit`.
-    async fn read_all(&self, download: &Download, limit: u64) -> Result<Vec<u8>, MediaError> {
-        let mut stream = self.read(download, None).await?;
-        let mut out =
-            BytesMut::with_capacity(usize::try_from(download.record.size.min(limit)).unwrap_or(0));
+    /// The whole blob (or `range` of it) in one buffer of exactly its size:
+    /// no growth, no second copy. A blob longer than its record is an error.
+    async fn read_exact(
+        &self,
+        download: &Download,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Vec<u8>, MediaError> {
+        let len = range
+            .as_ref()
+            .map_or(download.record.size, |r| r.end - r.start);
+        let mut stream = self.read(download, range).await?;
+        let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
         while let Some(chunk) = stream
             .try_next()
             .await
             .map_err(|e| MediaError::Storage(StorageError::Read(e)))?
         {
-            if (out.len() + chunk.len()) as u64 > limit {
-                return Err(MediaError::TooLarge { limit });
+            if (out.len() + chunk.len()) as u64 > len {
+                return Err(MediaError::Internal("blob is longer than its record"));
             }
             out.extend_from_slice(&chunk);
         }
-        Ok(out.to_vec())
+        Ok(out)
     }
 }
+
+/// Bytes read to sniff a file and read its header before reading it all.
+const HEAD_READ: u64 = 64 * 1024;
 
 /// An animated PNG carries an `acTL` chunk before its image data.
 /// Why a thumbnail was refused, for the metrics; `None` for errors that are
@@ -361,6 +403,7 @@ fn refusal_reason(error: &MediaError) -> Option<&'static str> {
             ThumbnailError::Unsupported => "unsupported",
             ThumbnailError::TooManyPixels { .. } => "too_many_pixels",
             ThumbnailError::TooManyFrames(_) => "too_many_frames",
+            ThumbnailError::TooExpensive { .. } => "over_memory_budget",
             ThumbnailError::Decode(_) => "decode_failed",
             ThumbnailError::Encode(_) => "encode_failed",
         }),

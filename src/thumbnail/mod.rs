@@ -5,6 +5,7 @@
 //! knows nothing of HTTP, storage or Matrix; callers run it on blocking
 //! threads behind a concurrency limit.
 
+pub mod budget;
 mod frames;
 pub mod geometry;
 #[cfg(feature = "turbojpeg")]
@@ -96,6 +97,11 @@ pub struct Limits {
     pub max_pixels: u64,
     /// Animations with more frames are refused (counted without decoding).
     pub max_frames: u64,
+    /// Peak bytes one generation may hold (see [`budget`]); a still over it
+    /// is refused, an animation is cut to the frames that fit.
+    pub max_bytes: u64,
+    /// Pixels an animated thumbnail may decode (frames x canvas).
+    pub max_animation_pixels: u64,
 }
 
 /// What the header and container say, before any pixel is decoded.
@@ -125,6 +131,10 @@ pub enum ThumbnailError {
     TooManyPixels { width: u64, height: u64 },
     #[error("animation of {0} frames is over the limit")]
     TooManyFrames(u64),
+    #[error(
+        "making this thumbnail would take {needed} bytes of memory, over the {budget} byte budget"
+    )]
+    TooExpensive { needed: u64, budget: u64 },
     #[error("cannot decode the image: {0}")]
     Decode(String),
     #[error("cannot encode the thumbnail: {0}")]
@@ -154,6 +164,28 @@ pub fn sniff(bytes: &[u8]) -> Option<Format> {
         ] => Some(Format::Webp),
         _ => None,
     }
+}
+
+/// Format and dimensions from the first bytes of a file (a header that is
+/// not complete in them gives `None`: look again with the whole file);
+/// refuses non-images and oversized images before the rest is read.
+pub fn probe_head(
+    head: &[u8],
+    limits: Limits,
+) -> Result<Option<(Format, u32, u32)>, ThumbnailError> {
+    let format = sniff(head).ok_or(ThumbnailError::Unsupported)?;
+    let Ok((width, height)) =
+        ImageReader::with_format(Cursor::new(head), format.image_format()).into_dimensions()
+    else {
+        return Ok(None);
+    };
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(ThumbnailError::TooManyPixels {
+            width: width.into(),
+            height: height.into(),
+        });
+    }
+    Ok(Some((format, width, height)))
 }
 
 /// Format, dimensions and frame count from the header and container alone;
@@ -194,11 +226,14 @@ pub fn generate_animated(
     limits: Limits,
 ) -> Result<Option<Thumbnail>, ThumbnailError> {
     let probe = probe(bytes, limits)?;
-    if probe.frames < 2 {
+    let frames =
+        budget::animation_frames(&probe, spec, limits.max_bytes, limits.max_animation_pixels);
+    if frames < 2 {
+        // One frame, or too large a canvas to animate within the budget.
         return Ok(None);
     }
     let decode_err = |e: image::ImageError| ThumbnailError::Decode(e.to_string());
-    let frames: Box<dyn Iterator<Item = image::ImageResult<Frame>>> = match probe.format {
+    let frames_iter: Box<dyn Iterator<Item = image::ImageResult<Frame>>> = match probe.format {
         Format::Gif => Box::new(
             GifDecoder::new(Cursor::new(bytes))
                 .map_err(decode_err)?
@@ -217,7 +252,9 @@ pub fn generate_animated(
     let mut resizer = Resizer::new();
     let mut small_frames = Vec::new();
     let mut timestamp_ms: i32 = 0;
-    for frame in frames.take(usize::try_from(limits.max_frames).unwrap_or(usize::MAX)) {
+    // Past the budget, the animation is cut short rather than refused.
+    let take = usize::try_from(frames).unwrap_or(usize::MAX);
+    for frame in frames_iter.take(take) {
         let frame = frame.map_err(decode_err)?;
         let (numer, denom) = frame.delay().numer_denom_ms();
         let delay = i32::try_from(numer / denom.max(1)).unwrap_or(i32::MAX);
@@ -261,12 +298,20 @@ pub fn generate(
     specs: &[Spec],
     limits: Limits,
 ) -> Result<Vec<Thumbnail>, ThumbnailError> {
+    let probe = probe(bytes, limits)?;
+    let needed = budget::still_cost(bytes, &probe, specs);
+    if needed > limits.max_bytes {
+        return Err(ThumbnailError::TooExpensive {
+            needed,
+            budget: limits.max_bytes,
+        });
+    }
     let Probe {
         format,
         width,
         height,
         ..
-    } = probe(bytes, limits)?;
+    } = probe;
     let source = decode(bytes, format, width, height, specs)?;
     let has_alpha = source.has_alpha();
     let mut resizer = Resizer::new();
@@ -373,7 +418,7 @@ fn resize_to(
 
 /// Orientation-corrected size a spec list needs from the decoder: twice the
 /// largest output (libvips' reserve), so shrink-on-load costs no quality.
-fn decode_target(specs: &[Spec], width: u32, height: u32) -> (u32, u32) {
+pub(crate) fn decode_target(specs: &[Spec], width: u32, height: u32) -> (u32, u32) {
     specs.iter().fold((1, 1), |(w, h), spec| {
         let plan = match spec.method {
             Method::Scale => geometry::scale(width, height, spec.width, spec.height),

@@ -7,6 +7,8 @@ fn limits() -> Limits {
     Limits {
         max_pixels: 32 * 1024 * 1024,
         max_frames: 1000,
+        max_bytes: 256 << 20,
+        max_animation_pixels: 200_000_000,
     }
 }
 
@@ -350,6 +352,8 @@ fn frame_budget_is_enforced_from_the_container() {
     let tight = Limits {
         max_pixels: 1 << 20,
         max_frames: 10,
+        max_bytes: 256 << 20,
+        max_animation_pixels: 200_000_000,
     };
     assert_eq!(
         probe(&gif, tight).unwrap_err(),
