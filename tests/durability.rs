@@ -201,3 +201,29 @@ async fn truncated_blob_fails_loudly() {
         "a short body must not look complete"
     );
 }
+
+/// Deduplication never trusts a stored copy blindly: when the object the
+/// digest points at has gone missing, a new upload of the same bytes takes
+/// its place, and both media download again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_onto_a_missing_blob_stores_the_new_bytes() {
+    let t = TestServer::start().await;
+    let body = b"the same bytes, twice".to_vec();
+    let (s, first) = t.upload_ok(ALICE, &body, None, None).await;
+    let files = t.wait_for_blob_files(1, false).await;
+    assert_eq!(files.len(), 1);
+    std::fs::remove_file(&files[0]).unwrap();
+
+    let (_, second) = t.upload_ok(ALICE, &body, None, None).await;
+    for id in [&second, &first] {
+        let resp = t
+            .get(
+                &format!("/_matrix/client/v1/media/download/{s}/{id}"),
+                Some(ALICE),
+            )
+            .await;
+        assert_eq!(resp.status(), 200, "{id}");
+        assert_eq!(resp.bytes().await.unwrap().as_ref(), body.as_slice());
+    }
+    assert_eq!(t.wait_for_blob_files(1, false).await.len(), 1);
+}

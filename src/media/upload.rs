@@ -413,8 +413,10 @@ impl MediaService {
                 Commit::NotOwner => return Err(MediaError::Forbidden(NOT_OWNER)),
             }
         };
-        // A deduplicated upload's own copy is surplus: the armed guard deletes it.
-        if !deduplicated {
+        // A deduplicated upload's own copy is surplus (the armed guard
+        // deletes it), unless the copy it was matched with has gone missing:
+        // then ours takes its place.
+        if !deduplicated || self.replace_missing_blob(sha256, &blob).await? {
             guard.disarm();
         }
         if let Some(fill) = fill {
@@ -424,6 +426,45 @@ impl MediaService {
         self.pregenerate(key.clone());
         tracing::info!(mxc = %key, size, sha256 = %sha256.to_hex(), deduplicated, "media stored");
         Ok((key, size))
+    }
+
+    /// After a deduplicated commit: if the stored copy of `digest` is gone
+    /// from its datastore (deleted behind our back, a restore without the
+    /// bytes), points the blob record at the fresh copy `ours` and says so.
+    /// One HEAD per deduplicated upload, none for new content.
+    async fn replace_missing_blob(
+        &self,
+        digest: Sha256Digest,
+        ours: &NewBlob,
+    ) -> Result<bool, MediaError> {
+        let Some(existing) = self.inner.repo.blocking(move |r| r.blob(&digest)).await? else {
+            return Ok(false);
+        };
+        let store = self.inner.stores.get(&existing.datastore)?;
+        match store.head(&existing.key).await {
+            Ok(_) => return Ok(false),
+            Err(StorageError::NotFound) => {}
+            Err(other) => return Err(other.into()),
+        }
+        let to = ours.clone();
+        let moved = self
+            .inner
+            .repo
+            .commit_durably(
+                move |r| {
+                    r.move_blob(
+                        &digest,
+                        (&existing.datastore, &existing.key),
+                        (&to.datastore, &to.key),
+                    )
+                },
+                |moved| *moved,
+            )
+            .await?;
+        if moved {
+            tracing::warn!(sha256 = %digest.to_hex(), "stored copy was missing; replaced by a new upload's bytes");
+        }
+        Ok(moved)
     }
 
     /// The limits a body for `target` is held to, and where it is stored.
