@@ -10,6 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use futures::StreamExt;
 use mxmedia::{
     config::{Config, DatastoreConfig, S3DatastoreConfig},
     ids::MediaKey,
@@ -389,5 +390,122 @@ async fn failing_selfcheck_stops_start_up_naming_the_call() {
     assert!(
         error.contains("SignatureDoesNotMatch") || error.contains("403"),
         "{error}"
+    );
+}
+
+/// A client reading a large file more slowly than the S3 request timeout
+/// (1 s here) still receives every byte: reads have a per-read timeout, not
+/// a cap on the whole body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_readers_of_large_files_get_every_byte() {
+    let t = TestServer::start_with(|c| {
+        s3_of(c).timeout = std::time::Duration::from_secs(1);
+        c.cache.enabled = false;
+    })
+    .await;
+    let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let (s, id) = t.upload_ok(ALICE, &data, None, None).await;
+    let started = std::time::Instant::now();
+    let resp = t.get(&authed(&s, &id), Some(ALICE)).await;
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let mut received = Vec::with_capacity(data.len());
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.expect("the body is cut short");
+        received.extend_from_slice(&chunk);
+        // About 1.5 MiB/s: the transfer takes several S3 timeouts.
+        tokio::time::sleep(std::time::Duration::from_micros(
+            chunk.len() as u64 * 650 / 1024,
+        ))
+        .await;
+    }
+    println!("slow read took {:?}", started.elapsed());
+    assert!(started.elapsed() > std::time::Duration::from_secs(2));
+    assert!(
+        received == data,
+        "{} of {} bytes",
+        received.len(),
+        data.len()
+    );
+}
+
+/// S3 failing mid-transfer: an upload under way gets 503 and leaves no
+/// record and no object; a download under way ends with an error (never a
+/// hang, never a cached half), and afterwards everything reads back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_outage_mid_transfer_fails_cleanly() {
+    let t = TestServer::start_with(|c| {
+        s3_of(c).timeout = std::time::Duration::from_secs(5);
+        c.cache.max_file_size = bytesize::ByteSize::mib(64);
+    })
+    .await;
+    let s3 = t.s3.as_ref().unwrap();
+    let big: Vec<u8> = (0..24 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let (s, id) = t.upload_ok(ALICE, &big, None, None).await;
+    let before = t.counts().await;
+    let objects = |s3: &S3Server| {
+        let mut files = Vec::new();
+        walk(&s3.root.path().join(S3_BUCKET), &mut files);
+        files.len()
+    };
+    let objects_before = objects(s3);
+
+    // Upload: 24 MiB streamed; S3 goes away after 12 MiB.
+    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut sent_tx = Some(sent_tx);
+    let body = futures::stream::iter(0..24u32).then(move |i| {
+        if i == 12
+            && let Some(tx) = sent_tx.take()
+        {
+            let _ = tx.send(());
+        }
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            Ok::<_, std::io::Error>(bytes::Bytes::from(vec![i as u8; 1024 * 1024]))
+        }
+    });
+    let upload = t.upload(ALICE, reqwest::Body::wrap_stream(body), None, None);
+    let outage = async {
+        sent_rx.await.unwrap();
+        s3.stop().await;
+    };
+    let (resp, ()) = tokio::join!(upload, outage);
+    assert_matrix_error(resp, 503, "M_UNKNOWN").await;
+    assert_eq!(t.counts().await, before, "a failed upload left a record");
+    s3.resume().await;
+
+    // Download: not in the hot cache yet; S3 goes away after 1 MiB.
+    let resp = t.get(&authed(&s, &id), Some(BOB)).await;
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let mut received = 0usize;
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => received += chunk.len(),
+                Err(_) => return Err(()),
+            }
+            if received >= 1024 * 1024 {
+                s3.stop().await;
+            }
+        }
+        Ok(())
+    })
+    .await
+    .expect("a download from a store that went away must end, not hang");
+    assert!(
+        outcome.is_err() || received == big.len(),
+        "the body ended early without an error ({received} bytes)"
+    );
+    s3.resume().await;
+
+    // Nothing was corrupted or half-cached: the file reads back whole.
+    let resp = t.get(&authed(&s, &id), Some(ALICE)).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.bytes().await.unwrap().as_ref() == big.as_slice());
+    assert_eq!(
+        objects(s3),
+        objects_before,
+        "the failed upload left an object"
     );
 }

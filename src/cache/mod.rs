@@ -8,7 +8,7 @@
 //! quarantine or auth.
 
 use std::{
-    io::Write,
+    collections::HashSet,
     ops::Range,
     path::{Path, PathBuf},
     sync::{
@@ -20,7 +20,7 @@ use std::{
 use bytes::Bytes;
 use futures::StreamExt;
 use moka::notification::RemovalCause;
-use tokio::sync::mpsc;
+use tokio::{io::AsyncWriteExt, sync::mpsc};
 
 use crate::{
     ids::Sha256Digest,
@@ -52,6 +52,9 @@ struct Inner {
     hits: AtomicU64,
     misses: AtomicU64,
     fills: AtomicU64,
+    /// Blobs being copied in from a download right now: concurrent misses
+    /// of one blob make one copy, not one each.
+    filling: std::sync::Mutex<HashSet<Sha256Digest>>,
 }
 
 /// Weight of an entry in KiB, so a u32 weight covers files up to 4 TiB.
@@ -89,6 +92,7 @@ impl HotCache {
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 fills: AtomicU64::new(0),
+                filling: std::sync::Mutex::new(HashSet::new()),
             }),
         };
         cache.reload()?;
@@ -173,51 +177,70 @@ impl HotCache {
 
     /// Starts filling the cache from bytes that are passing by anyway.
     pub fn fill(&self) -> Fill {
+        self.fill_for(None)
+    }
+
+    /// A fill that, while it runs, stands for `digest` (see `filling`).
+    fn fill_for(&self, digest: Option<Sha256Digest>) -> Fill {
         let (tx, rx) = mpsc::channel(FILL_QUEUE);
         let cache = self.clone();
-        tokio::task::spawn_blocking(move || cache.write_fill(rx));
+        // An async task: a slow client's download holds no blocking thread
+        // for its whole length, only for each short write.
+        tokio::spawn(async move {
+            cache.write_fill(rx).await;
+            if let Some(digest) = digest {
+                lock(&cache.inner.filling).remove(&digest);
+            }
+        });
         Fill { tx: Some(tx) }
     }
 
     /// Wraps `stream` so everything it yields is also written to the cache;
     /// when it ends after exactly `size` bytes, the entry is kept as `digest`.
+    /// While another download of the same blob fills it, this one passes
+    /// through untouched.
     pub fn tee_download(&self, stream: ByteStream, digest: Sha256Digest, size: u64) -> ByteStream {
-        let fill = self.fill();
+        if !lock(&self.inner.filling).insert(digest) {
+            return stream;
+        }
+        let fill = self.fill_for(Some(digest));
         let sender = fill.tx.clone();
         tee(stream, sender, Some((fill, digest, size)))
     }
 
-    fn write_fill(&self, mut rx: mpsc::Receiver<FillMsg>) {
+    async fn write_fill(&self, mut rx: mpsc::Receiver<FillMsg>) {
         let tmp_name = format!(".fill-{:016x}", rand::random::<u64>());
         let tmp = self.inner.dir.join(tmp_name);
-        let result = (|| -> std::io::Result<Option<(Sha256Digest, u64)>> {
-            std::fs::create_dir_all(&self.inner.dir)?;
-            let mut file = std::fs::File::create(&tmp)?;
+        let result: std::io::Result<Option<(Sha256Digest, u64)>> = async {
+            tokio::fs::create_dir_all(&self.inner.dir).await?;
+            let mut file = tokio::fs::File::create(&tmp).await?;
             let mut written = 0u64;
-            while let Some(msg) = rx.blocking_recv() {
+            while let Some(msg) = rx.recv().await {
                 match msg {
                     FillMsg::Data(bytes) => {
                         written += bytes.len() as u64;
                         if written > self.inner.max_file_size {
                             return Ok(None);
                         }
-                        file.write_all(&bytes)?;
+                        file.write_all(&bytes).await?;
                     }
                     FillMsg::Finish(digest, size) => {
+                        file.flush().await?;
                         return Ok((written == size).then_some((digest, size)));
                     }
                 }
             }
             Ok(None)
-        })();
+        }
+        .await;
         match result {
             Ok(Some((digest, size))) => {
                 let dest = path_for(&self.inner.dir, &digest);
-                let placed = dest
-                    .parent()
-                    .map_or(Ok(()), std::fs::create_dir_all)
-                    .and_then(|()| std::fs::rename(&tmp, &dest));
-                if placed.is_ok() {
+                let placed = match dest.parent() {
+                    Some(parent) => tokio::fs::create_dir_all(parent).await,
+                    None => Ok(()),
+                };
+                if placed.is_ok() && tokio::fs::rename(&tmp, &dest).await.is_ok() {
                     self.inner.fills.fetch_add(1, Ordering::Relaxed);
                     self.inner.index.insert(digest, size);
                     self.inner.index.run_pending_tasks();
@@ -227,8 +250,12 @@ impl HotCache {
             Ok(None) => {}
             Err(error) => tracing::debug!(%error, "cache fill failed"),
         }
-        let _ = std::fs::remove_file(&tmp);
+        let _ = tokio::fs::remove_file(&tmp).await;
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 enum FillMsg {

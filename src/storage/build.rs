@@ -69,20 +69,14 @@ fn build_s3(config: &S3DatastoreConfig) -> Result<BlobStore, StorageError> {
         .with_bucket_name(&config.bucket)
         .with_region(config.effective_region())
         .with_virtual_hosted_style_request(!path_style)
-        .with_client_options(
-            ClientOptions::new()
-                .with_timeout(config.timeout)
-                .with_connect_timeout(config.connect_timeout),
-        )
         .with_retry(RetryConfig {
             max_retries: config.max_retries,
             retry_timeout: config.timeout,
             ..RetryConfig::default()
         });
+    let mut allow_http = false;
     if let Some(endpoint) = config.client_endpoint().map_err(&err)? {
-        if endpoint.scheme() == "http" {
-            builder = builder.with_allow_http(true);
-        }
+        allow_http = endpoint.scheme() == "http";
         builder = builder.with_endpoint(endpoint.as_str().trim_end_matches('/'));
     }
     let key_id = Secret::resolve(
@@ -118,7 +112,32 @@ fn build_s3(config: &S3DatastoreConfig) -> Result<BlobStore, StorageError> {
             builder = builder.with_ssec_encryption(key.expose());
         }
     }
-    let s3 = Arc::new(builder.build().map_err(|e| err(e.to_string()))?);
+    // Requests with a bounded answer get `timeout` from start to end. Reads
+    // stream to clients at the client's pace, so a total cap (or reqwest's
+    // read timeout, which also counts the time we do not ask for more) would
+    // cut a slow reader's body short: they get `timeout` for each wait on
+    // the service instead (`BlobStore::open`).
+    let s3 = Arc::new(
+        builder
+            .clone()
+            .with_client_options(
+                ClientOptions::new()
+                    .with_allow_http(allow_http)
+                    .with_timeout(config.timeout)
+                    .with_connect_timeout(config.connect_timeout),
+            )
+            .build()
+            .map_err(|e| err(e.to_string()))?,
+    );
+    let reader = builder
+        .with_client_options(
+            ClientOptions::new()
+                .with_allow_http(allow_http)
+                .with_timeout_disabled()
+                .with_connect_timeout(config.connect_timeout),
+        )
+        .build()
+        .map_err(|e| err(e.to_string()))?;
 
     let to_usize = |b: bytesize::ByteSize| usize::try_from(b.as_u64()).unwrap_or(usize::MAX);
     let policy = WritePolicy {
@@ -134,7 +153,8 @@ fn build_s3(config: &S3DatastoreConfig) -> Result<BlobStore, StorageError> {
         policy,
         config.kinds.clone(),
     )
-    .with_prefix(&config.prefix);
+    .with_prefix(&config.prefix)
+    .with_reader(Arc::new(reader), config.timeout);
     if let Some(class) = &config.storage_class {
         let mut attributes = Attributes::new();
         attributes.insert(Attribute::StorageClass, class.clone().into());

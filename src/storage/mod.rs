@@ -87,6 +87,10 @@ pub struct WritePolicy {
 pub struct BlobStore {
     id: DatastoreId,
     inner: Arc<dyn ObjectStore>,
+    /// The same store configured for streaming reads (no total timeout).
+    reader: Arc<dyn ObjectStore>,
+    /// Longest wait for the next chunk of a read, once we ask for it.
+    read_idle: Option<std::time::Duration>,
     backend: Backend,
     policy: WritePolicy,
     parts_in_flight: usize,
@@ -125,6 +129,8 @@ impl BlobStore {
     ) -> Self {
         Self {
             id,
+            reader: Arc::clone(&inner),
+            read_idle: None,
             inner,
             backend,
             policy,
@@ -136,6 +142,15 @@ impl BlobStore {
             metrics: crate::metrics::Metrics::default(),
             local_root: None,
         }
+    }
+
+    /// Reads go through `reader` (the same store without a total timeout),
+    /// each wait for the next chunk capped at `idle`.
+    #[must_use]
+    pub fn with_reader(mut self, reader: Arc<dyn ObjectStore>, idle: std::time::Duration) -> Self {
+        self.reader = reader;
+        self.read_idle = Some(idle);
+        self
     }
 
     /// Marks this store as the local directory `root`.
@@ -366,7 +381,7 @@ impl BlobStore {
             ..GetOptions::default()
         };
         let result = self
-            .inner
+            .reader
             .get_opts(&self.path(key), options)
             .await
             .map_err(StorageError::from);
@@ -375,7 +390,13 @@ impl BlobStore {
         let range = result.range.clone();
         match result.payload {
             GetResultPayload::File(file, _) => Ok(file_stream(file, range)),
-            GetResultPayload::Stream(stream) => Ok(stream.map_err(std::io::Error::other).boxed()),
+            GetResultPayload::Stream(stream) => {
+                let stream = stream.map_err(std::io::Error::other).boxed();
+                Ok(match self.read_idle {
+                    Some(idle) => idle_capped(stream, idle),
+                    None => stream,
+                })
+            }
         }
     }
 
@@ -441,6 +462,27 @@ impl BlobStore {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Fails `stream` when the service takes longer than `idle` to deliver the
+/// next chunk after it was asked for. Time the consumer spends not asking
+/// (a slow client) does not count.
+fn idle_capped(stream: ByteStream, idle: std::time::Duration) -> ByteStream {
+    futures::stream::unfold(Some(stream), move |state| async move {
+        let mut stream = state?;
+        match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(item)) => Some((item, Some(stream))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the object store sent nothing in time",
+                )),
+                None,
+            )),
+        }
+    })
+    .boxed()
 }
 
 /// Walks the two fan-out levels of a local datastore for `<key>#<digits>`
