@@ -27,7 +27,7 @@ const KILL_AFTER: usize = 300;
 /// Distinct bodies: most small, one in ten over a megabyte (multipart on S3,
 /// several staged writes on disk).
 fn body(i: usize) -> Vec<u8> {
-    let len = if i % 10 == 0 {
+    let len = if i.is_multiple_of(10) {
         1_500_000 + i * 1000
     } else {
         4096 + i * 61
