@@ -66,14 +66,34 @@ struct ReasonLabels {
 pub const DATASTORE_OPERATIONS: [&str; 4] = ["put", "get", "head", "delete"];
 
 /// Why thumbnails are refused.
-pub const REFUSAL_REASONS: [&str; 6] = [
+pub const REFUSAL_REASONS: [&str; 7] = [
     "source_too_large",
     "unsupported",
     "too_many_pixels",
     "too_many_frames",
+    "over_memory_budget",
     "decode_failed",
     "encode_failed",
 ];
+
+/// How a background pre-generation of thumbnails ended.
+pub const PREGENERATION_OUTCOMES: [&str; 3] = ["made", "refused", "skipped"];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// Registers `metric` under `name` and hands it back.
+fn register<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
 
 fn latency_histogram() -> Histogram {
     // 1 ms to about 65 s.
@@ -93,7 +113,9 @@ struct Inner {
     cache_bytes: Counter,
     thumbnails_generated: Family<KindLabels, Counter>,
     thumbnails_refused: Family<ReasonLabels, Counter>,
+    pregenerations: Family<OutcomeLabels, Counter>,
     uploads_pending: Gauge,
+    downloads_waiting: Gauge,
 }
 
 /// The process's metrics; cheap to clone, one per server.
@@ -115,91 +137,97 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
+    // One registration per metric, all in one place: long, and flat.
+    #[allow(clippy::too_many_lines)]
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("mxmedia");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let requests = register(
+            &mut registry,
             "http_requests",
             "HTTP requests by route template, method and status",
-            requests.clone(),
+            Family::<RequestLabels, Counter>::default(),
         );
-        let latency = Family::<LatencyLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-            latency_histogram,
-        );
-        registry.register(
+        let latency = register(
+            &mut registry,
             "http_request_duration_seconds",
             "Time from request to response headers",
-            latency.clone(),
+            Family::<LatencyLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            ),
         );
-        let bytes_in = Family::<RouteLabels, Counter>::default();
-        registry.register(
+        let bytes_in = register(
+            &mut registry,
             "http_request_body_bytes",
             "Request body bytes received",
-            bytes_in.clone(),
+            Family::<RouteLabels, Counter>::default(),
         );
-        let bytes_out = Family::<RouteLabels, Counter>::default();
-        registry.register(
+        let bytes_out = register(
+            &mut registry,
             "http_response_body_bytes",
             "Response body bytes sent",
-            bytes_out.clone(),
+            Family::<RouteLabels, Counter>::default(),
         );
-        let datastore_calls = Family::<DatastoreLabels, Counter>::default();
-        registry.register(
+        let datastore_calls = register(
+            &mut registry,
             "datastore_calls",
             "Datastore calls by datastore and operation",
-            datastore_calls.clone(),
+            Family::<DatastoreLabels, Counter>::default(),
         );
-        let datastore_errors = Family::<DatastoreLabels, Counter>::default();
-        registry.register(
+        let datastore_errors = register(
+            &mut registry,
             "datastore_errors",
             "Failed datastore calls by datastore and operation",
-            datastore_errors.clone(),
+            Family::<DatastoreLabels, Counter>::default(),
         );
-        let cache_hits = Counter::default();
-        registry.register(
+        let cache_hits = register(
+            &mut registry,
             "cache_hits",
             "Reads served from the hot cache",
-            cache_hits.clone(),
+            Counter::default(),
         );
-        let cache_misses = Counter::default();
-        registry.register(
+        let cache_misses = register(
+            &mut registry,
             "cache_misses",
             "Reads of object-store blobs the hot cache did not have",
-            cache_misses.clone(),
+            Counter::default(),
         );
-        let cache_bytes = Counter::default();
-        registry.register(
+        let cache_bytes = register(
+            &mut registry,
             "cache_hit_bytes",
             "Bytes served from the hot cache",
-            cache_bytes.clone(),
+            Counter::default(),
         );
-        let thumbnails_generated = Family::<KindLabels, Counter>::default();
-        registry.register(
+        let thumbnails_generated = register(
+            &mut registry,
             "thumbnails_generated",
             "Thumbnails made, still or animated",
-            thumbnails_generated.clone(),
+            Family::<KindLabels, Counter>::default(),
         );
-        let thumbnails_refused = Family::<ReasonLabels, Counter>::default();
-        registry.register(
+        let thumbnails_refused = register(
+            &mut registry,
             "thumbnails_refused",
             "Thumbnail requests refused, by reason",
-            thumbnails_refused.clone(),
+            Family::<ReasonLabels, Counter>::default(),
         );
-        let uploads_pending = Gauge::default();
-        registry.register(
+        let pregenerations = register(
+            &mut registry,
+            "thumbnail_pregenerations",
+            "Background thumbnail pre-generations after upload, by outcome",
+            Family::<OutcomeLabels, Counter>::default(),
+        );
+        let downloads_waiting = register(
+            &mut registry,
+            "downloads_waiting",
+            "Downloads waiting for media whose async upload has not arrived",
+            Gauge::default(),
+        );
+        let uploads_pending = register(
+            &mut registry,
             "uploads_pending",
             "Media ids created for async upload and not uploaded yet",
-            uploads_pending.clone(),
+            Gauge::default(),
         );
-        // Every known series starts at zero, so rates and alerts work before
-        // the first event.
-        for kind in ["still", "animated"] {
-            let _ = thumbnails_generated.get_or_create(&KindLabels { kind });
-        }
-        for reason in REFUSAL_REASONS {
-            let _ = thumbnails_refused.get_or_create(&ReasonLabels { reason });
-        }
-        Self {
+        let metrics = Self {
             inner: Arc::new(Inner {
                 registry,
                 requests,
@@ -213,8 +241,33 @@ impl Metrics {
                 cache_bytes,
                 thumbnails_generated,
                 thumbnails_refused,
+                pregenerations,
                 uploads_pending,
+                downloads_waiting,
             }),
+        };
+        metrics.start_known_series_at_zero();
+        metrics
+    }
+
+    /// Every known series starts at zero, so rates and alerts work before
+    /// the first event.
+    fn start_known_series_at_zero(&self) {
+        let inner = &self.inner;
+        for kind in ["still", "animated"] {
+            let _ = inner
+                .thumbnails_generated
+                .get_or_create(&KindLabels { kind });
+        }
+        for reason in REFUSAL_REASONS {
+            let _ = inner
+                .thumbnails_refused
+                .get_or_create(&ReasonLabels { reason });
+        }
+        for outcome in PREGENERATION_OUTCOMES {
+            let _ = inner
+                .pregenerations
+                .get_or_create(&OutcomeLabels { outcome });
         }
     }
 
@@ -275,6 +328,20 @@ impl Metrics {
             .thumbnails_refused
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    /// A pre-generation ended: `outcome` is one of `PREGENERATION_OUTCOMES`.
+    pub fn pregeneration(&self, outcome: &'static str) {
+        self.inner
+            .pregenerations
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Counts a download waiting for pending media while the guard lives.
+    pub fn download_waiting(&self) -> WaitingGuard {
+        self.inner.downloads_waiting.inc();
+        WaitingGuard(self.inner.downloads_waiting.clone())
     }
 
     pub fn set_uploads_pending(&self, pending: u64) {
@@ -375,5 +442,14 @@ where
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// See [`Metrics::download_waiting`].
+pub struct WaitingGuard(Gauge);
+
+impl Drop for WaitingGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

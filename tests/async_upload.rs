@@ -186,7 +186,9 @@ async fn waiting_download_returns_once_the_upload_arrives() {
     ));
     let http = t.http.clone();
     let waiter = tokio::spawn(async move { http.get(url).bearer_auth(BOB).send().await.unwrap() });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The download is waiting on the server before the upload arrives.
+    t.wait_for_metric("mxmedia_downloads_waiting", "", 1.0)
+        .await;
     assert!(!waiter.is_finished());
     assert_eq!(put(&t, ALICE, &s, &id, b"arrived").await.status(), 200);
     let resp = waiter.await.unwrap();

@@ -500,7 +500,13 @@ async fn pregeneration_makes_every_size_without_delaying_uploads() {
     t.upload_ok(ALICE, &bomb, Some("image/jpeg"), None).await;
     t.upload_ok(ALICE, b"%PDF-1.7", Some("image/png"), None)
         .await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Both pre-generations have ended (refused), so nothing more can come.
+    t.wait_for_metric(
+        "mxmedia_thumbnail_pregenerations_total",
+        "outcome=\"refused\"",
+        2.0,
+    )
+    .await;
     assert_eq!(
         t.counts().await.blobs,
         8,

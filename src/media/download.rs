@@ -50,6 +50,7 @@ impl MediaService {
         wait: Duration,
     ) -> Result<Download, MediaError> {
         let deadline = Instant::now() + wait.min(self.inner.config.max_download_wait);
+        let mut waiting = None;
         loop {
             // Register for the wake-up before looking, so a commit between the
             // look and the wait is not missed.
@@ -63,6 +64,9 @@ impl MediaService {
                     let now = Instant::now();
                     if now >= deadline {
                         return Err(MediaError::NotYetUploaded);
+                    }
+                    if waiting.is_none() {
+                        waiting = Some(self.inner.metrics.download_waiting());
                     }
                     let expiry = now + UnixMillis::now().until(expires);
                     let next = deadline.min(now + PENDING_POLL).min(expiry);

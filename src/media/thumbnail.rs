@@ -162,17 +162,22 @@ impl MediaService {
         }
         let service = self.clone();
         tokio::spawn(async move {
+            let metrics = &service.inner.metrics;
             let download = match service
                 .open_download(&key, Access::Authenticated, std::time::Duration::ZERO)
                 .await
             {
                 Ok(download) => download,
-                Err(error) => return tracing::debug!(mxc = %key, %error, "no pre-generation"),
+                Err(error) => {
+                    metrics.pregeneration("skipped");
+                    return tracing::debug!(mxc = %key, %error, "no pre-generation");
+                }
             };
             let config = &service.inner.thumbnailer.config;
             if download.record.size > config.max_source_size.as_u64()
                 || !download.record.content_type.starts_with("image/")
             {
+                metrics.pregeneration("skipped");
                 return;
             }
             let wanted: Vec<_> = config
@@ -182,9 +187,13 @@ impl MediaService {
                 .collect();
             match service.produce(&download, &wanted, false).await {
                 Ok(made) => {
+                    metrics.pregeneration("made");
                     tracing::debug!(mxc = %key, count = made.len(), "thumbnails pre-generated");
                 }
-                Err(error) => tracing::debug!(mxc = %key, %error, "pre-generation failed"),
+                Err(error) => {
+                    metrics.pregeneration("refused");
+                    tracing::debug!(mxc = %key, %error, "pre-generation failed");
+                }
             }
         });
     }

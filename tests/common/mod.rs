@@ -611,6 +611,33 @@ impl TestServer {
             .unwrap()
     }
 
+    /// The value of the metric series `name` whose labels contain `label`
+    /// (summed), read from the server's own registry.
+    pub fn metric(&self, name: &str, label: &str) -> f64 {
+        self.server()
+            .state()
+            .metrics
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains(label))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Waits (up to 10 s) until `metric(name, label)` reaches `value`.
+    pub async fn wait_for_metric(&self, name: &str, label: &str, value: f64) {
+        for _ in 0..400 {
+            if self.metric(name, label) >= value {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!(
+            "{name}{{{label}}} stayed at {} (waited for {value})",
+            self.metric(name, label)
+        );
+    }
+
     /// Where blob objects appear as files: the local datastore directory,
     /// or the S3 server's bucket directory.
     pub fn blob_dir(&self) -> PathBuf {
