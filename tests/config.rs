@@ -71,6 +71,17 @@ fn minimal_config_gets_defaults_matching_the_sample() {
         "MXMEDIA__HOMESERVER__TOKEN_NEGATIVE_CACHE_TTL",
         "MXMEDIA__HOMESERVER__TOKEN_REFRESH_AFTER",
         "MXMEDIA__HOMESERVER__TOKEN_CACHE_SIZE",
+        "MXMEDIA__MEDIA__UPLOAD_MIN_RATE",
+        "MXMEDIA__MEDIA__UPLOAD_DEADLINE",
+        "MXMEDIA__CONNECTIONS__MAX",
+        "MXMEDIA__CONNECTIONS__HEADER_TIMEOUT",
+        "MXMEDIA__CONNECTIONS__IDLE_TIMEOUT",
+        "MXMEDIA__THUMBNAILS__MAX_JOB_MEMORY",
+        "MXMEDIA__THUMBNAILS__MAX_ANIMATION_PIXELS",
+        "MXMEDIA__FEDERATION__MAX_CONCURRENT_FETCHES",
+        "MXMEDIA__FEDERATION__FETCH_QUEUE_TIMEOUT",
+        "MXMEDIA__FEDERATION__USER_BUDGET",
+        "MXMEDIA__FEDERATION__USER_BUDGET_WINDOW",
         "MXMEDIA__HOMESERVER__ACCEPT_QUERY_TOKEN",
         "MXMEDIA__MEDIA__MAX_UPLOAD_SIZE",
         "MXMEDIA__MEDIA__FREEZE_UNAUTHENTICATED",
@@ -118,10 +129,21 @@ fn env_overrides_the_file() {
             ("MXMEDIA__SERVER_NAME", "1234"),
             ("MXMEDIA__DATASTORES__0__PATH", "/srv/media"),
             ("MXMEDIA__LOG__FORMAT", "json"),
+            // Lists, as the sample documents them.
+            ("MXMEDIA__TRUSTED_PROXIES", r#"["127.0.0.1/32", "::1/128"]"#),
+            (
+                "MXMEDIA__FEDERATION__BLOCKED_SERVERS",
+                "[evil.example, '*.spam.example']",
+            ),
             ("OTHER_VAR", "ignored"),
         ]),
     )
     .unwrap();
+    assert_eq!(config.trusted_proxies.len(), 2);
+    assert_eq!(
+        config.federation.blocked_servers,
+        ["evil.example", "*.spam.example"]
+    );
     assert_eq!(
         config.homeserver.url.as_str(),
         "https://matrix.example.net/"

@@ -161,11 +161,12 @@ impl Config {
     }
 }
 
-/// An env value is read as a YAML scalar (`true`, `30s`, `104857600`), so
-/// overrides have the same syntax as the file.
+/// An env value is read as YAML (`true`, `30s`, `104857600`, and lists
+/// such as `["127.0.0.1/32", "::1/128"]` or `[a, b]`), so overrides have the
+/// same syntax as the file. Anything else is taken as a plain string.
 fn env_value(raw: &str) -> Value {
     match serde_norway::from_str::<Value>(raw) {
-        Ok(v @ (Value::Bool(_) | Value::Number(_) | Value::String(_))) => v,
+        Ok(v @ (Value::Bool(_) | Value::Number(_) | Value::String(_) | Value::Array(_))) => v,
         _ => Value::String(raw.to_owned()),
     }
 }
