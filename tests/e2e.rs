@@ -18,6 +18,7 @@ use std::{
 use mxmedia::{app::Server, config::Config};
 use synapse::{Daemon, free_port, python, root, run, wait_until_up};
 
+mod common;
 #[path = "common/synapse.rs"]
 mod synapse;
 

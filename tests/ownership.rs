@@ -46,6 +46,20 @@ async fn upload(server: &Server, body: &[u8]) -> String {
         .to_owned()
 }
 
+/// A datastore filled by a first server (database under `root/one`), which
+/// has stopped: the homeserver, the root, and the datastore's directory.
+async fn filled_store() -> (FakeHomeserver, tempfile::TempDir, std::path::PathBuf) {
+    let hs = FakeHomeserver::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let media = root.path().join("media");
+    let server = start(&config(&root.path().join("one"), &media, &hs.url))
+        .await
+        .unwrap();
+    upload(&server, b"precious").await;
+    server.stop().await;
+    (hs, root, media)
+}
+
 fn blobs(media: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     walk(media, &mut out);
@@ -58,13 +72,8 @@ fn blobs(media: &Path) -> Vec<std::path::PathBuf> {
 /// orphan grace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_database_refuses_a_datastore_it_did_not_fill() {
-    let hs = FakeHomeserver::start().await;
-    let root = tempfile::tempdir().unwrap();
-    let media = root.path().join("media");
+    let (hs, root, media) = filled_store().await;
     let first = config(&root.path().join("one"), &media, &hs.url);
-    let server = start(&first).await.unwrap();
-    upload(&server, b"precious").await;
-    server.stop().await;
     assert_eq!(blobs(&media).len(), 1);
 
     let second = config(&root.path().join("two"), &media, &hs.url);
@@ -101,14 +110,7 @@ async fn a_fresh_database_refuses_a_datastore_it_did_not_fill() {
 /// elsewhere) is refused by a database with no record of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unmarked_filled_datastore_is_refused_by_a_stranger() {
-    let hs = FakeHomeserver::start().await;
-    let root = tempfile::tempdir().unwrap();
-    let media = root.path().join("media");
-    let server = start(&config(&root.path().join("one"), &media, &hs.url))
-        .await
-        .unwrap();
-    upload(&server, b"precious").await;
-    server.stop().await;
+    let (hs, root, media) = filled_store().await;
     std::fs::remove_file(media.join(OWNER_MARKER)).unwrap();
 
     let Err(error) = start(&config(&root.path().join("two"), &media, &hs.url)).await else {
@@ -127,14 +129,7 @@ async fn an_unmarked_filled_datastore_is_refused_by_a_stranger() {
 /// before is never swept as an orphan; an orphan written after the claim is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adopted_datastores_keep_what_they_held() {
-    let hs = FakeHomeserver::start().await;
-    let root = tempfile::tempdir().unwrap();
-    let media = root.path().join("media");
-    let server = start(&config(&root.path().join("one"), &media, &hs.url))
-        .await
-        .unwrap();
-    upload(&server, b"precious").await;
-    server.stop().await;
+    let (hs, root, media) = filled_store().await;
     let before = blobs(&media);
 
     let second = config(&root.path().join("two"), &media, &hs.url);

@@ -424,6 +424,16 @@ impl s3s::S3 for StrictLikeB2 {
     }
 }
 
+/// A free port on 127.0.0.1 (bound and released: another process could
+/// take it meanwhile, and the test would then fail loudly, not wrongly).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The datastore's ownership marker: not a blob.
 pub const OWNER_MARKER: &str = "mxmedia-owner.json";
 

@@ -16,21 +16,11 @@ pub struct RealServer {
     pub http: reqwest::Client,
 }
 
-/// A free port on 127.0.0.1 (bound and released; a race with another
-/// process is possible but harmless in tests, which would fail loudly).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl RealServer {
     /// Writes `yaml` (with `listen` added) to `dir/config.yaml` and starts
     /// the server on it; returns once `/healthz` answers.
     pub async fn start(dir: &Path, yaml: &str) -> Self {
-        let port = free_port();
+        let port = crate::common::free_port();
         let config = dir.join("config.yaml");
         std::fs::write(&config, format!("listen: 127.0.0.1:{port}\n{yaml}")).unwrap();
         Self::start_on(config, port).await

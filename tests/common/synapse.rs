@@ -49,13 +49,7 @@ pub fn run(command: &mut Command) {
     assert!(status.success(), "{command:?} failed: {status}");
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use crate::common::free_port;
 
 /// A child process stopped with SIGTERM (then killed) when dropped.
 pub struct Daemon {
