@@ -220,6 +220,14 @@ async fn interrupted_writes_leave_no_staging_files() {
     let staging = media.join("aa/bb/aabb0000000000000000000000000000#1");
     std::fs::create_dir_all(staging.parent().unwrap()).unwrap();
     std::fs::write(&staging, b"half a file").unwrap();
+    // File times come from the kernel's coarse clock, which can lag the
+    // claim's timestamp by a few milliseconds: date the file precisely.
+    std::fs::File::options()
+        .write(true)
+        .open(&staging)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now())
+        .unwrap();
     let report = server.state().media.sweep().await.unwrap();
     assert_eq!(report.staging_files, 0, "too young to be swept");
     tokio::time::sleep(Duration::from_millis(1100)).await;
