@@ -60,6 +60,29 @@ async fn filled_store() -> (FakeHomeserver, tempfile::TempDir, std::path::PathBu
     (hs, root, media)
 }
 
+/// Hands the datastore `local` to the database of `config` on purpose, as
+/// `mxmedia storage adopt` does; the returned state holds that database open.
+async fn adopt(config: &Config) -> mxmedia::http::AppState {
+    let state = mxmedia::app::build_state(config).unwrap();
+    state
+        .media
+        .adopt_datastore(
+            &mxmedia::ids::DatastoreId("local".into()),
+            &mxmedia::app::database_label(config),
+        )
+        .await
+        .unwrap();
+    state
+}
+
+/// Writes a file at `name` in the datastore that no record points at.
+fn stray(media: &Path, name: &str) -> std::path::PathBuf {
+    let path = media.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, b"stray").unwrap();
+    path
+}
+
 fn blobs(media: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     walk(media, &mut out);
@@ -133,23 +156,12 @@ async fn adopted_datastores_keep_what_they_held() {
     let before = blobs(&media);
 
     let second = config(&root.path().join("two"), &media, &hs.url);
-    let state = mxmedia::app::build_state(&second).unwrap();
-    state
-        .media
-        .adopt_datastore(
-            &mxmedia::ids::DatastoreId("local".into()),
-            &mxmedia::app::database_label(&second),
-        )
-        .await
-        .unwrap();
-    drop(state);
+    drop(adopt(&second).await);
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let server = start(&second).await.unwrap();
     // An orphan made after the adoption, old enough for the grace period.
-    let late = media.join("ab/cd/abcd0000000000000000000000000000");
-    std::fs::create_dir_all(late.parent().unwrap()).unwrap();
-    std::fs::write(&late, b"stray").unwrap();
+    let late = stray(&media, "ab/cd/abcd0000000000000000000000000000");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let report = server.state().media.sweep().await.unwrap();
     assert_eq!(report.orphan_blobs, 1, "{report:?}");
@@ -172,19 +184,9 @@ async fn a_store_taken_over_while_running_is_not_swept() {
     upload(&first, b"mine").await;
 
     let second = config(&root.path().join("two"), &media, &hs.url);
-    let state = mxmedia::app::build_state(&second).unwrap();
-    state
-        .media
-        .adopt_datastore(
-            &mxmedia::ids::DatastoreId("local".into()),
-            &mxmedia::app::database_label(&second),
-        )
-        .await
-        .unwrap();
+    let state = adopt(&second).await;
     // The second server writes an object the first has no record of.
-    let theirs = media.join("12/34/12340000000000000000000000000000");
-    std::fs::create_dir_all(theirs.parent().unwrap()).unwrap();
-    std::fs::write(&theirs, b"theirs").unwrap();
+    let theirs = stray(&media, "12/34/12340000000000000000000000000000");
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let report = first.state().media.sweep().await.unwrap();
@@ -208,7 +210,7 @@ async fn a_store_taken_over_while_running_is_not_swept() {
 }
 
 /// Staging files of writes a crash interrupted (`<key>#<n>`) are swept
-/// once older than the grace period; a write in progress is not.
+/// once older than the grace period, not before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupted_writes_leave_no_staging_files() {
     let hs = FakeHomeserver::start().await;
@@ -217,9 +219,7 @@ async fn interrupted_writes_leave_no_staging_files() {
     let server = start(&config(&root.path().join("one"), &media, &hs.url))
         .await
         .unwrap();
-    let staging = media.join("aa/bb/aabb0000000000000000000000000000#1");
-    std::fs::create_dir_all(staging.parent().unwrap()).unwrap();
-    std::fs::write(&staging, b"half a file").unwrap();
+    let staging = stray(&media, "aa/bb/aabb0000000000000000000000000000#1");
     // File times come from the kernel's coarse clock, which can lag the
     // claim's timestamp by a few milliseconds: date the file precisely.
     std::fs::File::options()
