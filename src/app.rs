@@ -23,14 +23,15 @@ use crate::{
     auth::{AuthError, Authenticator},
     cache::HotCache,
     config::{Config, DatabaseConfig},
-    federation::{Federation, fetch::RemoteMedia},
+    federation::Federation,
     http::{
         self, AppState,
         client_addr::{ClientAddr, TrustedProxies, resolve_client},
     },
-    media::MediaService,
+    media::ports::{Metadata, RepoError},
+    media::{MediaService, Wiring},
     metrics::Metrics,
-    repo::{Repo, RepoError, sled::SledRepo},
+    repo::sled::SledRepo,
     storage::{Backend, SelfcheckError, SelfcheckReport, StorageError, build_datastores},
 };
 
@@ -73,11 +74,25 @@ impl From<crate::media::OwnershipError> for AppError {
 
 /// Opens the stores and builds the services for `config`.
 pub fn build_state(config: &Config) -> Result<AppState, AppError> {
-    let repo = match &config.database {
+    Ok(build_with_probe(config)?.0)
+}
+
+/// Says whether the metadata store is closed (every handle dropped).
+type ClosedProbe = Box<dyn Fn() -> bool + Send + Sync>;
+
+/// The metadata adapter `config` names, behind the core's ports.
+fn open_metadata(config: &Config) -> Result<(Metadata, ClosedProbe), AppError> {
+    match &config.database {
         DatabaseConfig::Sled { cache_capacity, .. } => {
-            SledRepo::open(&config.sled_path(), cache_capacity.as_u64())?
+            let repo = SledRepo::open(&config.sled_path(), cache_capacity.as_u64())?;
+            let probe = Box::new(repo.closed_probe());
+            Ok((Metadata::new(Arc::new(repo)), probe))
         }
-    };
+    }
+}
+
+fn build_with_probe(config: &Config) -> Result<(AppState, ClosedProbe), AppError> {
+    let (metadata, closed) = open_metadata(config)?;
     let metrics = Metrics::new();
     let stores = build_datastores(&config.datastores, &config.data_dir)?.instrument(&metrics);
     let remote_stores = stores.iter().any(|s| s.backend() != Backend::Local);
@@ -94,29 +109,28 @@ pub fn build_state(config: &Config) -> Result<AppState, AppError> {
     } else {
         None
     };
-    let media = MediaService::new(
-        config.server_name.clone(),
-        Repo::new(Arc::new(repo)),
-        stores,
-        config.media.clone(),
-        cache,
-        config.thumbnails.clone(),
-        metrics.clone(),
-    );
     let federation = Federation::new(config.server_name.clone(), &config.federation)?;
-    let remote = RemoteMedia::new(
-        federation.clone(),
-        media.clone(),
-        config.media.max_upload_size.as_u64(),
+    let media = MediaService::new(
+        Wiring {
+            server_name: config.server_name.clone(),
+            metadata,
+            stores,
+            cache,
+            remote: Arc::new(federation.clone()),
+            metrics: metrics.clone(),
+        },
+        config.media.clone(),
+        config.thumbnails.clone(),
+        &config.federation,
     );
-    Ok(AppState {
+    let state = AppState {
         media,
         auth: Authenticator::new(&config.homeserver)?,
         config: Arc::new(config.clone()),
         metrics,
         federation,
-        remote,
-    })
+    };
+    Ok((state, closed))
 }
 
 /// How this server's metadata database is named in ownership markers and
@@ -190,12 +204,7 @@ where
 /// scrape time, then every metric in the text format.
 fn metrics_router(state: AppState) -> Router {
     async fn scrape(State(state): State<AppState>) -> Response {
-        match state
-            .media
-            .repo()
-            .blocking(crate::repo::MediaRepo::pending_count)
-            .await
-        {
+        match state.media.pending_count().await {
             Ok(pending) => state.metrics.set_uploads_pending(pending),
             Err(error) => tracing::warn!(%error, "cannot count pending uploads"),
         }
@@ -231,6 +240,7 @@ pub struct Server {
     control: JoinHandle<std::io::Result<()>>,
     control_path: std::path::PathBuf,
     sweeper: JoinHandle<()>,
+    closed: ClosedProbe,
     metrics: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
 }
 
@@ -254,7 +264,7 @@ impl Server {
             addr: config.listen,
             source,
         })?;
-        let state = build_state(config)?;
+        let (state, closed) = build_with_probe(config)?;
         if config.selfcheck_on_start {
             for report in selfcheck(&state).await? {
                 tracing::info!(
@@ -345,6 +355,7 @@ impl Server {
             control,
             control_path,
             sweeper,
+            closed,
             metrics,
         })
     }
@@ -393,22 +404,15 @@ impl Server {
             }
         }
         let _ = self.sweeper.await;
-        if let Err(error) = self
-            .state
-            .media
-            .repo()
-            .blocking(crate::repo::MediaRepo::flush)
-            .await
-        {
+        if let Err(error) = self.state.media.close().await {
             tracing::error!(%error, "final metadata flush failed");
         }
         // Connection tasks may drop their copy of the state just after the
         // server future ends; wait until the store is really closed, so a
         // restart in this process can open it again.
-        let repo = self.state.media.repo().downgrade();
         drop(self.state);
         for _ in 0..100 {
-            if repo.strong_count() == 0 {
+            if (self.closed)() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -441,11 +445,7 @@ fn bind_control(path: &std::path::Path) -> Result<tokio::net::UnixListener, AppE
 
 /// Runs every datastore's self-test; the first failure is the error.
 pub async fn selfcheck(state: &AppState) -> Result<Vec<SelfcheckReport>, SelfcheckError> {
-    let mut reports = Vec::new();
-    for store in state.media.stores().iter() {
-        reports.push(store.selfcheck().await?);
-    }
-    Ok(reports)
+    state.media.selfcheck().await
 }
 
 /// Runs until SIGTERM or Ctrl-C, then shuts down gracefully.

@@ -197,10 +197,9 @@ mod storage {
     use std::process::ExitCode;
 
     use indicatif::{ProgressBar, ProgressStyle};
-    use mxmedia::ops::{
-        control::{self, ControlError},
-        fsck::{FsckReport, FsckRequest},
-        sync::{SyncProgress, SyncRequest},
+    use mxmedia::{
+        media::{FsckReport, FsckRequest, SyncProgress, SyncRequest},
+        ops::control::{self, ControlError},
     };
 
     use super::{StorageCommand, load};
@@ -294,12 +293,14 @@ mod storage {
         let outcome: Result<SyncProgress, String> = match asked {
             Ok(report) => Ok(report),
             Err(ControlError::NotRunning(_)) => match mxmedia::app::build_state(config) {
-                Ok(state) => mxmedia::ops::sync::sync(&state.media, request, |p| {
-                    show(&bar, p);
-                    true
-                })
-                .await
-                .map_err(|e| e.to_string()),
+                Ok(state) => state
+                    .media
+                    .sync(request, |p| {
+                        show(&bar, p);
+                        true
+                    })
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             },
             Err(e) => Err(e.to_string()),
@@ -346,9 +347,7 @@ mod storage {
         let outcome: Result<FsckReport, String> = match asked {
             Ok(report) => Ok(report),
             Err(ControlError::NotRunning(_)) => match mxmedia::app::build_state(config) {
-                Ok(state) => mxmedia::ops::fsck::fsck(&state.media, request)
-                    .await
-                    .map_err(|e| e.to_string()),
+                Ok(state) => state.media.fsck(request).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             },
             Err(e) => Err(e.to_string()),

@@ -365,16 +365,7 @@ async fn serve_stops_gracefully_on_sigterm() {
     let cfg = Config::load(&config).unwrap();
     assert_eq!(cfg.data_dir, dir.path().join("./state"));
     let state = mxmedia::app::build_state(&cfg).unwrap();
-    assert_eq!(
-        state
-            .media
-            .repo()
-            .blocking(|r| r.counts())
-            .await
-            .unwrap()
-            .media,
-        1
-    );
+    assert_eq!(state.media.counts().await.unwrap().media, 1);
 }
 
 /// `mxmedia selfcheck` reports every call per datastore and exits 0 when all pass.

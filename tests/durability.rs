@@ -95,7 +95,7 @@ async fn client_disconnect_mid_upload_leaves_nothing() {
         "left behind: {:?}",
         t.blob_files()
     );
-    assert_eq!(t.counts().await, mxmedia::repo::Counts::default());
+    assert_eq!(t.counts().await, mxmedia::media::ports::Counts::default());
     // The server is unharmed.
     t.upload_ok(ALICE, b"after", None, None).await;
 }

@@ -257,13 +257,7 @@ async fn matrix_clients_use_mxmedia_through_nginx_next_to_synapse() {
     );
 
     // The media is mxmedia's: three uploads recorded, none in Synapse's store.
-    let counts = server
-        .state()
-        .media
-        .repo()
-        .blocking(|r| r.counts())
-        .await
-        .unwrap();
+    let counts = server.state().media.counts().await.unwrap();
     assert_eq!(counts.media, 3, "{counts:?}");
     assert_eq!(files_under(&hs_dir.join("media_store")), 0);
     // The proxy's access log has the requests, and never a token.

@@ -193,13 +193,13 @@ async fn a_store_taken_over_while_running_is_not_swept() {
     assert_eq!(report.orphan_blobs, 0);
     assert_eq!(report.stores_skipped, 1);
     assert!(theirs.exists());
-    let repair = mxmedia::ops::fsck::fsck(
-        &first.state().media,
-        &mxmedia::ops::fsck::FsckRequest { repair: true },
-    )
-    .await;
+    let repair = first
+        .state()
+        .media
+        .fsck(&mxmedia::media::FsckRequest { repair: true })
+        .await;
     match repair {
-        Err(mxmedia::ops::OpsError::Media(MediaError::Ownership(e))) => {
+        Err(MediaError::Ownership(e)) => {
             assert!(e.to_string().contains("another metadata database"), "{e}")
         }
         other => panic!("fsck --repair went ahead: {other:?}"),

@@ -101,8 +101,7 @@ async fn quarantine_wins_over_the_cache() {
         .server()
         .state()
         .media
-        .repo()
-        .blocking(move |r| r.set_quarantined(&key, true))
+        .set_quarantined(&key, true)
         .await
         .unwrap();
     assert!(flagged);
@@ -258,8 +257,7 @@ async fn presigned_redirects_serve_the_same_bytes_and_headers() {
     t.server()
         .state()
         .media
-        .repo()
-        .blocking(move |r| r.set_quarantined(&key, true))
+        .set_quarantined(&key, true)
         .await
         .unwrap();
     assert_eq!(
@@ -324,20 +322,15 @@ async fn prefix_storage_class_and_single_put_mode() {
         .join("tenant/media/ab/cd/abcd0123456789abcdef0123456789ab");
     std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
     std::fs::write(&orphan, b"x").unwrap();
-    let listed: Vec<_> = {
-        use futures::TryStreamExt;
-        let store = t
-            .server()
-            .state()
-            .media
-            .stores()
-            .iter()
-            .next()
-            .unwrap()
-            .clone();
-        store.list().try_collect().await.unwrap()
-    };
-    assert_eq!(listed.len(), 2);
+    let report = t
+        .server()
+        .state()
+        .media
+        .fsck(&mxmedia::media::FsckRequest::default())
+        .await
+        .unwrap();
+    assert_eq!((report.records_checked, report.orphans.len()), (1, 1));
+    assert!(report.orphans[0].ends_with("abcd0123456789abcdef0123456789ab"));
 }
 
 /// Wrong credentials: the server's signature check refuses, and uploads get 503, not 500 or a hang.

@@ -11,7 +11,8 @@ use std::{collections::HashMap, process::Command, time::Duration};
 use common::*;
 use mxmedia::{
     config::{Config, DatastoreConfig, DatastoreKind, LocalDatastoreConfig},
-    ops::{control, sync::SyncProgress},
+    media::SyncProgress,
+    ops::control,
 };
 use serde_json::json;
 

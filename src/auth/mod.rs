@@ -17,7 +17,10 @@ use ruma::OwnedUserId;
 use serde::Deserialize;
 use url::Url;
 
-use crate::config::HomeserverConfig;
+use crate::{
+    config::HomeserverConfig,
+    net::{CappedError, read_capped},
+};
 
 /// Largest whoami answer we read; a real one is under 200 bytes.
 const MAX_WHOAMI_BODY: usize = 64 * 1024;
@@ -297,7 +300,14 @@ impl Inner {
             .await
             .map_err(|e| AuthError::Unavailable(e.to_string()))?;
         let status = response.status();
-        let body = read_capped(response).await?;
+        let body = read_capped(response, MAX_WHOAMI_BODY)
+            .await
+            .map_err(|e| match e {
+                CappedError::TooLarge(_) => {
+                    AuthError::BadGateway("whoami body too large".to_owned())
+                }
+                CappedError::Read(e) => AuthError::Unavailable(e.to_string()),
+            })?;
         if status.is_success() {
             let who: WhoAmI = serde_json::from_slice(&body)
                 .map_err(|e| AuthError::BadGateway(format!("whoami body: {e}")))?;
@@ -335,19 +345,4 @@ fn valid_errcode(code: &str) -> bool {
     code.len() <= 64
         && code.starts_with("M_")
         && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
-}
-
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, AuthError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| AuthError::Unavailable(e.to_string()))?
-    {
-        if body.len() + chunk.len() > MAX_WHOAMI_BODY {
-            return Err(AuthError::BadGateway("whoami body too large".to_owned()));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }

@@ -1,3 +1,11 @@
+use std::collections::BTreeMap;
+
+use http::Method;
+use ruma::{
+    CanonicalJsonObject, api::federation::authentication::XMatrix, serde::Base64,
+    signatures::PublicKeyMap,
+};
+
 use super::*;
 
 /// A key in Synapse's file format (seed of 32 bytes 0x01..0x20).

@@ -15,10 +15,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::AppState;
-use crate::ops::{
-    fsck::{FsckRequest, fsck},
-    sync::{SyncRequest, sync},
-};
+use crate::media::{FsckRequest, SyncRequest};
 
 pub fn control_router(state: AppState) -> Router {
     Router::new()
@@ -39,13 +36,15 @@ async fn storage_sync(State(state): State<AppState>, Json(request): Json<SyncReq
     let (tx, rx) = mpsc::channel::<Bytes>(32);
     tokio::spawn(async move {
         let progress_tx = tx.clone();
-        let result = sync(&state.media, &request, move |p| {
-            // Progress lines may be dropped when the client reads slowly;
-            // the final report never is.
-            let _ = progress_tx.try_send(line(&json!({ "progress": p })));
-            !progress_tx.is_closed()
-        })
-        .await;
+        let result = state
+            .media
+            .sync(&request, move |p| {
+                // Progress lines may be dropped when the client reads slowly;
+                // the final report never is.
+                let _ = progress_tx.try_send(line(&json!({ "progress": p })));
+                !progress_tx.is_closed()
+            })
+            .await;
         let last = match result {
             Ok(report) => json!({ "done": report }),
             Err(error) => json!({ "error": error.to_string() }),
@@ -59,7 +58,7 @@ async fn storage_sync(State(state): State<AppState>, Json(request): Json<SyncReq
 }
 
 async fn storage_fsck(State(state): State<AppState>, Json(request): Json<FsckRequest>) -> Response {
-    let value = match fsck(&state.media, &request).await {
+    let value = match state.media.fsck(&request).await {
         Ok(report) => json!({ "done": report }),
         Err(error) => json!({ "error": error.to_string() }),
     };

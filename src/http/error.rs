@@ -10,7 +10,14 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::{auth::AuthError, media::MediaError, storage::StorageError, thumbnail::ThumbnailError};
+use std::time::Duration;
+
+use crate::{
+    auth::AuthError,
+    media::{FetchError, MediaError},
+    storage::StorageError,
+    thumbnail::ThumbnailError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -36,109 +43,137 @@ pub enum ApiError {
     RangeNotSatisfiable { size: u64 },
     #[error("{0}")]
     Federation(#[from] crate::federation::AuthFailure),
-    #[error("{0}")]
-    Remote(#[from] crate::federation::fetch::FetchError),
 }
+
+/// Everything a client learns from a failure, decided in one place.
+struct Verdict<'a> {
+    status: StatusCode,
+    errcode: &'a str,
+    /// What the client reads; `None` means the error's own text.
+    message: Option<String>,
+    retry_after: Option<Duration>,
+}
+
+impl<'a> Verdict<'a> {
+    fn new(status: StatusCode, errcode: &'a str) -> Self {
+        Self {
+            status,
+            errcode,
+            message: None,
+            retry_after: None,
+        }
+    }
+
+    fn saying(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+
+    fn retry(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+}
+
+const INTERNAL: &str = "Internal server error";
 
 impl ApiError {
-    /// Status and errcode come from one match so they can never disagree.
-    fn classify(&self) -> (StatusCode, &str) {
+    /// The one classifier: status, errcode, client message and retry hint
+    /// come from one match, so they can never disagree.
+    fn verdict(&self) -> Verdict<'_> {
+        use StatusCode as S;
         match self {
-            Self::Media(media) => classify_media(media),
-            Self::Auth(AuthError::MissingToken) => (StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN"),
-            Self::Auth(AuthError::UnknownToken) => (StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
+            Self::Media(media) => media_verdict(media),
+            Self::Auth(AuthError::MissingToken) => Verdict::new(S::UNAUTHORIZED, "M_MISSING_TOKEN"),
+            Self::Auth(AuthError::UnknownToken) => Verdict::new(S::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
             Self::Auth(AuthError::Rejected {
                 status, errcode, ..
-            }) => (
-                StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN),
+            }) => Verdict::new(
+                S::from_u16(*status).unwrap_or(S::FORBIDDEN),
                 errcode.as_str(),
             ),
-            Self::Auth(AuthError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN"),
-            Self::Auth(AuthError::BadGateway(_)) => (StatusCode::BAD_GATEWAY, "M_UNKNOWN"),
-            Self::GuestForbidden => (StatusCode::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN"),
-            Self::InvalidParam(_) => (StatusCode::BAD_REQUEST, "M_INVALID_PARAM"),
-            Self::MissingParam(_) => (StatusCode::BAD_REQUEST, "M_MISSING_PARAM"),
-            Self::NotJson(_) => (StatusCode::BAD_REQUEST, "M_NOT_JSON"),
-            Self::BadJson(_) => (StatusCode::BAD_REQUEST, "M_BAD_JSON"),
-            Self::Unrecognized => (StatusCode::NOT_FOUND, "M_UNRECOGNIZED"),
-            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED"),
+            Self::Auth(AuthError::Unavailable(_)) => {
+                Verdict::new(S::SERVICE_UNAVAILABLE, "M_UNKNOWN")
+                    .saying("The homeserver could not be reached to check the access token")
+                    .retry(Duration::from_secs(5))
+            }
+            Self::Auth(AuthError::BadGateway(_)) => Verdict::new(S::BAD_GATEWAY, "M_UNKNOWN")
+                .saying("The homeserver gave an unusable answer to the access token check"),
+            Self::GuestForbidden => Verdict::new(S::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN"),
+            Self::InvalidParam(_) => Verdict::new(S::BAD_REQUEST, "M_INVALID_PARAM"),
+            Self::MissingParam(_) => Verdict::new(S::BAD_REQUEST, "M_MISSING_PARAM"),
+            Self::NotJson(_) => Verdict::new(S::BAD_REQUEST, "M_NOT_JSON"),
+            Self::BadJson(_) => Verdict::new(S::BAD_REQUEST, "M_BAD_JSON"),
+            Self::Unrecognized => Verdict::new(S::NOT_FOUND, "M_UNRECOGNIZED"),
+            Self::MethodNotAllowed => Verdict::new(S::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED"),
             Self::RangeNotSatisfiable { .. } => {
-                (StatusCode::RANGE_NOT_SATISFIABLE, "M_INVALID_PARAM")
+                Verdict::new(S::RANGE_NOT_SATISFIABLE, "M_INVALID_PARAM")
             }
             Self::Federation(crate::federation::AuthFailure::Blocked) => {
-                (StatusCode::FORBIDDEN, "M_FORBIDDEN")
+                Verdict::new(S::FORBIDDEN, "M_FORBIDDEN")
             }
-            Self::Federation(_) => (StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED"),
-            Self::Remote(remote) => {
-                use crate::federation::fetch::FetchError as F;
-                match remote {
-                    F::NotFound | F::NotConfigured => (StatusCode::NOT_FOUND, "M_NOT_FOUND"),
-                    F::Blocked => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
-                    F::TooLarge { .. } => (StatusCode::BAD_GATEWAY, "M_TOO_LARGE"),
-                    F::Unavailable(_) | F::BackingOff => (StatusCode::BAD_GATEWAY, "M_UNKNOWN"),
-                    F::Busy { .. } | F::OverBudget { .. } => {
-                        (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED")
-                    }
-                }
-            }
-        }
-    }
-
-    /// The `error` text clients see. Gateway failures get a fixed sentence;
-    /// other server errors say nothing about internals.
-    fn public_message(&self, status: StatusCode) -> String {
-        match self {
-            Self::Auth(AuthError::Unavailable(_)) => {
-                "The homeserver could not be reached to check the access token".to_owned()
-            }
-            Self::Auth(AuthError::BadGateway(_)) => {
-                "The homeserver gave an unusable answer to the access token check".to_owned()
-            }
-            Self::Media(MediaError::Storage(StorageError::Backend(_))) => {
-                "The media storage is unavailable; try again shortly".to_owned()
-            }
-            Self::Remote(crate::federation::fetch::FetchError::TooLarge { limit }) => {
-                format!("The remote file is larger than this server fetches ({limit} bytes)")
-            }
-            Self::Remote(_) if status.is_server_error() => {
-                "The media's server could not be reached or failed".to_owned()
-            }
-            _ if status.is_server_error() => "Internal server error".to_owned(),
-            other => other.to_string(),
+            Self::Federation(_) => Verdict::new(S::UNAUTHORIZED, "M_UNAUTHORIZED"),
         }
     }
 }
 
-/// The service's errors, each with the spec's status and errcode. A failure
+/// The core's errors, each with the spec's status and errcode. A failure
 /// shared by coalesced requests is classified as the failure itself.
-fn classify_media(error: &MediaError) -> (StatusCode, &'static str) {
+fn media_verdict(error: &MediaError) -> Verdict<'static> {
     use MediaError as M;
+    use StatusCode as S;
     match error {
-        M::NotFound => (StatusCode::NOT_FOUND, "M_NOT_FOUND"),
+        M::NotFound => Verdict::new(S::NOT_FOUND, "M_NOT_FOUND"),
         M::TooLarge { .. }
         | M::Thumbnail(
             ThumbnailError::TooManyPixels { .. }
             | ThumbnailError::TooManyFrames(_)
             | ThumbnailError::TooExpensive { .. },
-        ) => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
-        M::NotYetUploaded => (StatusCode::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED"),
-        M::CannotOverwrite => (StatusCode::CONFLICT, "M_CANNOT_OVERWRITE_MEDIA"),
-        M::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
-        M::Forbidden(_) => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
-        M::UploadTimedOut(_) => (StatusCode::REQUEST_TIMEOUT, "M_UNKNOWN"),
+        ) => Verdict::new(S::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
+        M::NotYetUploaded => Verdict::new(S::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED"),
+        M::CannotOverwrite => Verdict::new(S::CONFLICT, "M_CANNOT_OVERWRITE_MEDIA"),
+        M::RateLimited { retry_after } => {
+            Verdict::new(S::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED").retry(*retry_after)
+        }
+        M::Forbidden(_) => Verdict::new(S::FORBIDDEN, "M_FORBIDDEN"),
+        M::Invalid(_) => Verdict::new(S::BAD_REQUEST, "M_INVALID_PARAM"),
+        M::UploadTimedOut(_) => Verdict::new(S::REQUEST_TIMEOUT, "M_UNKNOWN"),
         // The spec's example errcode for "cannot thumbnail this" is M_UNKNOWN.
         M::Body(_) | M::Thumbnail(ThumbnailError::Unsupported | ThumbnailError::Decode(_)) => {
-            (StatusCode::BAD_REQUEST, "M_UNKNOWN")
+            Verdict::new(S::BAD_REQUEST, "M_UNKNOWN")
         }
-        M::Storage(StorageError::Backend(_)) => (StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN"),
+        M::Remote(remote) => remote_verdict(remote),
+        M::Storage(StorageError::Backend(_)) => Verdict::new(S::SERVICE_UNAVAILABLE, "M_UNKNOWN")
+            .saying("The media storage is unavailable; try again shortly")
+            .retry(Duration::from_secs(10)),
         M::Storage(_)
         | M::Repo(_)
         | M::Internal(_)
         | M::Ownership(_)
         | M::Thumbnail(ThumbnailError::Encode(_)) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN")
+            Verdict::new(S::INTERNAL_SERVER_ERROR, "M_UNKNOWN").saying(INTERNAL)
         }
-        M::Shared(inner) => classify_media(inner),
+        M::Shared(inner) => media_verdict(inner),
+    }
+}
+
+/// Another server's media that could not be fetched.
+fn remote_verdict(error: &FetchError) -> Verdict<'static> {
+    use FetchError as F;
+    use StatusCode as S;
+    const GATEWAY: &str = "The media's server could not be reached or failed";
+    match error {
+        F::NotFound | F::NotConfigured => Verdict::new(S::NOT_FOUND, "M_NOT_FOUND"),
+        F::Blocked => Verdict::new(S::FORBIDDEN, "M_FORBIDDEN"),
+        F::TooLarge { limit } => Verdict::new(S::BAD_GATEWAY, "M_TOO_LARGE").saying(format!(
+            "The remote file is larger than this server fetches ({limit} bytes)"
+        )),
+        F::Unavailable(_) | F::BackingOff => {
+            Verdict::new(S::BAD_GATEWAY, "M_UNKNOWN").saying(GATEWAY)
+        }
+        F::Busy { retry_after } | F::OverBudget { retry_after } => {
+            Verdict::new(S::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED").retry(*retry_after)
+        }
     }
 }
 
@@ -154,25 +189,19 @@ struct MatrixErrorBody<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, errcode) = self.classify();
-        let text = self.public_message(status);
+        let verdict = self.verdict();
+        let (status, errcode, retry_after) = (verdict.status, verdict.errcode, verdict.retry_after);
+        // Server errors never show internal text to the client.
+        let text = match verdict.message {
+            Some(message) => message,
+            None if status.is_server_error() => INTERNAL.to_owned(),
+            None => self.to_string(),
+        };
         if status.is_server_error() {
             // The request span is current here, so this event carries the
             // method, path and request id.
             tracing::error!(error = %self, "request failed");
         }
-        let retry_after = match &self {
-            Self::Media(MediaError::RateLimited { retry_after })
-            | Self::Remote(
-                crate::federation::fetch::FetchError::Busy { retry_after }
-                | crate::federation::fetch::FetchError::OverBudget { retry_after },
-            ) => Some(*retry_after),
-            Self::Auth(AuthError::Unavailable(_)) => Some(std::time::Duration::from_secs(5)),
-            Self::Media(MediaError::Storage(StorageError::Backend(_))) => {
-                Some(std::time::Duration::from_secs(10))
-            }
-            _ => None,
-        };
         let soft_logout = match &self {
             Self::Auth(AuthError::Rejected { soft_logout, .. }) => *soft_logout,
             _ => None,

@@ -33,7 +33,6 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: Metrics,
     pub federation: crate::federation::Federation,
-    pub remote: crate::federation::fetch::RemoteMedia,
 }
 
 /// The one route table. Paths are spelled out so `grep` finds them; the

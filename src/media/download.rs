@@ -1,15 +1,19 @@
-//! Download orchestration: record lookup, the pending-media wait, the
-//! quarantine and freeze checks, then a stream from the blob's datastore.
+//! The download use case: remote media fetched first, the pending-media
+//! wait, the quarantine and freeze checks, the file name and disposition,
+//! and only then the redirect decision or a reader of the blob.
 
 use std::{ops::Range, time::Duration};
 
 use futures::{StreamExt as _, TryStreamExt as _};
 use tokio::time::Instant;
 
-use super::{MediaError, MediaService};
+use super::{
+    Access, MediaError, MediaRequest, MediaService, MediaView, Opened, clean_filename,
+    disposition::disposition,
+    ports::{BlobRecord, Lookup, MediaRecord},
+};
 use crate::{
     ids::{MediaKey, Sha256Digest, UnixMillis},
-    repo::{BlobRecord, MediaRecord, MediaState},
     storage::{ByteStream, Presigned, StorageError},
 };
 
@@ -17,33 +21,74 @@ use crate::{
 /// another process sharing the metadata store.
 const PENDING_POLL: Duration = Duration::from_millis(500);
 
-/// Media ready to be served.
+/// Complete media with its blob, past every check.
 #[derive(Debug, Clone)]
-pub struct Download {
+pub(super) struct Download {
     pub key: MediaKey,
     pub record: MediaRecord,
     pub blob: BlobRecord,
 }
 
-/// How the media was asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// The authenticated client endpoints.
-    Authenticated,
-    /// The deprecated unauthenticated `/_matrix/media/*/download` endpoints.
-    Legacy,
-}
-
-enum Lookup {
+enum Found {
     Ready(Box<Download>),
     Pending(UnixMillis),
 }
 
 impl MediaService {
+    /// Opens media for a client or another server. `file_name`, when not
+    /// empty, replaces the upload name (spec: the path's `{fileName}`).
+    #[tracing::instrument(level = "debug", skip_all, fields(mxc = %request.key))]
+    pub async fn download(
+        &self,
+        request: &MediaRequest<'_>,
+        file_name: Option<&str>,
+    ) -> Result<Opened, MediaError> {
+        let download = self.checked(request).await?;
+        let record = &download.record;
+        let name = match file_name {
+            Some(name) if !name.is_empty() => clean_filename(name),
+            _ => record.upload_name.clone(),
+        };
+        let view = MediaView {
+            disposition: disposition(&record.content_type, name.as_deref()),
+            content_type: record.content_type.clone(),
+            size: record.size,
+            sha256: record.sha256,
+        };
+        Opened::new(self, request, view, download.blob).await
+    }
+
+    /// `request`'s media past every check a download of it passes: fetched
+    /// first when it is another server's, then the wait, quarantine and
+    /// freeze (authentication is the edge's).
+    pub(super) async fn checked(&self, request: &MediaRequest<'_>) -> Result<Download, MediaError> {
+        self.fetch_if_remote(request).await?;
+        self.open_download(&request.key, request.access, request.wait)
+            .await
+    }
+
+    /// Fetches another server's media into our store first, when the request
+    /// names some and allows it (our own media, and media already cached,
+    /// pass straight on). Unauthenticated requests never start a fetch
+    /// while the freeze is on: what they would fetch is new media, which the
+    /// freeze never lets them see, so a fetch would only spend our bandwidth
+    /// and disk for an anonymous caller. Other servers never make us fetch.
+    async fn fetch_if_remote(&self, request: &MediaRequest<'_>) -> Result<(), MediaError> {
+        let frozen = request.access == Access::Legacy && self.inner.config.freeze_unauthenticated;
+        if request.key.server == self.inner.server_name
+            || !request.allow_remote
+            || frozen
+            || request.access == Access::Federation
+        {
+            return Ok(());
+        }
+        self.ensure_remote(&request.key, request.user).await
+    }
+
     /// Finds `key` for serving, waiting up to `wait` (capped by config) for
     /// media whose async upload has not arrived yet.
     #[tracing::instrument(level = "debug", skip_all, fields(mxc = %key))]
-    pub async fn open_download(
+    pub(super) async fn open_download(
         &self,
         key: &MediaKey,
         access: Access,
@@ -59,8 +104,8 @@ impl MediaService {
             committed.as_mut().enable();
 
             match self.lookup(key, access).await? {
-                Lookup::Ready(download) => return Ok(*download),
-                Lookup::Pending(expires) => {
+                Found::Ready(download) => return Ok(*download),
+                Found::Pending(expires) => {
                     let now = Instant::now();
                     if now >= deadline {
                         return Err(MediaError::NotYetUploaded);
@@ -79,27 +124,12 @@ impl MediaService {
         }
     }
 
-    async fn lookup(&self, key: &MediaKey, access: Access) -> Result<Lookup, MediaError> {
-        let k = key.clone();
-        let found = self
-            .inner
-            .repo
-            .blocking(move |r| {
-                Ok(match r.get(&k)? {
-                    Some(MediaState::Complete(record)) => {
-                        let blob = r.blob(&record.sha256)?;
-                        Some(Ok((record, blob)))
-                    }
-                    Some(MediaState::Pending(p)) => Some(Err(p.expires)),
-                    None => None,
-                })
-            })
-            .await?;
-        match found {
-            None => Err(MediaError::NotFound),
-            Some(Err(expires)) if expires <= UnixMillis::now() => Err(MediaError::NotFound),
-            Some(Err(expires)) => Ok(Lookup::Pending(expires)),
-            Some(Ok((record, blob))) => {
+    async fn lookup(&self, key: &MediaKey, access: Access) -> Result<Found, MediaError> {
+        match self.inner.meta.records.lookup(key).await? {
+            Lookup::Missing => Err(MediaError::NotFound),
+            Lookup::Pending(p) if p.expires <= UnixMillis::now() => Err(MediaError::NotFound),
+            Lookup::Pending(p) => Ok(Found::Pending(p.expires)),
+            Lookup::Complete { record, blob } => {
                 // Quarantined media is served to nobody here; frozen media
                 // only on the authenticated endpoints (spec: legacy MAY 404).
                 if record.quarantined || (access == Access::Legacy && record.requires_auth) {
@@ -109,7 +139,7 @@ impl MediaService {
                     tracing::error!(mxc = %key, "media record points at a missing blob record");
                     MediaError::Storage(StorageError::NotFound)
                 })?;
-                Ok(Lookup::Ready(Box::new(Download {
+                Ok(Found::Ready(Box::new(Download {
                     key: key.clone(),
                     record,
                     blob,
@@ -118,17 +148,17 @@ impl MediaService {
         }
     }
 
-    /// A presigned URL for `download` when its datastore redirects downloads;
+    /// A presigned URL for `blob` when its datastore redirects downloads;
     /// the URL's response carries `content_type` and `content_disposition`.
-    pub async fn redirect(
+    pub(super) async fn presign(
         &self,
-        download: &Download,
+        blob: &BlobRecord,
         content_type: &str,
         content_disposition: &str,
     ) -> Result<Option<Presigned>, MediaError> {
-        let store = self.inner.stores.get(&download.blob.datastore)?;
+        let store = self.inner.stores.get(&blob.datastore)?;
         Ok(store
-            .presign(&download.blob.key, content_type, content_disposition)
+            .presign(&blob.key, content_type, content_disposition)
             .await
             .transpose()?)
     }
@@ -136,7 +166,7 @@ impl MediaService {
     /// Streams the bytes of `download`, or only `range` of them. Object-store
     /// blobs come from the hot cache when it has them; a full read that
     /// misses fills the cache on the way through.
-    pub async fn read(
+    pub(super) async fn read(
         &self,
         download: &Download,
         range: Option<Range<u64>>,
@@ -146,7 +176,7 @@ impl MediaService {
     }
 
     /// Streams a blob (of media or of a thumbnail), or only `range` of it.
-    pub async fn read_blob(
+    pub(super) async fn read_blob(
         &self,
         blob: &BlobRecord,
         digest: &Sha256Digest,

@@ -4,13 +4,13 @@
 //! marker names this database are swept, and only objects written since it
 //! claimed them. Listing is incremental: one page of the store at a time.
 
-use std::time::SystemTime;
+use std::{collections::HashSet, time::SystemTime};
 
 use futures::{StreamExt, TryStreamExt, stream::BoxStream};
 
 use super::{MediaError, MediaService};
 use crate::{
-    ids::{DatastoreId, UnixMillis},
+    ids::{BlobKey, DatastoreId, UnixMillis},
     storage::{BlobStore, ListedBlob, StorageError},
 };
 
@@ -48,22 +48,22 @@ impl OrphanScan {
             .into_iter()
             .filter(|b| !self.service.is_in_flight(&self.store, &b.key))
             .collect();
-        let id = self.store.clone();
-        let unknown = self
+        let keys = batch.iter().map(|b| b.key.clone()).collect();
+        let unknown: HashSet<BlobKey> = self
             .service
             .inner
-            .repo
-            .blocking(move |r| {
-                let mut unknown = Vec::new();
-                for blob in batch {
-                    if !r.blob_key_known(&id, &blob.key)? {
-                        unknown.push(blob);
-                    }
-                }
-                Ok(unknown)
-            })
-            .await?;
-        Ok(Some(unknown))
+            .meta
+            .blobs
+            .unknown_keys(&self.store, keys)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(Some(
+            batch
+                .into_iter()
+                .filter(|b| unknown.contains(&b.key))
+                .collect(),
+        ))
     }
 }
 
@@ -133,29 +133,14 @@ impl MediaService {
     async fn sweep_pending(&self) -> Result<u64, MediaError> {
         let mut total = 0;
         loop {
-            let now = UnixMillis::now();
-            let expired = self
+            let removed = self
                 .inner
-                .repo
-                .blocking(move |r| r.expired_pending(now, BATCH))
+                .meta
+                .housekeeping
+                .expire_pending(UnixMillis::now(), BATCH)
                 .await?;
-            if expired.is_empty() {
-                return Ok(total);
-            }
-            let n = expired.len();
-            total += self
-                .inner
-                .repo
-                .blocking(move |r| {
-                    let mut removed = 0;
-                    for key in &expired {
-                        removed += u64::from(r.remove_expired_pending(key, now)?);
-                    }
-                    r.flush()?;
-                    Ok(removed)
-                })
-                .await?;
-            if n < BATCH {
+            total += removed.len() as u64;
+            if removed.len() < BATCH {
                 return Ok(total);
             }
         }

@@ -2,31 +2,42 @@
 //! `storage` and `repo`. No axum, no status codes; `MediaError` is the
 //! domain vocabulary the HTTP edge classifies.
 
+mod disposition;
 mod download;
+mod fsck;
 mod gc;
 mod name;
 mod ownership;
+pub mod ports;
+pub mod records;
+mod remote;
+mod sync;
 mod thumbnail;
 mod upload;
+mod views;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use ruma::OwnedServerName;
 use tokio::sync::Notify;
 
-pub use download::{Access, Download};
+pub use disposition::{disposition, is_inline};
+pub use fsck::{FsckReport, FsckRequest};
 pub use gc::{OrphanScan, SweepReport};
 pub use name::clean_filename;
 pub use ownership::{Claim, OwnershipError};
-pub use thumbnail::{Thumb, ThumbRequest};
+pub use remote::FetchError;
+pub use sync::{SyncProgress, SyncRequest};
+pub use thumbnail::ThumbRequest;
 pub use upload::{Pace, UploadMeta, UploadTarget};
+pub use views::{Access, Body, MediaRequest, MediaView, Opened, Reader};
 
+use self::ports::{Counts, Metadata, RemoteSource, RepoError};
 use crate::{
     cache::HotCache,
-    config::{MediaConfig, ThumbnailConfig},
-    ids::{BlobKey, DatastoreId},
-    repo::{Repo, RepoError},
-    storage::{Backend, BlobStore, Datastores, StorageError},
+    config::{FederationConfig, MediaConfig, ThumbnailConfig},
+    ids::{BlobKey, DatastoreId, MediaKey},
+    storage::{Backend, BlobStore, Datastores, SelfcheckError, SelfcheckReport, StorageError},
     thumbnail::ThumbnailError,
 };
 
@@ -44,6 +55,9 @@ pub enum MediaError {
     RateLimited { retry_after: Duration },
     #[error("{0}")]
     Forbidden(&'static str),
+    /// An operator's request that cannot be carried out as given.
+    #[error("{0}")]
+    Invalid(String),
     /// The body came too slowly: stalled, under the minimum rate, or past
     /// the deadline.
     #[error("upload timed out: {0}")]
@@ -52,6 +66,9 @@ pub enum MediaError {
     Body(#[source] std::io::Error),
     #[error(transparent)]
     Thumbnail(#[from] ThumbnailError),
+    /// Another server's media could not be made available.
+    #[error(transparent)]
+    Remote(#[from] FetchError),
     /// The failure of a generation several requests waited for.
     #[error(transparent)]
     Shared(Arc<MediaError>),
@@ -80,13 +97,14 @@ pub struct MediaService {
 
 struct Inner {
     server_name: OwnedServerName,
-    repo: Repo,
+    meta: Metadata,
     stores: Datastores,
     config: MediaConfig,
     /// Hot copies of blobs from object-store datastores.
     cache: Option<HotCache>,
     metrics: crate::metrics::Metrics,
     thumbnailer: thumbnail::Thumbnailer,
+    remote: remote::Remote,
     /// Woken on every commit, so downloads waiting on pending media retry.
     committed: Notify,
     /// Blobs being written right now; the orphan sweep must not touch them.
@@ -95,25 +113,37 @@ struct Inner {
     database_label: std::sync::OnceLock<String>,
 }
 
+/// The adapters and shared parts the core is built from (see `app.rs`).
+pub struct Wiring {
+    pub server_name: OwnedServerName,
+    pub metadata: Metadata,
+    pub stores: Datastores,
+    /// Hot copies of blobs from object-store datastores.
+    pub cache: Option<HotCache>,
+    /// Where other servers' media comes from.
+    pub remote: Arc<dyn RemoteSource>,
+    pub metrics: crate::metrics::Metrics,
+}
+
 impl MediaService {
     pub fn new(
-        server_name: OwnedServerName,
-        repo: Repo,
-        stores: Datastores,
+        wiring: Wiring,
         config: MediaConfig,
-        cache: Option<HotCache>,
         thumbnails: ThumbnailConfig,
-        metrics: crate::metrics::Metrics,
+        federation: &FederationConfig,
     ) -> Self {
+        let remote =
+            remote::Remote::new(wiring.remote, federation, config.max_upload_size.as_u64());
         Self {
             inner: Arc::new(Inner {
-                server_name,
-                repo,
-                stores,
+                server_name: wiring.server_name,
+                meta: wiring.metadata,
+                stores: wiring.stores,
                 config,
-                cache,
+                cache: wiring.cache,
                 thumbnailer: thumbnail::Thumbnailer::new(thumbnails),
-                metrics,
+                remote,
+                metrics: wiring.metrics,
                 committed: Notify::new(),
                 in_flight: std::sync::Mutex::new(HashSet::new()),
                 database_label: std::sync::OnceLock::new(),
@@ -127,13 +157,6 @@ impl MediaService {
 
     pub fn config(&self) -> &MediaConfig {
         &self.inner.config
-    }
-
-    pub fn repo(&self) -> &Repo {
-        &self.inner.repo
-    }
-    pub fn stores(&self) -> &Datastores {
-        &self.inner.stores
     }
 
     pub fn cache(&self) -> Option<&HotCache> {
@@ -150,14 +173,61 @@ impl MediaService {
 
     /// Readiness: the metadata store answers and every datastore is reachable.
     pub async fn ping(&self) -> Result<(), MediaError> {
-        self.inner
-            .repo
-            .blocking(crate::repo::MediaRepo::ping)
-            .await?;
+        self.inner.meta.housekeeping.ping().await?;
         for store in self.inner.stores.iter() {
             store.ping().await?;
         }
         Ok(())
+    }
+
+    /// Whether `key` has content here (a remote fetch is then not needed).
+    pub async fn is_stored(&self, key: &MediaKey) -> Result<bool, MediaError> {
+        let found = self.inner.meta.records.lookup(key).await?;
+        Ok(matches!(found, ports::Lookup::Complete { .. }))
+    }
+
+    /// Record counts (walks the metadata: tests and operator tools).
+    pub async fn counts(&self) -> Result<Counts, MediaError> {
+        Ok(self.inner.meta.housekeeping.counts().await?)
+    }
+
+    /// Reserved ids still waiting for their bytes (for metrics).
+    pub async fn pending_count(&self) -> Result<u64, MediaError> {
+        Ok(self.inner.meta.housekeeping.pending_count().await?)
+    }
+
+    /// Quarantines (or releases) complete media: quarantined media is served
+    /// to nobody. False when there is no such complete media.
+    pub async fn set_quarantined(
+        &self,
+        key: &MediaKey,
+        quarantined: bool,
+    ) -> Result<bool, MediaError> {
+        let changed = self
+            .inner
+            .meta
+            .records
+            .set_quarantined(key, quarantined)
+            .await?;
+        if changed {
+            tracing::info!(mxc = %key, quarantined, "quarantine flag set");
+        }
+        Ok(changed)
+    }
+
+    /// Makes all metadata durable; the last call before the process stops.
+    pub async fn close(&self) -> Result<(), MediaError> {
+        Ok(self.inner.meta.housekeeping.close().await?)
+    }
+
+    /// Runs every datastore's self-test (write, read, list, delete); the
+    /// first failure is the error.
+    pub async fn selfcheck(&self) -> Result<Vec<SelfcheckReport>, SelfcheckError> {
+        let mut reports = Vec::new();
+        for store in self.inner.stores.iter() {
+            reports.push(store.selfcheck().await?);
+        }
+        Ok(reports)
     }
 
     /// Marks `key` in `store` as being written until the ticket is dropped,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::MediaService;
 use crate::{
     ids::{DatastoreId, UnixMillis},
-    repo::{ClaimRecord, DatabaseIdentity, RepoError},
+    media::ports::{ClaimRecord, DatabaseIdentity, RepoError},
     storage::{BlobStore, StorageError},
 };
 
@@ -145,12 +145,7 @@ impl MediaService {
         let since = if let Some(claim) = recorded {
             claim.since
         } else {
-            let k = id.clone();
-            let known = self
-                .inner
-                .repo
-                .blocking(move |r| r.count_blobs_in(&k))
-                .await?;
+            let known = self.inner.meta.blobs.count_blobs_in(&id).await?;
             if known > 0 {
                 UnixMillis(0)
             } else if !store.holds_blobs().await.map_err(storage)? {
@@ -243,22 +238,18 @@ impl MediaService {
     }
 
     async fn identity(&self) -> Result<DatabaseIdentity, RepoError> {
-        self.inner
-            .repo
-            .blocking(crate::repo::MediaRepo::identity)
-            .await
+        self.inner.meta.housekeeping.identity().await
     }
 
     async fn recorded_claim(&self, id: &DatastoreId) -> Result<Option<ClaimRecord>, RepoError> {
-        let k = id.clone();
-        self.inner.repo.blocking(move |r| r.claim(&k)).await
+        self.inner.meta.housekeeping.claim(id).await
     }
 
     async fn put_claim(&self, id: &DatastoreId, since: UnixMillis) -> Result<(), RepoError> {
-        let k = id.clone();
         self.inner
-            .repo
-            .blocking(move |r| r.put_claim(&k, &ClaimRecord { since }))
+            .meta
+            .housekeeping
+            .put_claim(id, &ClaimRecord { since })
             .await
     }
 }

@@ -11,11 +11,14 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use tokio::sync::Semaphore;
 
-use super::{Access, Download, MediaError, MediaService};
+use super::{
+    Access, MediaError, MediaRequest, MediaService, MediaView, Opened,
+    disposition::thumbnail_disposition, download::Download,
+};
 use crate::{
     config::{DatastoreKind, ThumbnailConfig},
     ids::{BlobKey, MediaKey, Sha256Digest, UnixMillis},
-    repo::{BlobRecord, CommitThumb, NewBlob, ThumbRecord},
+    media::ports::{CommitThumb, NewBlob, StoredThumb, ThumbRecord, ThumbSize},
     storage::StorageError,
     thumbnail::{self, Format, Limits, Method, Spec, ThumbnailError},
 };
@@ -32,10 +35,16 @@ pub struct ThumbRequest {
 }
 
 /// A thumbnail ready to be served.
-#[derive(Debug, Clone)]
-pub struct Thumb {
-    pub record: ThumbRecord,
-    pub blob: BlobRecord,
+pub type Thumb = StoredThumb;
+
+/// The stored size a request for `spec` is kept under.
+fn stored_size(spec: Spec, animated: bool) -> ThumbSize {
+    ThumbSize {
+        width: spec.width,
+        height: spec.height,
+        crop: spec.method == Method::Crop,
+        animated,
+    }
 }
 
 /// Thumbnail machinery shared by every request.
@@ -73,35 +82,42 @@ impl Thumbnailer {
 }
 
 impl MediaService {
-    /// The thumbnail of `key` for `request`, after every check a download of
-    /// it would pass (auth is the caller's, then freeze, quarantine, wait).
-    #[tracing::instrument(level = "debug", skip_all, fields(mxc = %key))]
+    /// The thumbnail `spec` of the media `request` names, after every check
+    /// a download of it would pass (auth is the edge's; then remote fetch,
+    /// freeze, quarantine, wait). Thumbnails are always streamed by us.
+    #[tracing::instrument(level = "debug", skip_all, fields(mxc = %request.key))]
     pub async fn thumbnail(
         &self,
-        key: &MediaKey,
-        request: ThumbRequest,
-        access: Access,
-        wait: std::time::Duration,
-    ) -> Result<Thumb, MediaError> {
-        let result = self
-            .find_or_make_thumbnail(key, request, access, wait)
-            .await;
-        if let Err(error) = &result
-            && let Some(reason) = refusal_reason(error)
-        {
-            self.inner.metrics.thumbnail_refused(reason);
+        request: &MediaRequest<'_>,
+        spec: ThumbRequest,
+    ) -> Result<Opened, MediaError> {
+        let result = self.find_or_make_thumbnail(request, spec).await;
+        match result {
+            Ok(thumb) => {
+                let view = MediaView {
+                    disposition: thumbnail_disposition(&thumb.record.content_type),
+                    content_type: thumb.record.content_type,
+                    size: thumb.record.size,
+                    sha256: thumb.record.sha256,
+                };
+                Ok(Opened::stream(self, view, thumb.blob))
+            }
+            Err(error) => {
+                if let Some(reason) = refusal_reason(&error) {
+                    self.inner.metrics.thumbnail_refused(reason);
+                }
+                Err(error)
+            }
         }
-        result
     }
 
     async fn find_or_make_thumbnail(
         &self,
-        key: &MediaKey,
+        media: &MediaRequest<'_>,
         request: ThumbRequest,
-        access: Access,
-        wait: std::time::Duration,
     ) -> Result<Thumb, MediaError> {
-        let download = self.open_download(key, access, wait).await?;
+        let download = self.checked(media).await?;
+        let key = &media.key;
         let thumbs = &self.inner.thumbnailer;
         if download.record.size > thumbs.config.max_source_size.as_u64() {
             return Err(MediaError::TooLarge {
@@ -115,16 +131,11 @@ impl MediaService {
             request.method,
         )
         .ok_or(MediaError::Thumbnail(ThumbnailError::Unsupported))?;
-        let (k, s, animated) = (key.clone(), spec, request.animated);
         let stored = self
             .inner
-            .repo
-            .blocking(move |r| {
-                Ok(match r.get_thumbnail(&k, &s, animated)? {
-                    Some(record) => r.blob(&record.sha256)?.map(|blob| Thumb { record, blob }),
-                    None => None,
-                })
-            })
+            .meta
+            .records
+            .thumbnail(key, &stored_size(spec, request.animated))
             .await?;
         if let Some(thumb) = stored {
             return Ok(thumb);
@@ -341,36 +352,24 @@ impl MediaService {
         blob: NewBlob,
         written: Option<BlobKey>,
     ) -> Result<Thumb, MediaError> {
-        let (k, r, b) = (media.clone(), record.clone(), blob.clone());
         let outcome = self
             .inner
-            .repo
-            .commit_durably(
-                move |repo| {
-                    let outcome = repo.commit_thumbnail(&k, &spec, animated, &r, &b)?;
-                    let record = match &outcome {
-                        CommitThumb::Done { .. } => r,
-                        CommitThumb::Exists(existing) => existing.clone(),
-                    };
-                    let blob_record = repo.blob(&record.sha256)?;
-                    Ok((outcome, record, blob_record))
-                },
-                |_| true,
-            )
+            .meta
+            .records
+            .commit_thumbnail(media, &stored_size(spec, animated), &record, &blob)
             .await?;
-        let (outcome, record, blob_record) = outcome;
-        let surplus = !matches!(
-            outcome,
+        let (surplus, stored) = match outcome {
             CommitThumb::Done {
-                deduplicated: false
-            }
-        );
+                deduplicated,
+                stored,
+            } => (deduplicated, stored),
+            CommitThumb::Exists(stored) => (true, stored),
+        };
         if surplus && let Some(key) = written {
             let store = self.inner.stores.get(&blob.datastore)?;
             store.delete(&key).await?;
         }
-        let blob = blob_record.ok_or(MediaError::Internal("thumbnail record without its blob"))?;
-        Ok(Thumb { record, blob })
+        Ok(stored)
     }
 
     /// The whole blob (or `range` of it) in one buffer of exactly its size:

@@ -9,15 +9,16 @@ use std::{
 
 use futures::{StreamExt, stream};
 use ruma::UserId;
-use sha2::{Digest, Sha256};
 
 use super::{MediaError, MediaService};
 use crate::{
     cache::HotCache,
     config::DatastoreKind,
     ids::{BlobKey, DatastoreId, MediaId, MediaKey, Sha256Digest, UnixMillis},
-    repo::{Commit, CommitMode, MediaRecord, MediaState, NewBlob, Origin, PendingRecord, Reserve},
-    storage::{BlobStore, ByteStream, StorageError},
+    media::ports::{
+        Commit, CommitMode, Lookup, MediaRecord, NewBlob, Origin, PendingRecord, Reserve,
+    },
+    storage::{BlobStore, ByteStream, StorageError, digest::ContentHasher},
 };
 
 /// What the client told us about the bytes.
@@ -73,8 +74,7 @@ const RATE_WINDOW: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct MeterState {
-    bytes: u64,
-    hasher: Sha256,
+    hasher: ContentHasher,
     stop: Option<Stop>,
 }
 
@@ -126,7 +126,7 @@ impl Meter {
                     } else if now >= idle_end {
                         Some(Stop::Stalled)
                     } else {
-                        clock.end_window(lock(&state).bytes, pace.min_rate)
+                        clock.end_window(lock(&state).hasher.size(), pace.min_rate)
                     };
                     if let Some(stop) = stop {
                         return Some((Err(fail(stop, &state)), (body, state, clock, true)));
@@ -137,8 +137,7 @@ impl Meter {
                     Some(Err(e)) => Some((Err(e), (body, state, clock, true))),
                     Some(Ok(chunk)) => {
                         let mut guard = lock(&state);
-                        guard.bytes += chunk.len() as u64;
-                        let bytes = guard.bytes;
+                        let bytes = guard.hasher.size() + chunk.len() as u64;
                         if bytes > pace.limit {
                             drop(guard);
                             let err = fail(Stop::TooLarge, &state);
@@ -176,8 +175,7 @@ impl Meter {
     }
 
     fn finish(&self) -> (u64, Sha256Digest) {
-        let state = std::mem::take(&mut *lock(&self.0));
-        (state.bytes, Sha256Digest(state.hasher.finalize().into()))
+        std::mem::take(&mut *lock(&self.0)).hasher.finish()
     }
 }
 
@@ -266,16 +264,7 @@ impl MediaService {
         let max = self.inner.config.max_pending_per_user;
         for _ in 0..4 {
             let key = MediaKey::new(self.inner.server_name.clone(), MediaId::generate());
-            let (k, p) = (key.clone(), pending.clone());
-            match self
-                .inner
-                .repo
-                .commit_durably(
-                    move |r| r.reserve(&k, &p, max),
-                    |outcome| matches!(outcome, Reserve::Done),
-                )
-                .await?
-            {
+            match self.inner.meta.records.reserve(&key, &pending, max).await? {
                 Reserve::Done => {
                     return Ok((key, pending.expires));
                 }
@@ -391,16 +380,13 @@ impl MediaService {
                     "four random media ids in a row were taken",
                 ));
             }
-            let (k, rec, b, m) = (key.clone(), record.clone(), blob.clone(), mode.clone());
-            let outcome = self
+            match self
                 .inner
-                .repo
-                .commit_durably(
-                    move |r| r.commit(&k, &rec, &b, &m),
-                    |outcome| matches!(outcome, Commit::Done { .. }),
-                )
-                .await?;
-            match outcome {
+                .meta
+                .records
+                .commit(&key, &record, &blob, &mode)
+                .await?
+            {
                 Commit::Done { deduplicated } => break deduplicated,
                 // A concurrent fetch cached it first: theirs stands, ours
                 // is dropped by the guard.
@@ -437,7 +423,7 @@ impl MediaService {
         digest: Sha256Digest,
         ours: &NewBlob,
     ) -> Result<bool, MediaError> {
-        let Some(existing) = self.inner.repo.blocking(move |r| r.blob(&digest)).await? else {
+        let Some(existing) = self.inner.meta.blobs.blob(&digest).await? else {
             return Ok(false);
         };
         let store = self.inner.stores.get(&existing.datastore)?;
@@ -446,19 +432,14 @@ impl MediaService {
             Err(StorageError::NotFound) => {}
             Err(other) => return Err(other.into()),
         }
-        let to = ours.clone();
         let moved = self
             .inner
-            .repo
-            .commit_durably(
-                move |r| {
-                    r.move_blob(
-                        &digest,
-                        (&existing.datastore, &existing.key),
-                        (&to.datastore, &to.key),
-                    )
-                },
-                |moved| *moved,
+            .meta
+            .blobs
+            .move_blob(
+                &digest,
+                (&existing.datastore, &existing.key),
+                (&ours.datastore, &ours.key),
             )
             .await?;
         if moved {
@@ -488,18 +469,14 @@ impl MediaService {
         if key.server != self.inner.server_name {
             return Err(MediaError::NotFound);
         }
-        let k = key.clone();
-        let state = self.inner.repo.blocking(move |r| r.get(&k)).await?;
-        match state {
-            None => Err(MediaError::NotFound),
-            Some(MediaState::Complete(_)) => Err(MediaError::CannotOverwrite),
-            Some(MediaState::Pending(p)) if p.expires <= UnixMillis::now() => {
-                Err(MediaError::NotFound)
-            }
-            Some(MediaState::Pending(p)) if p.owner != uploader.as_str() => {
+        match self.inner.meta.records.lookup(key).await? {
+            Lookup::Missing => Err(MediaError::NotFound),
+            Lookup::Complete { .. } => Err(MediaError::CannotOverwrite),
+            Lookup::Pending(p) if p.expires <= UnixMillis::now() => Err(MediaError::NotFound),
+            Lookup::Pending(p) if p.owner != uploader.as_str() => {
                 Err(MediaError::Forbidden(NOT_OWNER))
             }
-            Some(MediaState::Pending(_)) => Ok(()),
+            Lookup::Pending(_) => Ok(()),
         }
     }
 

@@ -4,6 +4,7 @@
 //! Matrix, HTTP or metadata.
 
 mod build;
+pub mod digest;
 mod presign;
 mod selfcheck;
 

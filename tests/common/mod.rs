@@ -24,7 +24,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     routing::get,
 };
-use mxmedia::{app::Server, config::Config, repo::Counts};
+use mxmedia::{app::Server, config::Config, media::ports::Counts};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -612,13 +612,7 @@ impl TestServer {
     }
 
     pub async fn counts(&self) -> Counts {
-        self.server()
-            .state()
-            .media
-            .repo()
-            .blocking(|r| r.counts())
-            .await
-            .unwrap()
+        self.server().state().media.counts().await.unwrap()
     }
 
     /// The value of the metric series `name` whose labels contain `label`

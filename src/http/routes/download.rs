@@ -22,7 +22,7 @@ use crate::{
         headers,
         range::{self, RangeRequest},
     },
-    media::{Access, Download, clean_filename},
+    media::{Access, Body as Source, MediaView, Reader},
     storage::Presigned,
 };
 
@@ -95,49 +95,39 @@ async fn serve(
     method: &Method,
     request_headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (key, wait) = super::media_target(&path.server_name, &path.media_id, query.timeout_ms)?;
-    super::fetch_if_remote(state, &key, query.allow_remote, access, user).await?;
-    let download = state.media.open_download(&key, access, wait).await?;
-
-    // A non-empty path `{fileName}` overrides the upload name (spec MUST).
-    let filename = match path.file_name.as_deref() {
-        Some(name) if !name.is_empty() => clean_filename(name),
-        _ => download.record.upload_name.clone(),
+    let request = super::media_request(
+        (&path.server_name, &path.media_id),
+        access,
+        user,
+        query.timeout_ms,
+        (query.allow_remote, query.allow_redirect),
+    )?;
+    let opened = state
+        .media
+        .download(&request, path.file_name.as_deref())
+        .await?;
+    let view = &opened.view;
+    let reader = match opened.body {
+        // Redirects come only after every auth, quarantine and freeze check.
+        Source::Redirect(presigned) => return Ok(redirect_response(&presigned)),
+        Source::Stream(reader) => reader,
     };
-    let record = &download.record;
-    let size = record.size;
-    let etag = format!("\"{}\"", record.sha256.to_hex());
-
+    let size = view.size;
+    let etag = format!("\"{}\"", view.sha256.to_hex());
     let mut out = HeaderMap::new();
     out.insert(
         header::CONTENT_TYPE,
-        headers::content_type(&record.content_type),
+        headers::content_type(&view.content_type),
     );
     out.insert(
         header::CONTENT_DISPOSITION,
-        headers::content_disposition(&record.content_type, filename.as_deref()),
+        HeaderValue::from_str(&view.disposition)
+            .unwrap_or_else(|_| HeaderValue::from_static("attachment")),
     );
     headers::insert_media_security(&mut out);
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Ok(value) = HeaderValue::from_str(&etag) {
         out.insert(header::ETAG, value);
-    }
-
-    // Redirect only now: every auth, quarantine and freeze check has passed.
-    let may_redirect = access == Access::Authenticated || query.allow_redirect == Some(true);
-    if may_redirect {
-        let disposition = out
-            .get(header::CONTENT_DISPOSITION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("attachment")
-            .to_owned();
-        if let Some(presigned) = state
-            .media
-            .redirect(&download, &record.content_type, &disposition)
-            .await?
-        {
-            return Ok(redirect_response(&presigned));
-        }
     }
 
     if headers::etag_matches(request_headers.get(header::IF_NONE_MATCH), &etag) {
@@ -160,7 +150,7 @@ async fn serve(
             let body = if head {
                 Body::empty()
             } else {
-                Body::from_stream(state.media.read(&download, None).await?)
+                Body::from_stream(reader.read(None).await?)
             };
             Ok((StatusCode::OK, out, body).into_response())
         }
@@ -172,26 +162,26 @@ async fn serve(
             let body = if head {
                 Body::empty()
             } else {
-                Body::from_stream(state.media.read(&download, Some(r)).await?)
+                Body::from_stream(reader.read(Some(r)).await?)
             };
             Ok((StatusCode::PARTIAL_CONTENT, out, body).into_response())
         }
-        RangeRequest::Partial(ranges) => Ok(multipart_response(state, download, ranges, out, head)),
+        RangeRequest::Partial(ranges) => Ok(multipart_response(view, reader, ranges, out, head)),
     }
 }
 
 /// 206 with a `multipart/byteranges` body: one part per range, each with its
 /// own Content-Type and Content-Range, and an exact Content-Length.
 fn multipart_response(
-    state: &AppState,
-    download: Download,
+    view: &MediaView,
+    reader: Reader,
     ranges: Vec<std::ops::Range<u64>>,
     mut out: HeaderMap,
     head: bool,
 ) -> Response {
-    let size = download.record.size;
+    let size = view.size;
     let boundary = format!("{:032x}", rand::rng().random::<u128>());
-    let content_type = download.record.content_type.clone();
+    let content_type = &view.content_type;
     let parts: Vec<(Bytes, std::ops::Range<u64>)> = ranges
         .into_iter()
         .enumerate()
@@ -219,7 +209,7 @@ fn multipart_response(
     let body = if head {
         Body::empty()
     } else {
-        Body::from_stream(multipart(state, download, parts, trailer))
+        Body::from_stream(multipart(reader, parts, trailer))
     };
     (StatusCode::PARTIAL_CONTENT, out, body).into_response()
 }
@@ -227,21 +217,15 @@ fn multipart_response(
 /// The multipart/byteranges body: each part's header, then its bytes opened
 /// only when the part is reached, so at most one object read is open at a time.
 fn multipart(
-    state: &AppState,
-    download: Download,
+    reader: Reader,
     parts: Vec<(Bytes, std::ops::Range<u64>)>,
     trailer: Bytes,
 ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-    let media = state.media.clone();
     stream::iter(parts)
         .then(move |(head, r)| {
-            let media = media.clone();
-            let download = download.clone();
+            let reader = reader.clone();
             async move {
-                let bytes = media
-                    .read(&download, Some(r))
-                    .await
-                    .map_err(std::io::Error::other)?;
+                let bytes = reader.read(Some(r)).await.map_err(std::io::Error::other)?;
                 Ok::<_, std::io::Error>(stream::once(async move { Ok(head) }).chain(bytes))
             }
         })

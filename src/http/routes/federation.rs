@@ -19,9 +19,8 @@ use crate::{
         AppState,
         error::ApiError,
         extract::{MatrixPath, MatrixQuery},
-        headers,
     },
-    media::{Access, MediaError},
+    media::{Access, Body as Source, MediaError, MediaRequest, Opened},
 };
 
 use super::thumbnail::ThumbnailQuery;
@@ -45,14 +44,37 @@ fn multipart_response(boundary: &str, body: Body) -> Response {
 
 /// Checks the request's `X-Matrix` signature, then names our media
 /// `media_id` and how long the request may wait for it.
-async fn signed_target(
+async fn signed_request(
     state: &AppState,
     (method, uri, headers): (&Method, &Uri, &HeaderMap),
     media_id: &str,
     timeout_ms: Option<i64>,
-) -> Result<(crate::ids::MediaKey, std::time::Duration), ApiError> {
+) -> Result<MediaRequest<'static>, ApiError> {
     state.federation.authenticate(method, uri, headers).await?;
-    super::media_target(state.media.server_name().as_str(), media_id, timeout_ms)
+    super::media_request(
+        (state.media.server_name().as_str(), media_id),
+        Access::Federation,
+        None,
+        timeout_ms,
+        (Some(false), None),
+    )
+}
+
+/// The multipart answer for opened media: a `Location` part for a
+/// redirect, else the bytes with their own headers.
+async fn answer(opened: Opened) -> Result<Response, ApiError> {
+    let boundary = multipart::boundary();
+    let reader = match opened.body {
+        Source::Redirect(presigned) => {
+            let body = multipart::with_location(&boundary, presigned.url.as_str());
+            return Ok(multipart_response(&boundary, Body::from(body)));
+        }
+        Source::Stream(reader) => reader,
+    };
+    let bytes = reader.read(None).await?;
+    let view = &opened.view;
+    let body = multipart::with_bytes(&boundary, &view.content_type, &view.disposition, bytes);
+    Ok(multipart_response(&boundary, Body::from_stream(body)))
 }
 
 /// `GET /_matrix/federation/v1/media/download/{mediaId}`.
@@ -64,33 +86,9 @@ pub async fn download(
     uri: Uri,
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (key, wait) = signed_target(
-        &state,
-        (&method, &uri, &request_headers),
-        &media_id,
-        query.timeout_ms,
-    )
-    .await?;
-    let download = state
-        .media
-        .open_download(&key, Access::Authenticated, wait)
-        .await?;
-    let record = &download.record;
-    let disposition =
-        headers::content_disposition(&record.content_type, record.upload_name.as_deref());
-    let disposition = disposition.to_str().unwrap_or("attachment").to_owned();
-    let boundary = multipart::boundary();
-    if let Some(presigned) = state
-        .media
-        .redirect(&download, &record.content_type, &disposition)
-        .await?
-    {
-        let body = multipart::with_location(&boundary, presigned.url.as_str());
-        return Ok(multipart_response(&boundary, Body::from(body)));
-    }
-    let bytes = state.media.read(&download, None).await?;
-    let body = multipart::with_bytes(&boundary, &record.content_type, &disposition, bytes);
-    Ok(multipart_response(&boundary, Body::from_stream(body)))
+    let parts = (&method, &uri, &request_headers);
+    let request = signed_request(&state, parts, &media_id, query.timeout_ms).await?;
+    answer(state.media.download(&request, None).await?).await
 }
 
 /// `GET /_matrix/federation/v1/media/thumbnail/{mediaId}`.
@@ -102,31 +100,10 @@ pub async fn thumbnail(
     uri: Uri,
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (key, wait) = signed_target(
-        &state,
-        (&method, &uri, &request_headers),
-        &media_id,
-        query.timeout_ms(),
-    )
-    .await?;
-    let request = query.request()?;
-    let thumb = state
-        .media
-        .thumbnail(&key, request, Access::Authenticated, wait)
-        .await?;
-    let record = &thumb.record;
-    let bytes = state
-        .media
-        .read_blob(&thumb.blob, &record.sha256, None)
-        .await?;
-    let boundary = multipart::boundary();
-    let body = multipart::with_bytes(
-        &boundary,
-        &record.content_type,
-        &super::thumbnail::disposition(&record.content_type),
-        bytes,
-    );
-    Ok(multipart_response(&boundary, Body::from_stream(body)))
+    let parts = (&method, &uri, &request_headers);
+    let request = signed_request(&state, parts, &media_id, query.timeout_ms).await?;
+    let spec = query.request()?;
+    answer(state.media.thumbnail(&request, spec).await?).await
 }
 
 /// `GET /_matrix/key/v2/server`: our homeserver's published key.

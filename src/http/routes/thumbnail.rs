@@ -18,7 +18,7 @@ use crate::{
         extract::{MatrixPath, MatrixQuery},
         headers,
     },
-    media::{Access, ThumbRequest},
+    media::{Access, Body as Source, MediaError, ThumbRequest},
     thumbnail::Method,
 };
 
@@ -29,7 +29,7 @@ pub struct ThumbnailQuery {
     height: Option<String>,
     method: Option<String>,
     animated: Option<String>,
-    timeout_ms: Option<i64>,
+    pub(super) timeout_ms: Option<i64>,
     allow_remote: Option<bool>,
     /// Legacy only; thumbnails are always served directly.
     #[allow(dead_code)]
@@ -47,10 +47,6 @@ fn dimension(name: &str, value: Option<&str>) -> Result<u32, ApiError> {
 }
 
 impl ThumbnailQuery {
-    pub(super) fn timeout_ms(&self) -> Option<i64> {
-        self.timeout_ms
-    }
-
     pub(super) fn request(&self) -> Result<ThumbRequest, ApiError> {
         let width = dimension("width", self.width.as_deref())?;
         let height = dimension("height", self.height.as_deref())?;
@@ -79,17 +75,6 @@ impl ThumbnailQuery {
             animated,
         })
     }
-}
-
-/// Spec: thumbnails are always inline, with a file name.
-pub(super) fn disposition(content_type: &str) -> String {
-    let extension = match content_type {
-        "image/png" => "png",
-        "image/gif" => "gif",
-        "image/webp" => "webp",
-        _ => "jpg",
-    };
-    format!("inline; filename=\"thumbnail.{extension}\"")
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,22 +133,31 @@ async fn serve(
     method: &HttpMethod,
     request_headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (key, wait) = super::media_target(&path.server_name, &path.media_id, query.timeout_ms)?;
-    super::fetch_if_remote(state, &key, query.allow_remote, access, user).await?;
-    let request = query.request()?;
-    let thumb = state.media.thumbnail(&key, request, access, wait).await?;
-
-    let record = &thumb.record;
-    let etag = format!("\"{}\"", record.sha256.to_hex());
+    let request = super::media_request(
+        (&path.server_name, &path.media_id),
+        access,
+        user,
+        query.timeout_ms,
+        (query.allow_remote, None),
+    )?;
+    let spec = query.request()?;
+    let opened = state.media.thumbnail(&request, spec).await?;
+    let Source::Stream(reader) = opened.body else {
+        return Err(ApiError::Media(MediaError::Internal(
+            "a thumbnail was offered as a redirect",
+        )));
+    };
+    let view = &opened.view;
+    let etag = format!("\"{}\"", view.sha256.to_hex());
     let mut out = HeaderMap::new();
     out.insert(
         header::CONTENT_TYPE,
-        headers::content_type(&record.content_type),
+        headers::content_type(&view.content_type),
     );
     // Spec: thumbnails are always inline, with a file name.
     out.insert(
         header::CONTENT_DISPOSITION,
-        HeaderValue::from_str(&disposition(&record.content_type))
+        HeaderValue::from_str(&view.disposition)
             .unwrap_or_else(|_| HeaderValue::from_static("inline")),
     );
     headers::insert_media_security(&mut out);
@@ -173,16 +167,11 @@ async fn serve(
     if headers::etag_matches(request_headers.get(header::IF_NONE_MATCH), &etag) {
         return Ok((StatusCode::NOT_MODIFIED, out).into_response());
     }
-    out.insert(header::CONTENT_LENGTH, HeaderValue::from(record.size));
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(view.size));
     let body = if method == HttpMethod::HEAD {
         Body::empty()
     } else {
-        Body::from_stream(
-            state
-                .media
-                .read_blob(&thumb.blob, &record.sha256, None)
-                .await?,
-        )
+        Body::from_stream(reader.read(None).await?)
     };
     Ok((StatusCode::OK, out, body).into_response())
 }

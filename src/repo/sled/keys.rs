@@ -4,7 +4,7 @@
 
 use crate::{
     ids::{BlobKey, DatastoreId, MediaKey},
-    thumbnail::{Method, Spec},
+    media::ports::ThumbSize,
 };
 
 const SEP: u8 = 0;
@@ -51,16 +51,13 @@ pub fn parse_pending(bytes: &[u8]) -> Option<MediaKey> {
 
 /// `thumbs_by_media`: media key ++ 0 ++ width (BE) ++ height (BE) ++ method
 /// ++ animated flag, so one media item's thumbnails share a prefix.
-pub fn thumb(key: &MediaKey, spec: &Spec, animated: bool) -> Vec<u8> {
+pub fn thumb(key: &MediaKey, size: &ThumbSize) -> Vec<u8> {
     let mut out = media(key);
     out.push(SEP);
-    out.extend_from_slice(&spec.width.to_be_bytes());
-    out.extend_from_slice(&spec.height.to_be_bytes());
-    out.push(match spec.method {
-        Method::Crop => b'c',
-        Method::Scale => b's',
-    });
-    out.push(u8::from(animated));
+    out.extend_from_slice(&size.width.to_be_bytes());
+    out.extend_from_slice(&size.height.to_be_bytes());
+    out.push(if size.crop { b'c' } else { b's' });
+    out.push(u8::from(size.animated));
     out
 }
 

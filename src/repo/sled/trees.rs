@@ -1,6 +1,7 @@
-//! `SledRepo`: the embedded default metadata store. Trees are named
-//! `<record>_by_<key>` under a versioned directory; a layout change means a new
-//! version directory plus a migration, never in-place reinterpretation.
+//! The synchronous side of the sled adapter: trees, keys, transactions.
+//! Trees are named `<record>_by_<key>` under a versioned directory; a layout
+//! change means a new version directory plus a migration, never in-place
+//! reinterpretation.
 
 use std::{path::Path, sync::Mutex};
 
@@ -9,17 +10,26 @@ use sled::{
     transaction::{ConflictableTransactionError, TransactionError, TransactionalTree},
 };
 
-use super::{
-    BlobRecord, ClaimRecord, Commit, CommitMode, CommitThumb, Counts, DatabaseIdentity,
-    MediaRecord, MediaRepo, MediaState, NewBlob, PendingRecord, RepoError, Reserve, ThumbRecord,
-    codec, keys,
-};
+use super::{codec, keys};
 use crate::{
     ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis},
-    thumbnail::Spec,
+    media::ports::{
+        BlobRecord, ClaimRecord, Commit, CommitMode, CommitThumb, Counts, DatabaseIdentity, Lookup,
+        MediaRecord, NewBlob, PendingRecord, RepoError, Reserve, StoredThumb, ThumbRecord,
+        ThumbSize,
+    },
 };
 
-pub struct SledRepo {
+/// What `media_by_id` holds for one media key.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+enum MediaState {
+    Pending(PendingRecord),
+    Complete(MediaRecord),
+}
+
+/// The trees of one sled database; synchronous, run on blocking threads
+/// by [`super::SledRepo`].
+pub struct Trees {
     /// `media_by_id`: media key -> `MediaState`.
     media: sled::Tree,
     /// `pending_by_owner`: owner ++ media key -> `PendingRecord` (only pending ids).
@@ -49,6 +59,18 @@ type TxResult<T> = Result<T, ConflictableTransactionError<RepoError>>;
 
 fn abort(err: impl Into<RepoError>) -> ConflictableTransactionError<RepoError> {
     ConflictableTransactionError::Abort(err.into())
+}
+
+impl From<sled::Error> for RepoError {
+    fn from(error: sled::Error) -> Self {
+        Self::backend(error)
+    }
+}
+
+impl From<codec::CodecError> for RepoError {
+    fn from(error: codec::CodecError) -> Self {
+        Self::Corrupt(error.to_string())
+    }
 }
 
 fn tx_get<T: serde::de::DeserializeOwned>(
@@ -95,11 +117,11 @@ fn attach_blob(
 fn flatten<T>(result: Result<T, TransactionError<RepoError>>) -> Result<T, RepoError> {
     result.map_err(|e| match e {
         TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => RepoError::Sled(e),
+        TransactionError::Storage(e) => RepoError::backend(e),
     })
 }
 
-impl SledRepo {
+impl Trees {
     /// Bump when the on-disk layout changes; a migration reads the old directory.
     const LAYOUT: &'static str = "v1";
 
@@ -134,10 +156,8 @@ impl SledRepo {
     fn decode_state(bytes: Option<sled::IVec>) -> Result<Option<MediaState>, RepoError> {
         Ok(bytes.map(|v| codec::decode(&v)).transpose()?)
     }
-}
 
-impl MediaRepo for SledRepo {
-    fn reserve(
+    pub fn reserve(
         &self,
         key: &MediaKey,
         pending: &PendingRecord,
@@ -177,7 +197,7 @@ impl MediaRepo for SledRepo {
         flatten(outcome)
     }
 
-    fn commit(
+    pub fn commit(
         &self,
         key: &MediaKey,
         record: &MediaRecord,
@@ -222,7 +242,18 @@ impl MediaRepo for SledRepo {
         Self::decode_state(self.media.get(keys::media(key))?)
     }
 
-    fn set_quarantined(&self, key: &MediaKey, quarantined: bool) -> Result<bool, RepoError> {
+    pub fn lookup(&self, key: &MediaKey) -> Result<Lookup, RepoError> {
+        Ok(match self.get(key)? {
+            None => Lookup::Missing,
+            Some(MediaState::Pending(pending)) => Lookup::Pending(pending),
+            Some(MediaState::Complete(record)) => {
+                let blob = self.blob(&record.sha256)?;
+                Lookup::Complete { record, blob }
+            }
+        })
+    }
+
+    pub fn set_quarantined(&self, key: &MediaKey, quarantined: bool) -> Result<bool, RepoError> {
         let media_key = keys::media(key);
         let outcome =
             self.media
@@ -238,44 +269,60 @@ impl MediaRepo for SledRepo {
         flatten(outcome)
     }
 
-    fn get_thumbnail(
+    pub fn thumbnail(
         &self,
         key: &MediaKey,
-        spec: &Spec,
-        animated: bool,
-    ) -> Result<Option<ThumbRecord>, RepoError> {
-        Ok(self
-            .thumbs
-            .get(keys::thumb(key, spec, animated))?
-            .map(|v| codec::decode(&v))
-            .transpose()?)
+        size: &ThumbSize,
+    ) -> Result<Option<StoredThumb>, RepoError> {
+        let Some(found) = self.thumbs.get(keys::thumb(key, size))? else {
+            return Ok(None);
+        };
+        let record: ThumbRecord = codec::decode(&found)?;
+        let blob = self
+            .blob(&record.sha256)?
+            .ok_or(RepoError::Inconsistent("thumbnail record without its blob"))?;
+        Ok(Some(StoredThumb { record, blob }))
     }
 
-    fn commit_thumbnail(
+    pub fn commit_thumbnail(
         &self,
         key: &MediaKey,
-        spec: &Spec,
-        animated: bool,
+        size: &ThumbSize,
         record: &ThumbRecord,
         blob: &NewBlob,
     ) -> Result<CommitThumb, RepoError> {
-        let thumb_key = keys::thumb(key, spec, animated);
+        let thumb_key = keys::thumb(key, size);
         let value = codec::encode(record)?;
         let fresh_blob = fresh_blob(blob, record.size, record.created);
         let outcome = (&self.thumbs, &self.blobs, &self.blob_keys).transaction(
             |(thumbs, blobs, blob_keys)| {
                 if let Some(existing) = tx_get::<ThumbRecord>(thumbs, &thumb_key)? {
-                    return Ok(CommitThumb::Exists(existing));
+                    let blob =
+                        tx_get::<BlobRecord>(blobs, &existing.sha256.0)?.ok_or_else(|| {
+                            abort(RepoError::Inconsistent("thumbnail record without its blob"))
+                        })?;
+                    return Ok(CommitThumb::Exists(StoredThumb {
+                        record: existing,
+                        blob,
+                    }));
                 }
                 let deduplicated = attach_blob(blobs, blob_keys, &record.sha256, &fresh_blob)?;
                 thumbs.insert(thumb_key.as_slice(), value.as_slice())?;
-                Ok(CommitThumb::Done { deduplicated })
+                let blob = tx_get::<BlobRecord>(blobs, &record.sha256.0)?
+                    .ok_or_else(|| abort(RepoError::Inconsistent("blob vanished in commit")))?;
+                Ok(CommitThumb::Done {
+                    deduplicated,
+                    stored: StoredThumb {
+                        record: record.clone(),
+                        blob,
+                    },
+                })
             },
         );
         flatten(outcome)
     }
 
-    fn blob(&self, sha256: &Sha256Digest) -> Result<Option<BlobRecord>, RepoError> {
+    pub fn blob(&self, sha256: &Sha256Digest) -> Result<Option<BlobRecord>, RepoError> {
         Ok(self
             .blobs
             .get(sha256.0)?
@@ -283,7 +330,7 @@ impl MediaRepo for SledRepo {
             .transpose()?)
     }
 
-    fn blobs_in(
+    pub fn blobs_in(
         &self,
         datastore: &DatastoreId,
         after: Option<&BlobKey>,
@@ -316,7 +363,7 @@ impl MediaRepo for SledRepo {
         Ok(out)
     }
 
-    fn count_blobs_in(&self, datastore: &DatastoreId) -> Result<u64, RepoError> {
+    pub fn count_blobs_in(&self, datastore: &DatastoreId) -> Result<u64, RepoError> {
         let mut n = 0;
         for entry in self.blob_keys.scan_prefix(keys::blob_key_prefix(datastore)) {
             entry?;
@@ -325,7 +372,7 @@ impl MediaRepo for SledRepo {
         Ok(n)
     }
 
-    fn blobs_after(
+    pub fn blobs_after(
         &self,
         after: Option<&Sha256Digest>,
         limit: usize,
@@ -349,7 +396,7 @@ impl MediaRepo for SledRepo {
         Ok(out)
     }
 
-    fn move_blob(
+    pub fn move_blob(
         &self,
         digest: &Sha256Digest,
         from: (&DatastoreId, &BlobKey),
@@ -374,10 +421,39 @@ impl MediaRepo for SledRepo {
         flatten(outcome)
     }
 
-    fn blob_key_known(&self, datastore: &DatastoreId, key: &BlobKey) -> Result<bool, RepoError> {
-        Ok(self
-            .blob_keys
-            .contains_key(keys::blob_key(datastore, key))?)
+    pub fn unknown_keys(
+        &self,
+        datastore: &DatastoreId,
+        listed: Vec<BlobKey>,
+    ) -> Result<Vec<BlobKey>, RepoError> {
+        let mut unknown = Vec::new();
+        for key in listed {
+            if !self
+                .blob_keys
+                .contains_key(keys::blob_key(datastore, &key))?
+            {
+                unknown.push(key);
+            }
+        }
+        Ok(unknown)
+    }
+
+    /// Removes up to `limit` reservations expired at `now`, durably.
+    pub fn expire_pending(
+        &self,
+        now: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<MediaKey>, RepoError> {
+        let mut removed = Vec::new();
+        for key in self.expired_pending(now, limit)? {
+            if self.remove_expired_pending(&key, now)? {
+                removed.push(key);
+            }
+        }
+        if !removed.is_empty() {
+            self.flush()?;
+        }
+        Ok(removed)
     }
 
     fn expired_pending(&self, now: UnixMillis, limit: usize) -> Result<Vec<MediaKey>, RepoError> {
@@ -412,20 +488,20 @@ impl MediaRepo for SledRepo {
         flatten(outcome)
     }
 
-    fn counts(&self) -> Result<Counts, RepoError> {
+    pub fn counts(&self) -> Counts {
         let pending = self.pending.len() as u64;
-        Ok(Counts {
+        Counts {
             media: (self.media.len() as u64).saturating_sub(pending),
             pending,
             blobs: self.blobs.len() as u64,
-        })
+        }
     }
 
-    fn pending_count(&self) -> Result<u64, RepoError> {
-        Ok(self.pending.len() as u64)
+    pub fn pending_count(&self) -> u64 {
+        self.pending.len() as u64
     }
 
-    fn identity(&self) -> Result<DatabaseIdentity, RepoError> {
+    pub fn identity(&self) -> Result<DatabaseIdentity, RepoError> {
         const KEY: &[u8] = b"identity";
         if let Some(found) = self.meta.get(KEY)? {
             return Ok(codec::decode(&found)?);
@@ -439,14 +515,13 @@ impl MediaRepo for SledRepo {
             .meta
             .compare_and_swap(KEY, None::<&[u8]>, Some(codec::encode(&fresh)?))?;
         self.db.flush()?;
-        let stored = self
-            .meta
-            .get(KEY)?
-            .ok_or(RepoError::Codec(codec::CodecError::Empty))?;
+        let stored = self.meta.get(KEY)?.ok_or(RepoError::Inconsistent(
+            "identity vanished after its insert",
+        ))?;
         Ok(codec::decode(&stored)?)
     }
 
-    fn claim(&self, datastore: &DatastoreId) -> Result<Option<ClaimRecord>, RepoError> {
+    pub fn claim(&self, datastore: &DatastoreId) -> Result<Option<ClaimRecord>, RepoError> {
         let key = format!("claim/{datastore}");
         Ok(self
             .meta
@@ -455,228 +530,21 @@ impl MediaRepo for SledRepo {
             .transpose()?)
     }
 
-    fn put_claim(&self, datastore: &DatastoreId, claim: &ClaimRecord) -> Result<(), RepoError> {
+    pub fn put_claim(&self, datastore: &DatastoreId, claim: &ClaimRecord) -> Result<(), RepoError> {
         let key = format!("claim/{datastore}");
         self.meta.insert(key.as_bytes(), codec::encode(claim)?)?;
         self.db.flush()?;
         Ok(())
     }
 
-    fn ping(&self) -> Result<(), RepoError> {
+    pub fn ping(&self) -> Result<(), RepoError> {
         // A point lookup of a key no record uses (records never start with 0).
         self.media.get([0u8])?;
         Ok(())
     }
 
-    fn flush(&self) -> Result<(), RepoError> {
+    pub fn flush(&self) -> Result<(), RepoError> {
         self.db.flush()?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::repo::Origin;
-
-    fn repo() -> (tempfile::TempDir, SledRepo) {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = SledRepo::open(dir.path(), 8 << 20).unwrap();
-        (dir, repo)
-    }
-
-    fn record(sha: u8) -> MediaRecord {
-        MediaRecord {
-            sha256: Sha256Digest([sha; 32]),
-            size: 3,
-            content_type: "text/plain".into(),
-            upload_name: None,
-            uploader: Some("@a:x".into()),
-            created: UnixMillis(10),
-            origin: Origin::Local,
-            requires_auth: true,
-            quarantined: false,
-        }
-    }
-
-    fn key(id: &str) -> MediaKey {
-        MediaKey::parse("x", id).unwrap()
-    }
-
-    fn blob() -> NewBlob {
-        NewBlob {
-            datastore: DatastoreId("local".into()),
-            key: BlobKey::random(),
-        }
-    }
-
-    /// Identical content shares one blob; the reference count follows.
-    #[test]
-    fn commits_deduplicate_by_digest() {
-        let (_d, repo) = repo();
-        let first = blob();
-        assert_eq!(
-            repo.commit(&key("a"), &record(1), &first, &CommitMode::Fresh)
-                .unwrap(),
-            Commit::Done {
-                deduplicated: false
-            }
-        );
-        assert_eq!(
-            repo.commit(&key("b"), &record(1), &blob(), &CommitMode::Fresh)
-                .unwrap(),
-            Commit::Done { deduplicated: true }
-        );
-        assert_eq!(
-            repo.commit(&key("a"), &record(2), &blob(), &CommitMode::Fresh)
-                .unwrap(),
-            Commit::Taken
-        );
-        let shared = repo.blob(&Sha256Digest([1; 32])).unwrap().unwrap();
-        assert_eq!((shared.refs, shared.key), (2, first.key.clone()));
-        assert!(repo.blob_key_known(&first.datastore, &first.key).unwrap());
-        assert_eq!(
-            repo.counts().unwrap(),
-            Counts {
-                media: 2,
-                pending: 0,
-                blobs: 1
-            }
-        );
-    }
-
-    /// Blobs are listed per datastore in key order, resumably, and a move
-    /// only applies while the record is still where the mover saw it.
-    #[test]
-    fn blobs_are_listed_per_datastore_and_moved_atomically() {
-        let (_d, repo) = repo();
-        let mut created = Vec::new();
-        for i in 1..=5u8 {
-            let b = blob();
-            repo.commit(&key(&format!("m{i}")), &record(i), &b, &CommitMode::Fresh)
-                .unwrap();
-            created.push(b);
-        }
-        let local = DatastoreId("local".into());
-        let other = DatastoreId("s3".into());
-        assert_eq!(repo.count_blobs_in(&local).unwrap(), 5);
-        let first = repo.blobs_in(&local, None, 2).unwrap();
-        let rest = repo.blobs_in(&local, Some(&first[1].1.key), 10).unwrap();
-        assert_eq!((first.len(), rest.len()), (2, 3));
-        let (digest, rec) = &first[0];
-        let to = BlobKey::random();
-        assert!(
-            repo.move_blob(digest, (&local, &rec.key), (&other, &to))
-                .unwrap()
-        );
-        assert!(
-            !repo
-                .move_blob(digest, (&local, &rec.key), (&other, &to))
-                .unwrap(),
-            "stale move refused"
-        );
-        assert_eq!(repo.count_blobs_in(&local).unwrap(), 4);
-        assert_eq!(repo.count_blobs_in(&other).unwrap(), 1);
-        assert!(repo.blob_key_known(&other, &to).unwrap());
-        assert!(!repo.blob_key_known(&local, &rec.key).unwrap());
-        assert_eq!(repo.blob(digest).unwrap().unwrap().datastore, other);
-        let all = repo.blobs_after(None, 3).unwrap();
-        let more = repo.blobs_after(Some(&all[2].0), 10).unwrap();
-        assert_eq!(all.len() + more.len(), 5);
-    }
-
-    /// Async upload rules: owner only, once, before expiry.
-    #[test]
-    fn reserved_commits_check_owner_expiry_and_overwrite() {
-        let (_d, repo) = repo();
-        let pending = PendingRecord {
-            owner: "@a:x".into(),
-            created: UnixMillis(0),
-            expires: UnixMillis(100),
-        };
-        assert_eq!(repo.reserve(&key("p"), &pending, 5).unwrap(), Reserve::Done);
-        assert_eq!(
-            repo.reserve(&key("p"), &pending, 5).unwrap(),
-            Reserve::Taken
-        );
-        let as_b = CommitMode::Reserved {
-            owner: "@b:x".into(),
-            now: UnixMillis(50),
-        };
-        let as_a = CommitMode::Reserved {
-            owner: "@a:x".into(),
-            now: UnixMillis(50),
-        };
-        let late = CommitMode::Reserved {
-            owner: "@a:x".into(),
-            now: UnixMillis(100),
-        };
-        assert_eq!(
-            repo.commit(&key("p"), &record(1), &blob(), &as_b).unwrap(),
-            Commit::NotOwner
-        );
-        assert_eq!(
-            repo.commit(&key("p"), &record(1), &blob(), &late).unwrap(),
-            Commit::NotReserved
-        );
-        assert_eq!(
-            repo.commit(&key("q"), &record(1), &blob(), &as_a).unwrap(),
-            Commit::NotReserved
-        );
-        assert_eq!(
-            repo.commit(&key("p"), &record(1), &blob(), &as_a).unwrap(),
-            Commit::Done {
-                deduplicated: false
-            }
-        );
-        assert_eq!(
-            repo.commit(&key("p"), &record(1), &blob(), &as_a).unwrap(),
-            Commit::AlreadyHasContent
-        );
-        assert_eq!(repo.counts().unwrap().pending, 0);
-    }
-
-    /// The per-user cap counts only unexpired reservations.
-    #[test]
-    fn reserve_caps_live_pending_per_owner() {
-        let (_d, repo) = repo();
-        let at = |created, expires| PendingRecord {
-            owner: "@a:x".into(),
-            created: UnixMillis(created),
-            expires: UnixMillis(expires),
-        };
-        assert_eq!(
-            repo.reserve(&key("a"), &at(0, 50), 2).unwrap(),
-            Reserve::Done
-        );
-        assert_eq!(
-            repo.reserve(&key("b"), &at(0, 80), 2).unwrap(),
-            Reserve::Done
-        );
-        assert_eq!(
-            repo.reserve(&key("c"), &at(10, 90), 2).unwrap(),
-            Reserve::TooManyPending {
-                next_expiry: UnixMillis(50)
-            }
-        );
-        // At t=60 the first has expired and no longer counts.
-        assert_eq!(
-            repo.reserve(&key("c"), &at(60, 90), 2).unwrap(),
-            Reserve::Done
-        );
-        assert_eq!(
-            repo.expired_pending(UnixMillis(60), 10).unwrap(),
-            vec![key("a")]
-        );
-        assert!(
-            repo.remove_expired_pending(&key("a"), UnixMillis(60))
-                .unwrap()
-        );
-        assert!(
-            !repo
-                .remove_expired_pending(&key("b"), UnixMillis(60))
-                .unwrap()
-        );
-        assert_eq!(repo.get(&key("a")).unwrap(), None);
     }
 }

@@ -1,0 +1,130 @@
+//! `storage fsck`: compare metadata with what the datastores hold. Reports
+//! orphan objects (no record points at them) and records whose bytes are
+//! missing. With `repair`: orphans older than the grace period are deleted,
+//! and missing bytes are restored from the hot cache when it holds a copy
+//! whose SHA-256 checks out. Nothing else is safe to repair automatically.
+//! Repairs touch only datastores whose ownership marker names this database,
+//! and never delete objects older than its claim.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::{MediaError, MediaService};
+use crate::{
+    ids::Sha256Digest,
+    storage::{StorageError, digest},
+};
+
+const BATCH: usize = 256;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FsckRequest {
+    #[serde(default)]
+    pub repair: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FsckReport {
+    pub records_checked: u64,
+    /// `datastore:key` of objects no record points at.
+    pub orphans: Vec<String>,
+    pub orphans_deleted: u64,
+    /// `sha256 in datastore:key` of records whose object is gone.
+    pub missing: Vec<String>,
+    pub restored_from_cache: u64,
+}
+
+impl MediaService {
+    /// Checks metadata against the datastores; with `repair`, fixes what is
+    /// safe to fix.
+    pub async fn fsck(&self, request: &FsckRequest) -> Result<FsckReport, MediaError> {
+        let mut report = FsckReport::default();
+        self.fsck_orphans(request.repair, &mut report).await?;
+        self.fsck_records(request.repair, &mut report).await?;
+        Ok(report)
+    }
+
+    /// Objects no record points at; deleted (when repairing) only if owned
+    /// and older than the grace period.
+    async fn fsck_orphans(&self, repair: bool, report: &mut FsckReport) -> Result<(), MediaError> {
+        let media = self;
+        let cutoff = SystemTime::now()
+            .checked_sub(media.config().orphan_grace)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        for store in media.inner.stores.iter() {
+            // Refuses (with the owner named) before a single object is deleted.
+            let since = if repair {
+                Some(media.deletable_since(store).await?)
+            } else {
+                None
+            };
+            let mut scan = media.orphan_scan(store);
+            while let Some(orphans) = scan.next_batch().await? {
+                for orphan in orphans {
+                    report
+                        .orphans
+                        .push(format!("{}:{}", store.id(), orphan.key.as_str()));
+                    if let Some(since) = since
+                        && orphan.last_modified <= cutoff
+                        && orphan.last_modified >= since
+                    {
+                        store.delete(&orphan.key).await?;
+                        report.orphans_deleted += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records whose object is gone; restored (when repairing) from the hot
+    /// cache when it holds a copy whose digest checks out.
+    async fn fsck_records(&self, repair: bool, report: &mut FsckReport) -> Result<(), MediaError> {
+        let media = self;
+        let mut after: Option<Sha256Digest> = None;
+        loop {
+            let batch = media
+                .inner
+                .meta
+                .blobs
+                .blobs_after(after.as_ref(), BATCH)
+                .await?;
+            let Some((last, _)) = batch.last() else { break };
+            after = Some(*last);
+            for (digest, record) in batch {
+                report.records_checked += 1;
+                let store = media.inner.stores.get(&record.datastore)?;
+                match store.head(&record.key).await {
+                    Ok(_) => continue,
+                    Err(StorageError::NotFound) => {}
+                    Err(other) => return Err(other.into()),
+                }
+                report.missing.push(format!(
+                    "sha256:{} in {}:{}",
+                    digest.to_hex(),
+                    record.datastore,
+                    record.key.as_str()
+                ));
+                if !repair {
+                    continue;
+                }
+                let Some(cached) = (match media.cache() {
+                    Some(cache) => cache.open(&digest, None).await,
+                    None => None,
+                }) else {
+                    continue;
+                };
+                let _ticket = media.writing(store.id(), &record.key);
+                let (stream, tap) = digest::tap(cached);
+                let written = store.put_stream(&record.key, stream).await?;
+                if written == record.size && tap.finish().1 == digest {
+                    report.restored_from_cache += 1;
+                } else {
+                    store.delete(&record.key).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,199 @@
+//! The ports of the application core: what `media/` needs from a metadata
+//! store and from other servers, as async traits its adapters implement
+//! (`repo::sled` for metadata, `federation` for remote media).
+//!
+//! Each method is one step of a use case, so a networked backend pays one
+//! round trip per step. Writes a method reports as done are durable when it
+//! returns: how (sled's group flush, a database transaction) is the
+//! adapter's business.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use super::records::{
+    BlobRecord, ClaimRecord, Commit, CommitMode, CommitThumb, Counts, DatabaseIdentity, Lookup,
+    MediaRecord, NewBlob, Origin, PendingRecord, Reserve, StoredThumb, ThumbRecord, ThumbSize,
+};
+use crate::{
+    ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis},
+    storage::ByteStream,
+};
+
+/// A metadata store failure, whatever the backend.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// The engine failed (I/O, connection, a worker that died).
+    #[error("metadata store: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A stored value cannot be read back.
+    #[error("unreadable metadata record: {0}")]
+    Corrupt(String),
+    /// Records that must agree do not (a reference to a missing record).
+    #[error("inconsistent metadata: {0}")]
+    Inconsistent(&'static str),
+}
+
+impl RepoError {
+    pub fn backend(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Backend(Box::new(error))
+    }
+}
+
+/// Media records and their thumbnails: the request path.
+#[async_trait]
+pub trait MediaRecords: Send + Sync {
+    /// Creates a pending record for `/create`, enforcing the per-owner cap
+    /// of live reservations.
+    async fn reserve(
+        &self,
+        key: &MediaKey,
+        pending: &PendingRecord,
+        max_pending: usize,
+    ) -> Result<Reserve, RepoError>;
+    /// Attaches content to `key` and registers (or shares) its blob, in one
+    /// transaction.
+    async fn commit(
+        &self,
+        key: &MediaKey,
+        record: &MediaRecord,
+        blob: &NewBlob,
+        mode: &CommitMode,
+    ) -> Result<Commit, RepoError>;
+    /// The media at `key`, with its blob when it is complete.
+    async fn lookup(&self, key: &MediaKey) -> Result<Lookup, RepoError>;
+    /// Sets the quarantine flag of complete media; false if there is none.
+    async fn set_quarantined(&self, key: &MediaKey, quarantined: bool) -> Result<bool, RepoError>;
+    /// The stored thumbnail of `key` at `size`, with its blob.
+    async fn thumbnail(
+        &self,
+        key: &MediaKey,
+        size: &ThumbSize,
+    ) -> Result<Option<StoredThumb>, RepoError>;
+    /// Records a thumbnail and registers (or shares) its blob, in one
+    /// transaction; an existing thumbnail of that size wins.
+    async fn commit_thumbnail(
+        &self,
+        key: &MediaKey,
+        size: &ThumbSize,
+        record: &ThumbRecord,
+        blob: &NewBlob,
+    ) -> Result<CommitThumb, RepoError>;
+}
+
+/// The blob index: which stored objects exist, where, and for which digest.
+#[async_trait]
+pub trait BlobIndex: Send + Sync {
+    async fn blob(&self, digest: &Sha256Digest) -> Result<Option<BlobRecord>, RepoError>;
+    /// Points the blob `digest` at `to` if it still is at `from`; false if
+    /// it moved or went away meanwhile.
+    async fn move_blob(
+        &self,
+        digest: &Sha256Digest,
+        from: (&DatastoreId, &BlobKey),
+        to: (&DatastoreId, &BlobKey),
+    ) -> Result<bool, RepoError>;
+    /// Blob records stored in `datastore`, in key order after `after`.
+    async fn blobs_in(
+        &self,
+        datastore: &DatastoreId,
+        after: Option<&BlobKey>,
+        limit: usize,
+    ) -> Result<Vec<(Sha256Digest, BlobRecord)>, RepoError>;
+    /// How many blob records point into `datastore`.
+    async fn count_blobs_in(&self, datastore: &DatastoreId) -> Result<u64, RepoError>;
+    /// Every blob record, in digest order after `after`.
+    async fn blobs_after(
+        &self,
+        after: Option<&Sha256Digest>,
+        limit: usize,
+    ) -> Result<Vec<(Sha256Digest, BlobRecord)>, RepoError>;
+    /// Of `keys` in `datastore`, those no blob record points at (the
+    /// sweep's view, one call per listed batch).
+    async fn unknown_keys(
+        &self,
+        datastore: &DatastoreId,
+        keys: Vec<BlobKey>,
+    ) -> Result<Vec<BlobKey>, RepoError>;
+}
+
+/// Sweeps, ownership and health: background jobs and operators.
+#[async_trait]
+pub trait Housekeeping: Send + Sync {
+    /// Removes up to `limit` reservations expired at `now`; the keys removed.
+    async fn expire_pending(
+        &self,
+        now: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<MediaKey>, RepoError>;
+    /// Record counts. May walk every record: for tests and operator tools.
+    async fn counts(&self) -> Result<Counts, RepoError>;
+    /// Reserved ids not uploaded yet (for metrics).
+    async fn pending_count(&self) -> Result<u64, RepoError>;
+    /// This database's identity, created (durably) on first use.
+    async fn identity(&self) -> Result<DatabaseIdentity, RepoError>;
+    /// This database's claim on `datastore`, if it made one.
+    async fn claim(&self, datastore: &DatastoreId) -> Result<Option<ClaimRecord>, RepoError>;
+    /// Records (or replaces) the claim on `datastore`, durably.
+    async fn put_claim(
+        &self,
+        datastore: &DatastoreId,
+        claim: &ClaimRecord,
+    ) -> Result<(), RepoError>;
+    /// A cheap round trip through the engine, for readiness probes.
+    async fn ping(&self) -> Result<(), RepoError>;
+    /// Makes everything durable before the process stops.
+    async fn close(&self) -> Result<(), RepoError>;
+}
+
+/// The metadata store, one handle per role. An adapter usually implements
+/// all three on one type.
+#[derive(Clone)]
+pub struct Metadata {
+    pub records: Arc<dyn MediaRecords>,
+    pub blobs: Arc<dyn BlobIndex>,
+    pub housekeeping: Arc<dyn Housekeeping>,
+}
+
+impl Metadata {
+    pub fn new<T>(store: Arc<T>) -> Self
+    where
+        T: MediaRecords + BlobIndex + Housekeeping + 'static,
+    {
+        Self {
+            records: store.clone(),
+            blobs: store.clone(),
+            housekeeping: store,
+        }
+    }
+}
+
+/// Remote media as another server answered it: its type and file name as
+/// sent (the core validates and cleans them), and the bytes still to be
+/// read (capped and paced by the core).
+pub struct RemoteAnswer {
+    pub content_type: Option<String>,
+    pub file_name: Option<String>,
+    pub body: ByteStream,
+}
+
+/// Why remote media could not be fetched.
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum RemoteError {
+    #[error("the remote server does not have this media")]
+    NotFound,
+    #[error("fetching remote media is not configured here")]
+    NotConfigured,
+    #[error("the remote server failed: {0}")]
+    Unavailable(String),
+}
+
+/// Another server's media, however it is reached (the federation API).
+#[async_trait]
+pub trait RemoteSource: Send + Sync {
+    /// Asks `key`'s server for it; answers once the headers are in. The
+    /// caller bounds the whole transfer in time and size.
+    async fn fetch(&self, key: &MediaKey) -> Result<RemoteAnswer, RemoteError>;
+    /// Whether `server`'s media is refused here by configuration.
+    fn is_blocked(&self, server: &ruma::ServerName) -> bool;
+}

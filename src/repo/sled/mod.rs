@@ -1,0 +1,269 @@
+//! `SledRepo`: the embedded default metadata store, an adapter of the
+//! metadata ports. Engine calls run on the blocking pool; commits that must
+//! be durable share one flush with concurrent commits (group commit).
+
+mod codec;
+mod flush;
+mod keys;
+mod trees;
+
+use std::{path::Path, sync::Arc};
+
+use async_trait::async_trait;
+
+use self::{flush::GroupFlush, trees::Trees};
+use crate::{
+    ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis},
+    media::ports::{
+        BlobIndex, BlobRecord, ClaimRecord, Commit, CommitMode, CommitThumb, Counts,
+        DatabaseIdentity, Housekeeping, Lookup, MediaRecord, MediaRecords, NewBlob, PendingRecord,
+        RepoError, Reserve, StoredThumb, ThumbRecord, ThumbSize,
+    },
+};
+
+/// Cheap to clone; every clone is the same open database.
+#[derive(Clone)]
+pub struct SledRepo {
+    trees: Arc<Trees>,
+    group: Arc<GroupFlush>,
+}
+
+impl SledRepo {
+    /// Opens (or creates) the database under `dir`. A lock still held by a
+    /// previous instance that is shutting down is waited for, briefly.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, RepoError> {
+        Ok(Self {
+            trees: Arc::new(Trees::open(dir, cache_bytes)?),
+            group: Arc::default(),
+        })
+    }
+
+    /// Whether every handle has been dropped, so the database is closed
+    /// and another instance (or a restart in this process) may open it.
+    pub fn closed_probe(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let weak = Arc::downgrade(&self.trees);
+        move || weak.strong_count() == 0
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T, RepoError>
+    where
+        F: FnOnce(&Trees) -> Result<T, RepoError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let trees = Arc::clone(&self.trees);
+        tokio::task::spawn_blocking(move || f(&trees))
+            .await
+            .map_err(RepoError::backend)?
+    }
+
+    /// Runs `f`, then makes its writes durable when `durable` says they
+    /// need it, sharing the flush with concurrent callers.
+    async fn run_durably<T, F, D>(&self, f: F, durable: D) -> Result<T, RepoError>
+    where
+        F: FnOnce(&Trees) -> Result<T, RepoError> + Send + 'static,
+        D: FnOnce(&T) -> bool + Send + 'static,
+        T: Send + 'static,
+    {
+        let trees = Arc::clone(&self.trees);
+        let group = Arc::clone(&self.group);
+        tokio::task::spawn_blocking(move || {
+            let out = f(&trees)?;
+            if durable(&out) {
+                group.flush(|| trees.flush())?;
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(RepoError::backend)?
+    }
+}
+
+#[async_trait]
+impl MediaRecords for SledRepo {
+    async fn reserve(
+        &self,
+        key: &MediaKey,
+        pending: &PendingRecord,
+        max_pending: usize,
+    ) -> Result<Reserve, RepoError> {
+        let (key, pending) = (key.clone(), pending.clone());
+        self.run_durably(
+            move |t| t.reserve(&key, &pending, max_pending),
+            |outcome| matches!(outcome, Reserve::Done),
+        )
+        .await
+    }
+
+    async fn commit(
+        &self,
+        key: &MediaKey,
+        record: &MediaRecord,
+        blob: &NewBlob,
+        mode: &CommitMode,
+    ) -> Result<Commit, RepoError> {
+        let (key, record, blob, mode) = (key.clone(), record.clone(), blob.clone(), mode.clone());
+        self.run_durably(
+            move |t| t.commit(&key, &record, &blob, &mode),
+            |outcome| matches!(outcome, Commit::Done { .. }),
+        )
+        .await
+    }
+
+    async fn lookup(&self, key: &MediaKey) -> Result<Lookup, RepoError> {
+        let key = key.clone();
+        self.run(move |t| t.lookup(&key)).await
+    }
+
+    async fn set_quarantined(&self, key: &MediaKey, quarantined: bool) -> Result<bool, RepoError> {
+        let key = key.clone();
+        self.run_durably(
+            move |t| t.set_quarantined(&key, quarantined),
+            |changed| *changed,
+        )
+        .await
+    }
+
+    async fn thumbnail(
+        &self,
+        key: &MediaKey,
+        size: &ThumbSize,
+    ) -> Result<Option<StoredThumb>, RepoError> {
+        let (key, size) = (key.clone(), *size);
+        self.run(move |t| t.thumbnail(&key, &size)).await
+    }
+
+    async fn commit_thumbnail(
+        &self,
+        key: &MediaKey,
+        size: &ThumbSize,
+        record: &ThumbRecord,
+        blob: &NewBlob,
+    ) -> Result<CommitThumb, RepoError> {
+        let (key, size, record, blob) = (key.clone(), *size, record.clone(), blob.clone());
+        self.run_durably(
+            move |t| t.commit_thumbnail(&key, &size, &record, &blob),
+            |_| true,
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl BlobIndex for SledRepo {
+    async fn blob(&self, digest: &Sha256Digest) -> Result<Option<BlobRecord>, RepoError> {
+        let digest = *digest;
+        self.run(move |t| t.blob(&digest)).await
+    }
+
+    async fn move_blob(
+        &self,
+        digest: &Sha256Digest,
+        from: (&DatastoreId, &BlobKey),
+        to: (&DatastoreId, &BlobKey),
+    ) -> Result<bool, RepoError> {
+        let digest = *digest;
+        let (from_store, from_key) = (from.0.clone(), from.1.clone());
+        let (to_store, to_key) = (to.0.clone(), to.1.clone());
+        self.run_durably(
+            move |t| t.move_blob(&digest, (&from_store, &from_key), (&to_store, &to_key)),
+            |moved| *moved,
+        )
+        .await
+    }
+
+    async fn blobs_in(
+        &self,
+        datastore: &DatastoreId,
+        after: Option<&BlobKey>,
+        limit: usize,
+    ) -> Result<Vec<(Sha256Digest, BlobRecord)>, RepoError> {
+        let (datastore, after) = (datastore.clone(), after.cloned());
+        self.run(move |t| t.blobs_in(&datastore, after.as_ref(), limit))
+            .await
+    }
+
+    async fn count_blobs_in(&self, datastore: &DatastoreId) -> Result<u64, RepoError> {
+        let datastore = datastore.clone();
+        self.run(move |t| t.count_blobs_in(&datastore)).await
+    }
+
+    async fn blobs_after(
+        &self,
+        after: Option<&Sha256Digest>,
+        limit: usize,
+    ) -> Result<Vec<(Sha256Digest, BlobRecord)>, RepoError> {
+        let after = after.copied();
+        self.run(move |t| t.blobs_after(after.as_ref(), limit))
+            .await
+    }
+
+    async fn unknown_keys(
+        &self,
+        datastore: &DatastoreId,
+        keys: Vec<BlobKey>,
+    ) -> Result<Vec<BlobKey>, RepoError> {
+        let datastore = datastore.clone();
+        self.run(move |t| t.unknown_keys(&datastore, keys)).await
+    }
+}
+
+#[async_trait]
+impl Housekeeping for SledRepo {
+    async fn expire_pending(
+        &self,
+        now: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<MediaKey>, RepoError> {
+        self.run(move |t| t.expire_pending(now, limit)).await
+    }
+
+    async fn counts(&self) -> Result<Counts, RepoError> {
+        self.run(|t| Ok(t.counts())).await
+    }
+
+    async fn pending_count(&self) -> Result<u64, RepoError> {
+        self.run(|t| Ok(t.pending_count())).await
+    }
+
+    async fn identity(&self) -> Result<DatabaseIdentity, RepoError> {
+        self.run(Trees::identity).await
+    }
+
+    async fn claim(&self, datastore: &DatastoreId) -> Result<Option<ClaimRecord>, RepoError> {
+        let datastore = datastore.clone();
+        self.run(move |t| t.claim(&datastore)).await
+    }
+
+    async fn put_claim(
+        &self,
+        datastore: &DatastoreId,
+        claim: &ClaimRecord,
+    ) -> Result<(), RepoError> {
+        let (datastore, claim) = (datastore.clone(), claim.clone());
+        self.run(move |t| t.put_claim(&datastore, &claim)).await
+    }
+
+    async fn ping(&self) -> Result<(), RepoError> {
+        self.run(Trees::ping).await
+    }
+
+    async fn close(&self) -> Result<(), RepoError> {
+        self.run(Trees::flush).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sled adapter keeps every promise of the metadata ports.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_the_contract_suite() {
+        crate::repo::contract::run(|| async {
+            let dir = tempfile::tempdir().unwrap();
+            let repo = SledRepo::open(dir.path(), 8 << 20).unwrap();
+            (dir, Arc::new(repo))
+        })
+        .await;
+    }
+}
