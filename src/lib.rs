@@ -13,6 +13,7 @@ pub mod http;
 pub mod ids;
 pub mod media;
 pub mod metrics;
+pub mod multipart;
 pub mod net;
 pub mod ops;
 pub mod repo;

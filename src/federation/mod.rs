@@ -9,7 +9,6 @@ mod client;
 mod discovery;
 pub mod guard;
 mod keys;
-pub mod multipart;
 mod source;
 mod verify;
 

@@ -8,10 +8,11 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use http::Method;
 use ruma::{ServerName, http_headers::ContentDisposition};
 
-use super::{Federation, multipart::PartReader};
+use super::Federation;
 use crate::{
     ids::MediaKey,
     media::ports::{RemoteAnswer, RemoteError, RemoteSource},
+    multipart::PartReader,
     net::{error_chain, read_capped},
     storage::ByteStream,
 };

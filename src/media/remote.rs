@@ -14,7 +14,7 @@ use std::{
 use ruma::{OwnedServerName, OwnedUserId, UserId};
 
 use super::{
-    MediaError, MediaService, Pace, UploadMeta, clean_filename,
+    MediaError, MediaService, Pace, UploadMeta,
     ports::{RemoteError, RemoteSource},
 };
 use crate::{config::FederationConfig, ids::MediaKey};
@@ -257,16 +257,11 @@ impl MediaService {
     ) -> Result<u64, FetchError> {
         let remote = &self.inner.remote;
         let answer = remote.source.fetch(key).await?;
-        // Only a valid media type and a cleaned file name are kept.
-        let meta = UploadMeta {
-            content_type: answer
-                .content_type
-                .as_deref()
-                .map(str::trim)
-                .filter(|v| v.parse::<mime::Mime>().is_ok())
-                .map_or_else(|| "application/octet-stream".to_owned(), str::to_owned),
-            upload_name: answer.file_name.as_deref().and_then(clean_filename),
-        };
+        let meta = UploadMeta::new(
+            answer.content_type.as_deref(),
+            answer.file_name.as_deref(),
+            None,
+        );
         // The body's own deadline and cap stop the transfer itself: the
         // write runs detached, and would otherwise go on reading after this
         // future is dropped at the deadline.

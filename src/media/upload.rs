@@ -10,7 +10,7 @@ use std::{
 use futures::{StreamExt, stream};
 use ruma::UserId;
 
-use super::{MediaError, MediaService};
+use super::{MediaError, MediaService, clean_filename};
 use crate::{
     cache::HotCache,
     config::DatastoreKind,
@@ -21,13 +21,36 @@ use crate::{
     storage::{BlobStore, ByteStream, StorageError, digest::ContentHasher},
 };
 
-/// What the client told us about the bytes.
+/// What the sender told us about the bytes, as we keep it.
 #[derive(Debug, Clone)]
 pub struct UploadMeta {
-    /// A syntactically valid media type; `application/octet-stream` if none was given.
+    /// A syntactically valid media type; `application/octet-stream` if none
+    /// (or none valid) was given.
     pub content_type: String,
-    /// Already passed through `clean_filename`.
+    /// Passed through [`clean_filename`].
     pub upload_name: Option<String>,
+    /// The length the sender declared, if any: over the limit is refused
+    /// before a byte is read.
+    pub declared_length: Option<u64>,
+}
+
+impl UploadMeta {
+    /// Cleans what a client (or another server) sent: only a valid media
+    /// type and a cleaned file name are kept.
+    pub fn new(
+        content_type: Option<&str>,
+        file_name: Option<&str>,
+        declared_length: Option<u64>,
+    ) -> Self {
+        Self {
+            content_type: content_type
+                .map(str::trim)
+                .filter(|v| v.parse::<mime::Mime>().is_ok())
+                .map_or_else(|| "application/octet-stream".to_owned(), str::to_owned),
+            upload_name: file_name.and_then(clean_filename),
+            declared_length,
+        }
+    }
 }
 
 /// `POST /upload` makes a new id; `PUT /upload/{s}/{id}` fills a reserved one.
@@ -317,6 +340,11 @@ impl MediaService {
         body: ByteStream,
         target: UploadTarget,
     ) -> Result<(MediaKey, u64), MediaError> {
+        let (pace, kind) = self.pace_and_kind(&target);
+        // A declared length over the limit is refused before a byte is read.
+        if meta.declared_length.is_some_and(|len| len > pace.limit) {
+            return Err(MediaError::TooLarge { limit: pace.limit });
+        }
         let mode = match &target {
             UploadTarget::New | UploadTarget::Remote { .. } => CommitMode::Fresh,
             UploadTarget::Reserved(key) => {
@@ -333,7 +361,6 @@ impl MediaService {
         };
 
         let config = &self.inner.config;
-        let (pace, kind) = self.pace_and_kind(&target);
         let store = self.inner.stores.writer_for(kind)?;
         let guard = BlobGuard::new(self, store);
         let (body, meter) = Meter::wrap(body, pace);

@@ -10,7 +10,6 @@ use axum::{
 };
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
-use rand::Rng;
 use serde::Deserialize;
 
 use crate::{
@@ -23,6 +22,7 @@ use crate::{
         range::{self, RangeRequest},
     },
     media::{Access, Body as Source, MediaView, Reader},
+    multipart,
     storage::Presigned,
 };
 
@@ -180,22 +180,20 @@ fn multipart_response(
     head: bool,
 ) -> Response {
     let size = view.size;
-    let boundary = format!("{:032x}", rand::rng().random::<u128>());
-    let content_type = &view.content_type;
+    let boundary = multipart::boundary();
     let parts: Vec<(Bytes, std::ops::Range<u64>)> = ranges
         .into_iter()
         .enumerate()
         .map(|(i, r)| {
-            let lead = if i == 0 { "" } else { "\r\n" };
-            let head = format!(
-                "{lead}--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {}-{}/{size}\r\n\r\n",
-                r.start,
-                r.end - 1
-            );
-            (Bytes::from(head), r)
+            let content_range = format!("bytes {}-{}/{size}", r.start, r.end - 1);
+            let headers = [
+                ("Content-Type", view.content_type.as_str()),
+                ("Content-Range", content_range.as_str()),
+            ];
+            (multipart::part_head(&boundary, i == 0, &headers), r)
         })
         .collect();
-    let trailer = Bytes::from(format!("\r\n--{boundary}--\r\n"));
+    let trailer = multipart::closing(&boundary);
     let length: u64 = parts
         .iter()
         .map(|(h, r)| h.len() as u64 + (r.end - r.start))

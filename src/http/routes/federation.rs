@@ -14,13 +14,13 @@ use axum::{
 use serde::Deserialize;
 
 use crate::{
-    federation::multipart,
     http::{
         AppState,
         error::ApiError,
         extract::{MatrixPath, MatrixQuery},
     },
     media::{Access, Body as Source, MediaError, MediaRequest, Opened},
+    multipart,
 };
 
 use super::thumbnail::ThumbnailQuery;

@@ -20,7 +20,7 @@ use crate::{
         extract::{FullUser, MatrixPath, MatrixQuery},
     },
     ids::MediaKey,
-    media::{MediaError, UploadMeta, UploadTarget, clean_filename},
+    media::{UploadMeta, UploadTarget},
 };
 
 #[derive(Debug, Deserialize)]
@@ -30,17 +30,6 @@ pub struct UploadQuery {
 
 /// Largest JSON body `/create` reads (the spec sends `{}`).
 const MAX_CREATE_BODY: usize = 64 * 1024;
-
-/// Content-Type as uploaded, if it is a valid media type; the spec default
-/// `application/octet-stream` otherwise.
-fn upload_content_type(headers: &HeaderMap) -> String {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| v.parse::<mime::Mime>().is_ok())
-        .map_or_else(|| "application/octet-stream".to_owned(), str::to_owned)
-}
 
 /// Longest a refused upload's remaining body is read and thrown away.
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(30);
@@ -109,17 +98,14 @@ impl Drop for Lingering {
     }
 }
 
-/// Refuses a declared length over the limit before reading a byte.
-fn check_declared_length(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let limit = state.config.media.max_upload_size.as_u64();
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match declared {
-        Some(len) if len > limit => Err(MediaError::TooLarge { limit }.into()),
-        _ => Ok(()),
-    }
+/// The upload's metadata as the client sent it (the core cleans it).
+fn upload_meta(query: &UploadQuery, headers: &HeaderMap) -> UploadMeta {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    UploadMeta::new(
+        header(header::CONTENT_TYPE),
+        query.filename.as_deref(),
+        header(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()),
+    )
 }
 
 async fn store(
@@ -138,11 +124,7 @@ async fn store(
         media.max_upload_size.as_u64(),
         media.upload_idle_timeout,
     );
-    check_declared_length(state, headers)?;
-    let meta = UploadMeta {
-        content_type: upload_content_type(headers),
-        upload_name: query.filename.as_deref().and_then(clean_filename),
-    };
+    let meta = upload_meta(&query, headers);
     let body = body.map_err(std::io::Error::other).boxed();
     Ok(state
         .media

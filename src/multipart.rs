@@ -1,8 +1,11 @@
-//! The federation media body: `multipart/mixed` with exactly two parts, the
-//! JSON metadata (`{}`) and then either the bytes (with their Content-Type
-//! and Content-Disposition) or a `Location` to fetch them from. The writer
-//! serves our media to other servers; the reader takes theirs apart, the
-//! last part streamed.
+//! Multipart bodies, both ways: the framing of every part we write (the
+//! federation media body, `multipart/byteranges` answers to multi-range
+//! requests), and a reader that takes another server's federation media
+//! body apart, the last part streamed.
+//!
+//! The federation media body is `multipart/mixed` with exactly two parts:
+//! the JSON metadata (`{}`), then either the bytes (with their Content-Type
+//! and Content-Disposition) or a `Location` to fetch them from.
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt as _, TryStreamExt as _, stream, stream::BoxStream};
@@ -34,13 +37,42 @@ pub fn boundary() -> String {
     format!("mxmedia-{:032x}", rand::rng().random::<u128>())
 }
 
-/// The `Content-Type` of the whole response.
+/// The `Content-Type` of a federation media body.
 pub fn content_type(boundary: &str) -> String {
     format!("multipart/mixed; boundary={boundary}")
 }
 
-fn head(boundary: &str) -> String {
-    format!("--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--{boundary}\r\n")
+/// What comes before a part's bytes: the delimiter (after the previous
+/// part's bytes unless `first`), the part's headers and the blank line.
+pub fn part_head(boundary: &str, first: bool, headers: &[(&str, &str)]) -> Bytes {
+    let mut head = String::new();
+    if !first {
+        head.push_str("\r\n");
+    }
+    head.push_str("--");
+    head.push_str(boundary);
+    head.push_str("\r\n");
+    for (name, value) in headers {
+        head.push_str(name);
+        head.push_str(": ");
+        head.push_str(value);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    Bytes::from(head)
+}
+
+/// What ends the body, after the last part's bytes.
+pub fn closing(boundary: &str) -> Bytes {
+    Bytes::from(format!("\r\n--{boundary}--\r\n"))
+}
+
+/// The federation body's first part: empty JSON metadata.
+fn metadata(boundary: &str) -> Bytes {
+    let mut out =
+        BytesMut::from(&part_head(boundary, true, &[("Content-Type", "application/json")])[..]);
+    out.extend_from_slice(b"{}");
+    out.freeze()
 }
 
 /// Metadata, then the media's own headers and bytes, streamed.
@@ -50,23 +82,31 @@ pub fn with_bytes(
     content_disposition: &str,
     bytes: ByteStream,
 ) -> ByteStream {
-    let start = format!(
-        "{}Content-Type: {content_type}\r\nContent-Disposition: {content_disposition}\r\n\r\n",
-        head(boundary)
+    let head = part_head(
+        boundary,
+        false,
+        &[
+            ("Content-Type", content_type),
+            ("Content-Disposition", content_disposition),
+        ],
     );
-    let end = format!("\r\n--{boundary}--\r\n");
+    let start = [metadata(boundary), head].concat();
+    let end = closing(boundary);
     stream::once(async move { Ok(Bytes::from(start)) })
         .chain(bytes)
-        .chain(stream::once(async move { Ok(Bytes::from(end)) }))
+        .chain(stream::once(async move { Ok(end) }))
         .boxed()
 }
 
 /// Metadata, then a `Location` for the bytes.
 pub fn with_location(boundary: &str, location: &str) -> Bytes {
-    Bytes::from(format!(
-        "{}Location: {location}\r\n\r\n\r\n--{boundary}--\r\n",
-        head(boundary)
-    ))
+    [
+        metadata(boundary),
+        part_head(boundary, false, &[("Location", location)]),
+        closing(boundary),
+    ]
+    .concat()
+    .into()
 }
 
 /// Reads a multipart body part by part, streaming the last one.
