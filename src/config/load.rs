@@ -189,9 +189,9 @@ fn get_path<'a>(tree: &'a Value, segments: &[String]) -> Option<&'a Value> {
     })
 }
 
-fn set_path(tree: &mut Value, segments: &[String], value: Value) -> Result<(), String> {
+fn set_path(tree: &mut Value, segments: &[String], value: Value) -> Result<(), OverrideError> {
     let Some((last, parents)) = segments.split_last() else {
-        return Err("empty key".to_owned());
+        return Err(OverrideError::EmptyKey);
     };
     let mut node = tree;
     for seg in parents {
@@ -202,13 +202,13 @@ fn set_path(tree: &mut Value, segments: &[String], value: Value) -> Result<(), S
             Value::Array(items) => {
                 let index: usize = seg
                     .parse()
-                    .map_err(|_| format!("{seg:?} is not a list index"))?;
+                    .map_err(|_| OverrideError::NotAnIndex(seg.clone()))?;
                 let len = items.len();
-                items.get_mut(index).ok_or_else(|| {
-                    format!("list index {index} out of range (the list has {len})")
-                })?
+                items
+                    .get_mut(index)
+                    .ok_or(OverrideError::OutOfRange { index, len })?
             }
-            _ => return Err(format!("{seg:?} is inside a value that is not a section")),
+            _ => return Err(OverrideError::NotASection(seg.clone())),
         };
     }
     match node {
@@ -219,15 +219,29 @@ fn set_path(tree: &mut Value, segments: &[String], value: Value) -> Result<(), S
         Value::Array(items) => {
             let index: usize = last
                 .parse()
-                .map_err(|_| format!("{last:?} is not a list index"))?;
+                .map_err(|_| OverrideError::NotAnIndex(last.clone()))?;
+            let len = items.len();
             let slot = items
                 .get_mut(index)
-                .ok_or_else(|| format!("list index {index} out of range"))?;
+                .ok_or(OverrideError::OutOfRange { index, len })?;
             *slot = value;
             Ok(())
         }
-        _ => Err(format!("{last:?} is inside a value that is not a section")),
+        _ => Err(OverrideError::NotASection(last.clone())),
     }
+}
+
+/// Why an environment override cannot be applied.
+#[derive(Debug, thiserror::Error)]
+enum OverrideError {
+    #[error("empty key")]
+    EmptyKey,
+    #[error("{0:?} is not a list index")]
+    NotAnIndex(String),
+    #[error("list index {index} out of range (the list has {len})")]
+    OutOfRange { index: usize, len: usize },
+    #[error("{0:?} is inside a value that is not a section")]
+    NotASection(String),
 }
 
 /// Removes the node at `segments`; false when there is nothing to remove.

@@ -20,16 +20,35 @@ impl Secret {
     }
 
     /// The inline value, or the trimmed contents of `file`.
-    pub fn resolve(inline: Option<&Self>, file: Option<&Path>) -> Result<Option<Self>, String> {
+    pub fn resolve(
+        inline: Option<&Self>,
+        file: Option<&Path>,
+    ) -> Result<Option<Self>, SecretError> {
         match (inline, file) {
-            (Some(_), Some(_)) => Err("set either the value or its *_file, not both".to_owned()),
+            (Some(_), Some(_)) => Err(SecretError::Both),
             (Some(secret), None) => Ok(Some(secret.clone())),
             (None, Some(path)) => std::fs::read_to_string(path)
                 .map(|s| Some(Self(s.trim().to_owned())))
-                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+                .map_err(|source| SecretError::Read {
+                    path: path.display().to_string(),
+                    source,
+                }),
             (None, None) => Ok(None),
         }
     }
+}
+
+/// Why a secret cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("set either the value or its *_file, not both")]
+    Both,
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl std::fmt::Debug for Secret {

@@ -223,7 +223,7 @@ impl S3DatastoreConfig {
     }
 
     /// Endpoint after the provider's pattern; `None` means the AWS default.
-    pub fn effective_endpoint(&self) -> Result<Option<Url>, String> {
+    pub fn effective_endpoint(&self) -> Result<Option<Url>, EndpointError> {
         if let Some(endpoint) = &self.endpoint {
             return Ok(Some(endpoint.clone()));
         }
@@ -235,22 +235,20 @@ impl S3DatastoreConfig {
             (S3Provider::Spaces, Some(r)) => format!("https://{r}.digitaloceanspaces.com"),
             (S3Provider::R2, _) => match &self.account_id {
                 Some(account) => format!("https://{account}.r2.cloudflarestorage.com"),
-                None => return Err("r2 needs account_id (or an explicit endpoint)".to_owned()),
+                None => return Err(EndpointError::NeedsAccountId),
             },
             (S3Provider::B2 | S3Provider::Wasabi | S3Provider::Spaces, None) => {
-                return Err(format!(
-                    "{:?} needs a region (or an explicit endpoint)",
-                    self.provider
-                )
-                .to_lowercase());
+                return Err(EndpointError::NeedsRegion(
+                    format!("{:?}", self.provider).to_lowercase(),
+                ));
             }
             (S3Provider::Minio | S3Provider::Garage | S3Provider::Generic, _) => {
-                return Err("this provider needs an explicit endpoint".to_owned());
+                return Err(EndpointError::NeedsEndpoint);
             }
         };
         Url::parse(&url)
             .map(Some)
-            .map_err(|e| format!("endpoint {url}: {e}"))
+            .map_err(|source| EndpointError::Invalid { url, source })
     }
 
     /// Path-style addressing after the provider's default.
@@ -260,7 +258,7 @@ impl S3DatastoreConfig {
 
     /// The URL the S3 client is given. With virtual-host addressing and an
     /// explicit endpoint, that is the bucket's own URL (bucket in the host).
-    pub fn client_endpoint(&self) -> Result<Option<Url>, String> {
+    pub fn client_endpoint(&self) -> Result<Option<Url>, EndpointError> {
         let Some(mut endpoint) = self.effective_endpoint()? else {
             return Ok(None);
         };
@@ -269,10 +267,29 @@ impl S3DatastoreConfig {
         {
             endpoint
                 .set_host(Some(&format!("{}.{host}", self.bucket)))
-                .map_err(|e| e.to_string())?;
+                .map_err(EndpointError::BucketHost)?;
         }
         Ok(Some(endpoint))
     }
+}
+
+/// Why an S3 datastore's endpoint cannot be worked out.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("r2 needs account_id (or an explicit endpoint)")]
+    NeedsAccountId,
+    #[error("{0} needs a region (or an explicit endpoint)")]
+    NeedsRegion(String),
+    #[error("this provider needs an explicit endpoint")]
+    NeedsEndpoint,
+    #[error("endpoint {url}: {source}")]
+    Invalid {
+        url: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("bucket host: {0}")]
+    BucketHost(#[source] url::ParseError),
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -53,7 +53,7 @@ pub fn build_datastores(
     Ok(Datastores::new(stores))
 }
 
-fn setup(context: &str) -> impl Fn(String) -> StorageError + '_ {
+fn setup(context: &str) -> impl Fn(&dyn std::fmt::Display) -> StorageError + '_ {
     move |why| StorageError::Setup(format!("{context}: {why}"))
 }
 
@@ -75,7 +75,7 @@ fn build_s3(config: &S3DatastoreConfig) -> Result<BlobStore, StorageError> {
             ..RetryConfig::default()
         });
     let mut allow_http = false;
-    if let Some(endpoint) = config.client_endpoint().map_err(&err)? {
+    if let Some(endpoint) = config.client_endpoint().map_err(|e| err(&e))? {
         allow_http = endpoint.scheme() == "http";
         builder = builder.with_endpoint(endpoint.as_str().trim_end_matches('/'));
     }
@@ -83,12 +83,12 @@ fn build_s3(config: &S3DatastoreConfig) -> Result<BlobStore, StorageError> {
         config.access_key_id.as_ref(),
         config.access_key_id_file.as_deref(),
     )
-    .map_err(&err)?;
+    .map_err(|e| err(&e))?;
     let secret = Secret::resolve(
         config.secret_access_key.as_ref(),
         config.secret_access_key_file.as_deref(),
     )
-    .map_err(&err)?;
+    .map_err(|e| err(&e))?;
     if let Some(key_id) = key_id {
         builder = builder.with_access_key_id(key_id.expose());
     }
@@ -107,8 +107,8 @@ fn build_s3(config: &S3DatastoreConfig) -> Result<BlobStore, StorageError> {
         }
         Some(SseConfig::Customer { key, key_file }) => {
             let key = Secret::resolve(key.as_ref(), key_file.as_deref())
-                .map_err(&err)?
-                .ok_or_else(|| err("sse customer needs key or key_file".to_owned()))?;
+                .map_err(|e| err(&e))?
+                .ok_or_else(|| err(&"sse customer needs key or key_file"))?;
             builder = builder.with_ssec_encryption(key.expose());
         }
     }
@@ -127,7 +127,7 @@ fn build_s3(config: &S3DatastoreConfig) -> Result<BlobStore, StorageError> {
                     .with_connect_timeout(config.connect_timeout),
             )
             .build()
-            .map_err(|e| err(e.to_string()))?,
+            .map_err(|e| err(&e))?,
     );
     let reader = builder
         .with_client_options(
@@ -137,7 +137,7 @@ fn build_s3(config: &S3DatastoreConfig) -> Result<BlobStore, StorageError> {
                 .with_connect_timeout(config.connect_timeout),
         )
         .build()
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(&e))?;
 
     let to_usize = |b: bytesize::ByteSize| usize::try_from(b.as_u64()).unwrap_or(usize::MAX);
     let policy = WritePolicy {
