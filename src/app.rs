@@ -152,7 +152,7 @@ pub fn build(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| panic_response()))
         .layer(middleware::from_fn_with_state(
             metrics,
-            crate::metrics::track,
+            crate::http::observe::track,
         ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(

@@ -3,20 +3,8 @@
 //! the config, and fixed reason names. Nothing a client chooses (sizes,
 //! media ids, file names) ever becomes a label.
 
-use std::{
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Instant,
-};
+use std::sync::Arc;
 
-use axum::{
-    body::{Body, Bytes},
-    extract::{MatchedPath, Request, State},
-    http::Method,
-    middleware::Next,
-    response::Response,
-};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{
@@ -351,97 +339,45 @@ impl Metrics {
     }
 }
 
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::OPTIONS => "OPTIONS",
-        Method::DELETE => "DELETE",
-        _ => "other",
-    }
-}
-
-/// Middleware: counts the request, its latency to headers, and its body
-/// bytes in both directions, under the matched route template.
-pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    let method = method_label(request.method());
-    let started = Instant::now();
-    let route_labels = RouteLabels { route };
-    let bytes_in = metrics.inner.bytes_in.get_or_create(&route_labels).clone();
-    let request = request.map(|body| Body::new(Counted::new(body, bytes_in)));
-    let response = next.run(request).await;
-    let RouteLabels { route } = route_labels;
-    metrics
-        .inner
-        .latency
-        .get_or_create(&LatencyLabels {
-            route: route.clone(),
-            method,
-        })
-        .observe(started.elapsed().as_secs_f64());
-    metrics
-        .inner
-        .requests
-        .get_or_create(&RequestLabels {
-            route: route.clone(),
-            method,
-            status: response.status().as_u16(),
-        })
-        .inc();
-    let bytes_out = metrics
-        .inner
-        .bytes_out
-        .get_or_create(&RouteLabels { route })
-        .clone();
-    response.map(|body| Body::new(Counted::new(body, bytes_out)))
-}
-
-/// A body that adds the length of each data frame to a counter, and keeps
-/// the inner body's size hint (so fixed-length bodies stay fixed-length).
-pub struct Counted<B> {
-    inner: B,
-    counter: Counter,
-}
-
-impl<B> Counted<B> {
-    pub fn new(inner: B, counter: Counter) -> Self {
-        Self { inner, counter }
-    }
-}
-
-impl<B> http_body::Body for Counted<B>
-where
-    B: http_body::Body<Data = Bytes> + Unpin,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.counter.inc_by(data.len() as u64);
-        }
-        polled
+impl Metrics {
+    /// The counter of request body bytes on `route` (a route template).
+    pub fn route_bytes_in(&self, route: &str) -> Counter {
+        self.inner
+            .bytes_in
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .clone()
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+    /// The counter of response body bytes on `route`.
+    pub fn route_bytes_out(&self, route: &str) -> Counter {
+        self.inner
+            .bytes_out
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .clone()
     }
 
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+    /// One finished request: its count by status, and its latency to
+    /// response headers.
+    pub fn request_done(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
+        self.inner
+            .latency
+            .get_or_create(&LatencyLabels {
+                route: route.to_owned(),
+                method,
+            })
+            .observe(seconds);
+        self.inner
+            .requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                method,
+                status,
+            })
+            .inc();
     }
 }
 

@@ -84,7 +84,7 @@ fn signed_requests_verify_with_the_published_key() {
         "origin.test".to_owned(),
         BTreeMap::from([("ed25519:a_test".to_owned(), key)]),
     )]);
-    let mut request = axum::http::Request::new(Vec::<u8>::new());
+    let mut request = http::Request::new(Vec::<u8>::new());
     *request.uri_mut() = "/_matrix/federation/v1/media/download/abc?timeout_ms=5"
         .parse()
         .unwrap();

@@ -7,6 +7,7 @@ mod error;
 mod extract;
 pub mod headers;
 pub mod listener;
+pub mod observe;
 pub mod range;
 mod routes;
 

@@ -1,6 +1,11 @@
-//! The service layer: upload, async upload, download and sweeps over
-//! `storage` and `repo`. No axum, no status codes; `MediaError` is the
-//! domain vocabulary the HTTP edge classifies.
+//! The application core. Every use case is one `MediaService` method that
+//! the HTTP routes, the CLI, the control socket and background jobs call
+//! once per request: upload, async upload, download (remote fetch, wait,
+//! quarantine, freeze, redirect decision), thumbnail, quarantine, storage
+//! sync, fsck, sweeps. Methods answer with views (`Opened`, reports), never
+//! metadata records. The core reaches metadata and other servers only
+//! through the ports in [`ports`]; it knows no HTTP framework and no status
+//! code (`MediaError` is the vocabulary the edge classifies).
 
 mod disposition;
 mod download;

@@ -221,7 +221,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Deletes the blob when dropped unless `disarm`ed. Covers `?` returns,
-/// panics, and client disconnects (axum drops the handler future).
+/// panics, and client disconnects (the server drops the handler future).
 struct BlobGuard {
     service: MediaService,
     store: BlobStore,
@@ -513,7 +513,7 @@ impl MediaService {
     }
 }
 
-/// Runs the write in a task of its own. When a client disconnects, axum drops
+/// Runs the write in a task of its own. When a client disconnects, the server drops
 /// the handler; a write dropped mid-way would leave an S3 multipart upload
 /// (billable parts) behind. Detached, the write instead sees the body fail and
 /// aborts. A write that completes after its caller left deletes its object.
