@@ -21,6 +21,9 @@ mod thumbnail;
 mod upload;
 mod views;
 
+#[cfg(test)]
+mod tests;
+
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use ruma::OwnedServerName;
