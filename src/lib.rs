@@ -1,8 +1,12 @@
 //! mxmedia: a media repository for Matrix homeservers.
 //!
-//! Layers point down only: `http -> {auth, media} -> {storage, repo}`, with
-//! `config` and `ids` shared by all; see DESIGN.md. Tests start the real
-//! application through [`app::Server`].
+//! One application core, [`media`], owns every use case; the edges (`http`,
+//! the control socket, the CLI, background jobs) call it, and it reaches
+//! metadata and other servers through the ports in [`media::ports`], which
+//! `repo` and `federation` implement. `storage`, `cache` and `thumbnail`
+//! sit below it; `config` and `ids` are shared by all. See
+//! docs/architecture.md. Tests start the real application through
+//! [`app::Server`].
 
 pub mod app;
 pub mod auth;
