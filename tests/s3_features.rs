@@ -29,7 +29,7 @@ fn authed(s: &str, id: &str) -> String {
 
 async fn cache_settles(t: &TestServer, fills: u64) {
     for _ in 0..200 {
-        if t.server().state().media.cache().unwrap().stats().fills >= fills {
+        if t.server().state().media.cache_stats().unwrap().fills >= fills {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -65,7 +65,7 @@ async fn uploads_fill_the_cache_and_hits_need_no_s3() {
         .unwrap();
     assert_eq!(resp.status(), 206);
     assert_eq!(resp.bytes().await.unwrap().as_ref(), &data[10..20]);
-    assert!(t.server().state().media.cache().unwrap().stats().hits >= 2);
+    assert!(t.server().state().media.cache_stats().unwrap().hits >= 2);
 }
 
 /// A full read that misses fills the cache on the way through; the next read is a hit.

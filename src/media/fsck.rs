@@ -109,7 +109,7 @@ impl MediaService {
                 if !repair {
                     continue;
                 }
-                let Some(cached) = (match media.cache() {
+                let Some(cached) = (match media.inner.cache.as_ref() {
                     Some(cache) => cache.open(&digest, None).await,
                     None => None,
                 }) else {

@@ -29,7 +29,7 @@ const BATCH: usize = 256;
 
 /// Walks one datastore's listing a page at a time and yields the objects no
 /// blob record points at.
-pub struct OrphanScan {
+pub(super) struct OrphanScan {
     service: MediaService,
     store: DatastoreId,
     listed: BoxStream<'static, Result<Vec<ListedBlob>, StorageError>>,
@@ -37,7 +37,7 @@ pub struct OrphanScan {
 
 impl OrphanScan {
     /// The next orphans found (possibly none), or `None` at the end.
-    pub async fn next_batch(&mut self) -> Result<Option<Vec<ListedBlob>>, MediaError> {
+    pub(super) async fn next_batch(&mut self) -> Result<Option<Vec<ListedBlob>>, MediaError> {
         let Some(batch) = self.listed.next().await else {
             return Ok(None);
         };
@@ -69,7 +69,7 @@ impl OrphanScan {
 
 impl MediaService {
     /// A scan of `store` for objects no blob record points at.
-    pub fn orphan_scan(&self, store: &BlobStore) -> OrphanScan {
+    pub(super) fn orphan_scan(&self, store: &BlobStore) -> OrphanScan {
         OrphanScan {
             service: self.clone(),
             store: store.id().clone(),
@@ -79,7 +79,10 @@ impl MediaService {
 
     /// Since when `store` is provably this database's (its marker names us):
     /// only objects written after that may ever be deleted as orphans.
-    pub async fn deletable_since(&self, store: &BlobStore) -> Result<SystemTime, MediaError> {
+    pub(super) async fn deletable_since(
+        &self,
+        store: &BlobStore,
+    ) -> Result<SystemTime, MediaError> {
         let since = self.owned_since(store).await?;
         Ok(std::time::UNIX_EPOCH + std::time::Duration::from_millis(since.0))
     }

@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 
 pub use disposition::{disposition, is_inline};
 pub use fsck::{FsckReport, FsckRequest};
-pub use gc::{OrphanScan, SweepReport};
+pub use gc::SweepReport;
 pub use name::clean_filename;
 pub use ownership::{Claim, OwnershipError};
 pub use remote::FetchError;
@@ -163,12 +163,13 @@ impl MediaService {
         &self.inner.server_name
     }
 
-    pub fn config(&self) -> &MediaConfig {
+    pub(crate) fn config(&self) -> &MediaConfig {
         &self.inner.config
     }
 
-    pub fn cache(&self) -> Option<&HotCache> {
-        self.inner.cache.as_ref()
+    /// The hot cache's counters, when there is a cache.
+    pub fn cache_stats(&self) -> Option<crate::cache::CacheStats> {
+        self.inner.cache.as_ref().map(HotCache::stats)
     }
 
     /// The cache, when `store` is one it fronts.
@@ -189,7 +190,7 @@ impl MediaService {
     }
 
     /// Whether `key` has content here (a remote fetch is then not needed).
-    pub async fn is_stored(&self, key: &MediaKey) -> Result<bool, MediaError> {
+    pub(super) async fn is_stored(&self, key: &MediaKey) -> Result<bool, MediaError> {
         let found = self.inner.meta.records.lookup(key).await?;
         Ok(matches!(found, ports::Lookup::Complete { .. }))
     }
@@ -240,7 +241,7 @@ impl MediaService {
 
     /// Marks `key` in `store` as being written until the ticket is dropped,
     /// so sweeps leave it alone (for writers outside the upload path).
-    pub fn writing(&self, store: &DatastoreId, key: &BlobKey) -> WriteTicket {
+    pub(super) fn writing(&self, store: &DatastoreId, key: &BlobKey) -> WriteTicket {
         let entry = (store.clone(), key.clone());
         self.in_flight().insert(entry.clone());
         WriteTicket {

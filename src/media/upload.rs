@@ -320,7 +320,7 @@ impl MediaService {
     /// Caches another server's media under its own key, as new media (the
     /// freeze counts from now). A copy stored meanwhile by a concurrent
     /// fetch wins; this one is dropped. Returns the bytes fetched.
-    pub async fn store_remote(
+    pub(super) async fn store_remote(
         &self,
         key: MediaKey,
         meta: UploadMeta,
