@@ -6,10 +6,12 @@
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::{GetOptions, GetRange, ObjectStoreExt as _, PutPayload, WriteMultipart};
-use sha2::{Digest, Sha256};
 
-use super::{BlobStore, StorageError};
-use crate::ids::BlobKey;
+use super::{
+    BlobStore, StorageError,
+    digest::{ContentHasher, digest_stream},
+};
+use crate::{ids::BlobKey, net::error_chain as detail};
 
 /// What failed, and what the service said.
 #[derive(Debug, thiserror::Error)]
@@ -25,17 +27,6 @@ pub struct SelfcheckError {
 pub struct SelfcheckReport {
     pub datastore: String,
     pub calls: Vec<&'static str>,
-}
-
-fn detail(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 impl BlobStore {
@@ -160,27 +151,20 @@ impl BlobStore {
         if let Err(e) = writer.finish().await {
             return Err(fail("multipart complete", &e.into()));
         }
-        let expected: [u8; 32] = {
-            let mut h = Sha256::new();
-            h.update(&part);
-            h.update(b"tail");
-            h.finalize().into()
+        let expected = {
+            let mut hasher = ContentHasher::default();
+            hasher.update(&part);
+            hasher.update(b"tail");
+            hasher.finish()
         };
-        let mut hasher = Sha256::new();
-        let mut stream = self
+        let stream = self
             .open(&key, None)
             .await
             .map_err(|e| fail("multipart get", &e))?;
-        let read: Result<(), std::io::Error> = async {
-            while let Some(chunk) = stream.try_next().await? {
-                hasher.update(&chunk);
-            }
-            Ok(())
-        }
-        .await;
+        let read = digest_stream(stream).await;
         let deleted = self.delete(&key).await;
-        read.map_err(|e| fail("multipart get", &StorageError::Body(e)))?;
-        if <[u8; 32]>::from(hasher.finalize()) != expected {
+        let read = read.map_err(|e| fail("multipart get", &StorageError::Body(e)))?;
+        if read != expected {
             return Err(SelfcheckError {
                 datastore: self.id.0.clone(),
                 call: "multipart get",
