@@ -143,8 +143,8 @@ rc_media_create: {{per_second: 100000, burst_count: 100000}}
     return proc, port
 
 
-def start_mxmedia(work, hs_port):
-    d = os.path.join(work, "mxmedia")
+def start_mxmedia(work, hs_port, binary=None, name="mxmedia"):
+    d = os.path.join(work, name)
     os.makedirs(d)
     port = free_port()
     cfg = os.path.join(d, "config.yaml")
@@ -153,7 +153,7 @@ def start_mxmedia(work, hs_port):
         f"homeserver: {{url: 'http://127.0.0.1:{hs_port}'}}\n"
         f"media: {{max_upload_size: {MAX_UPLOAD}}}\nlog: {{level: warn}}\n"
     )
-    binary = os.path.join(ROOT, "target", "release", "mxmedia")
+    binary = binary or os.path.join(ROOT, "target", "release", "mxmedia")
     log = open(os.path.join(d, "stdout.log"), "w")
     proc = subprocess.Popen([binary, "serve", "--config", cfg], stdout=log, stderr=log)
     wait_up(port, "/healthz", proc, "mxmedia")
@@ -320,6 +320,12 @@ def measure(name, port, token, pid, seconds, work, jpeg):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument(
+        "--baseline",
+        metavar="BINARY",
+        help="another mxmedia build (e.g. the previous release) measured in the same run; "
+        "its table goes to docs/benchmarks.md (section load_bench_baseline)",
+    )
     args = parser.parse_args()
     subprocess.run(["cargo", "build", "--release", "--features", "turbojpeg", "--bin", "mxmedia", "--example", "thumb_compare"], cwd=ROOT, check=True)
     py = python()
@@ -327,21 +333,28 @@ def main():
     subprocess.run([os.path.join(ROOT, "target", "release", "examples", "thumb_compare"), "gen", work], check=True, stdout=subprocess.DEVNULL)
     jpeg = open(os.path.join(work, "photo12mp.jpg"), "rb").read()
     synapse, hs_port = start_synapse(py, work)
-    mxmedia = None
+    mxmedia = baseline = None
+    before = None
     try:
         token = register(hs_port)
         mxmedia, mx_port = start_mxmedia(work, hs_port)
-        time.sleep(2)  # let both settle before reading idle RSS
+        if args.baseline:
+            baseline, base_port = start_mxmedia(work, hs_port, os.path.abspath(args.baseline), "baseline")
+        time.sleep(2)  # let them settle before reading idle RSS
         ours = measure("mxmedia", mx_port, token, mxmedia.pid, args.seconds, work, jpeg)
+        if baseline is not None:
+            before = measure("baseline", base_port, token, baseline.pid, args.seconds, work, jpeg)
         theirs = measure("Synapse", hs_port, token, synapse.pid, args.seconds, work, jpeg)
     finally:
-        for proc in (mxmedia, synapse):
+        for proc in (mxmedia, baseline, synapse):
             if proc is not None:
                 proc.terminate()
                 proc.wait(timeout=30)
         # Several GB of uploads by the end: never leave them behind.
         shutil.rmtree(work, ignore_errors=True)
     write_table(ours, theirs, args.seconds)
+    if before is not None:
+        write_baseline(ours, before, args.baseline)
 
 
 ROWS = [
@@ -388,6 +401,24 @@ def write_table(ours, theirs, seconds):
     text = "\n".join(lines)
     print(text)
     benchdoc.replace_section("load_bench", text)
+
+
+def write_baseline(ours, before, binary):
+    lines = [
+        f"The same run, mxmedia against another build of itself (`--baseline {os.path.basename(binary)}`),",
+        "measured one after the other with the same loads. Ratio: this build over the baseline",
+        "(throughput ours/theirs; times and memory theirs/ours); 1.0x is no change.",
+        "",
+        "| load | this build | baseline | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, label, unit, higher, _ in ROWS:
+        a, b = ours[key], before[key]
+        ratio = (a / b if b else float("inf")) if higher else (b / a if a else float("inf"))
+        lines.append(f"| {label} | {a:.1f} {unit} | {b:.1f} {unit} | {ratio:.2f}x |")
+    text = "\n".join(lines)
+    print(text)
+    benchdoc.replace_section("load_bench_baseline", text)
 
 
 if __name__ == "__main__":
