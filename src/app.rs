@@ -125,7 +125,7 @@ fn build_with_probe(config: &Config) -> Result<(AppState, ClosedProbe), AppError
     );
     let state = AppState {
         media,
-        auth: Authenticator::new(&config.homeserver)?,
+        auth: Authenticator::new(&config.homeserver, &config.admin)?,
         config: Arc::new(config.clone()),
         metrics,
         federation,

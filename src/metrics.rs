@@ -67,6 +67,22 @@ pub const REFUSAL_REASONS: [&str; 7] = [
 /// How a background pre-generation of thumbnails ended.
 pub const PREGENERATION_OUTCOMES: [&str; 3] = ["made", "refused", "skipped"];
 
+/// Moderation actions, the `action` label of `moderation_actions`.
+pub const MODERATION_ACTIONS: [&str; 5] = [
+    "quarantine",
+    "unquarantine",
+    "protect",
+    "unprotect",
+    "delete",
+];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModerationLabels {
+    action: &'static str,
+    /// Whether the media existed (`true`) or the action found nothing.
+    found: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
@@ -102,6 +118,7 @@ struct Inner {
     thumbnails_generated: Family<KindLabels, Counter>,
     thumbnails_refused: Family<ReasonLabels, Counter>,
     pregenerations: Family<OutcomeLabels, Counter>,
+    moderation: Family<ModerationLabels, Counter>,
     uploads_pending: Gauge,
     downloads_waiting: Gauge,
 }
@@ -203,6 +220,12 @@ impl Metrics {
             "Background thumbnail pre-generations after upload, by outcome",
             Family::<OutcomeLabels, Counter>::default(),
         );
+        let moderation = register(
+            &mut registry,
+            "moderation_actions",
+            "Admin moderation actions, by action and whether the media was found",
+            Family::<ModerationLabels, Counter>::default(),
+        );
         let downloads_waiting = register(
             &mut registry,
             "downloads_waiting",
@@ -230,6 +253,7 @@ impl Metrics {
                 thumbnails_generated,
                 thumbnails_refused,
                 pregenerations,
+                moderation,
                 uploads_pending,
                 downloads_waiting,
             }),
@@ -256,6 +280,13 @@ impl Metrics {
             let _ = inner
                 .pregenerations
                 .get_or_create(&OutcomeLabels { outcome });
+        }
+        for action in MODERATION_ACTIONS {
+            for found in ["true", "false"] {
+                let _ = inner
+                    .moderation
+                    .get_or_create(&ModerationLabels { action, found });
+            }
         }
     }
 
@@ -323,6 +354,15 @@ impl Metrics {
         self.inner
             .pregenerations
             .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// An admin's moderation action (one of `MODERATION_ACTIONS`).
+    pub fn moderation(&self, action: &'static str, found: bool) {
+        let found = if found { "true" } else { "false" };
+        self.inner
+            .moderation
+            .get_or_create(&ModerationLabels { action, found })
             .inc();
     }
 

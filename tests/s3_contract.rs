@@ -8,6 +8,8 @@
 // built as a test binary of its own.
 #![allow(clippy::duplicate_mod)]
 
+#[path = "admin.rs"]
+mod admin;
 #[path = "async_upload.rs"]
 mod async_upload;
 #[path = "durability.rs"]

@@ -17,8 +17,10 @@ use ruma::OwnedUserId;
 use serde::Deserialize;
 use url::Url;
 
+mod admin;
+
 use crate::{
-    config::HomeserverConfig,
+    config::{AdminConfig, HomeserverConfig},
     net::{CappedError, read_capped},
 };
 
@@ -154,6 +156,7 @@ struct Inner {
     refresh_after: Duration,
     /// Tokens being checked again in the background (one check each).
     refreshing: std::sync::Mutex<HashSet<TokenKey>>,
+    admins: Arc<admin::Admins>,
 }
 
 #[derive(Deserialize)]
@@ -175,7 +178,7 @@ struct MatrixError {
 }
 
 impl Authenticator {
-    pub fn new(config: &HomeserverConfig) -> Result<Self, AuthError> {
+    pub fn new(config: &HomeserverConfig, admin: &AdminConfig) -> Result<Self, AuthError> {
         let whoami = config
             .url
             .join("_matrix/client/v3/account/whoami")
@@ -200,6 +203,7 @@ impl Authenticator {
             .build();
         Ok(Self {
             inner: Arc::new(Inner {
+                admins: Arc::new(admin::Admins::new(http.clone(), config, admin)),
                 http,
                 whoami,
                 cache,
@@ -247,6 +251,16 @@ impl Authenticator {
             Verdict::User(requester) => Ok(requester),
             Verdict::Unknown => Err(AuthError::UnknownToken),
         }
+    }
+
+    /// Whether `requester` (who presented `credentials`) is a server admin:
+    /// named in `admin.users`, or let in by the homeserver's admin API.
+    pub async fn is_admin(
+        &self,
+        requester: &Requester,
+        credentials: &Credentials,
+    ) -> Result<bool, AuthError> {
+        self.inner.admins.is_admin(requester, credentials).await
     }
 
     /// Checks `credentials` again in the background, unless a check of them

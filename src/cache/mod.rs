@@ -130,6 +130,13 @@ impl HotCache {
         Ok(())
     }
 
+    /// Drops the copy of `digest`, if any (its blob was deleted): the
+    /// index entry now, the file with it (the eviction listener).
+    pub fn forget(&self, digest: &Sha256Digest) {
+        self.inner.index.invalidate(digest);
+        self.inner.index.run_pending_tasks();
+    }
+
     pub fn max_file_size(&self) -> u64 {
         self.inner.max_file_size
     }

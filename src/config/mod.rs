@@ -76,6 +76,9 @@ pub struct Config {
     pub thumbnails: ThumbnailConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Who may use the admin API besides the homeserver's own admins.
+    #[serde(default)]
+    pub admin: AdminConfig,
 }
 
 /// Thumbnail sizes and the budgets that keep generation safe.
@@ -423,6 +426,16 @@ pub struct MetricsConfig {
     /// Address of the metrics listener; metrics are off when unset.
     /// Default: unset.
     pub listen: Option<SocketAddr>,
+}
+
+/// Server admins for the admin media API. The homeserver's admins are
+/// admins here too (asked through its admin API with the requester's own
+/// token); this list adds users it does not name.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Matrix user ids, e.g. `@moderator:example.org`. Default none.
+    pub users: Vec<ruma::OwnedUserId>,
 }
 
 /// Log output.

@@ -27,6 +27,8 @@ pub enum ApiError {
     Auth(#[from] AuthError),
     #[error("guest access is not allowed for this endpoint")]
     GuestForbidden,
+    #[error("You are not a server admin")]
+    NotAdmin,
     #[error("{0}")]
     InvalidParam(String),
     #[error("{0}")]
@@ -100,6 +102,7 @@ impl ApiError {
             Self::Auth(AuthError::BadGateway(_)) => Verdict::new(S::BAD_GATEWAY, "M_UNKNOWN")
                 .saying("The homeserver gave an unusable answer to the access token check"),
             Self::GuestForbidden => Verdict::new(S::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN"),
+            Self::NotAdmin => Verdict::new(S::FORBIDDEN, "M_FORBIDDEN"),
             Self::InvalidParam(_) => Verdict::new(S::BAD_REQUEST, "M_INVALID_PARAM"),
             Self::MissingParam(_) => Verdict::new(S::BAD_REQUEST, "M_MISSING_PARAM"),
             Self::NotJson(_) => Verdict::new(S::BAD_REQUEST, "M_NOT_JSON"),
@@ -137,6 +140,10 @@ fn media_verdict(error: &MediaError) -> Verdict<'static> {
         }
         M::Forbidden(_) => Verdict::new(S::FORBIDDEN, "M_FORBIDDEN"),
         M::Invalid(_) => Verdict::new(S::BAD_REQUEST, "M_INVALID_PARAM"),
+        // Synapse's answer, errcode included.
+        M::NotLocal => {
+            Verdict::new(S::BAD_REQUEST, "M_UNKNOWN").saying("Can only delete local media")
+        }
         M::UploadTimedOut(_) => Verdict::new(S::REQUEST_TIMEOUT, "M_UNKNOWN"),
         // The spec's example errcode for "cannot thumbnail this" is M_UNKNOWN.
         M::Body(_) | M::Thumbnail(ThumbnailError::Unsupported | ThumbnailError::Decode(_)) => {

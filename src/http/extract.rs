@@ -84,3 +84,24 @@ impl FromRequestParts<AppState> for FullUser {
         Ok(Self(requester))
     }
 }
+
+/// A server admin (see `auth::Authenticator::is_admin`); anyone else gets
+/// 403 `M_FORBIDDEN`, a missing or unknown token 401, as Synapse answers.
+pub struct Admin(pub Requester);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let credentials = credentials(parts, state.config.homeserver.accept_query_token)?;
+        let requester = state.auth.authenticate(credentials.clone()).await?;
+        if state.auth.is_admin(&requester, &credentials).await? {
+            Ok(Self(requester))
+        } else {
+            Err(ApiError::NotAdmin)
+        }
+    }
+}

@@ -137,6 +137,7 @@ pub fn router(state: AppState) -> Router {
         .route("/_matrix/media/v1/config", get(config::get_media_config))
         .route("/_matrix/media/r0/config", get(config::get_media_config))
         // Operations.
+        .merge(admin_routes())
         .merge(federation_routes())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -144,6 +145,32 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(cors))
         .with_state(state)
+}
+
+/// Synapse's admin media API, same paths (server admins only).
+fn admin_routes() -> Router<AppState> {
+    use routes::admin;
+    Router::new()
+        .route(
+            "/_synapse/admin/v1/media/{server_name}/{media_id}",
+            get(admin::media_info).delete(admin::delete_media),
+        )
+        .route(
+            "/_synapse/admin/v1/media/quarantine/{server_name}/{media_id}",
+            post(admin::quarantine),
+        )
+        .route(
+            "/_synapse/admin/v1/media/unquarantine/{server_name}/{media_id}",
+            post(admin::unquarantine),
+        )
+        .route(
+            "/_synapse/admin/v1/media/protect/{media_id}",
+            post(admin::protect),
+        )
+        .route(
+            "/_synapse/admin/v1/media/unprotect/{media_id}",
+            post(admin::unprotect),
+        )
 }
 
 /// Federation (spec v1.11): other servers fetch our media, signed; and our

@@ -18,6 +18,8 @@ use crate::{
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SweepReport {
     pub expired_pending: u64,
+    /// Objects of deleted media whose removal had failed or was cut off.
+    pub unlinked_objects: u64,
     pub orphan_blobs: u64,
     pub staging_files: u64,
     /// Datastores left alone because their ownership could not be proven.
@@ -93,6 +95,7 @@ impl MediaService {
     pub async fn sweep(&self) -> Result<SweepReport, MediaError> {
         let mut report = SweepReport {
             expired_pending: self.sweep_pending().await?,
+            unlinked_objects: self.sweep_unlinked().await?,
             ..SweepReport::default()
         };
         let cutoff = SystemTime::now()

@@ -7,6 +7,7 @@
 //! through the ports in [`ports`]; it knows no HTTP framework and no status
 //! code (`MediaError` is the vocabulary the edge classifies).
 
+mod admin;
 mod disposition;
 mod download;
 mod fsck;
@@ -30,6 +31,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use ruma::OwnedServerName;
 use tokio::sync::Notify;
 
+pub use admin::MediaInfo;
 pub use disposition::{disposition, is_inline};
 pub use fsck::{FsckReport, FsckRequest};
 pub use gc::SweepReport;
@@ -65,6 +67,9 @@ pub enum MediaError {
     RateLimited { retry_after: Duration },
     #[error("{0}")]
     Forbidden(&'static str),
+    /// The operation applies to this server's own media only.
+    #[error("can only delete local media")]
+    NotLocal,
     /// An operator's request that cannot be carried out as given.
     #[error("{0}")]
     Invalid(String),
@@ -205,25 +210,6 @@ impl MediaService {
     /// Reserved ids still waiting for their bytes (for metrics).
     pub async fn pending_count(&self) -> Result<u64, MediaError> {
         Ok(self.inner.meta.housekeeping.pending_count().await?)
-    }
-
-    /// Quarantines (or releases) complete media: quarantined media is served
-    /// to nobody. False when there is no such complete media.
-    pub async fn set_quarantined(
-        &self,
-        key: &MediaKey,
-        quarantined: bool,
-    ) -> Result<bool, MediaError> {
-        let changed = self
-            .inner
-            .meta
-            .records
-            .set_quarantined(key, quarantined)
-            .await?;
-        if changed {
-            tracing::info!(mxc = %key, quarantined, "quarantine flag set");
-        }
-        Ok(changed)
     }
 
     /// Makes all metadata durable; the last call before the process stops.

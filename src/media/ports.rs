@@ -12,8 +12,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use super::records::{
-    BlobRecord, ClaimRecord, Commit, CommitMode, CommitThumb, Counts, DatabaseIdentity, Lookup,
-    MediaRecord, NewBlob, Origin, PendingRecord, Reserve, StoredThumb, ThumbRecord, ThumbSize,
+    BlobRecord, ClaimRecord, Commit, CommitMode, CommitThumb, Counts, DatabaseIdentity, Deletion,
+    Lookup, MediaRecord, Moderation, NewBlob, Origin, PendingRecord, Reserve, StoredThumb,
+    ThumbRecord, ThumbSize, Unlinked,
 };
 use crate::{
     ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis},
@@ -62,8 +63,13 @@ pub trait MediaRecords: Send + Sync {
     ) -> Result<Commit, RepoError>;
     /// The media at `key`, with its blob when it is complete.
     async fn lookup(&self, key: &MediaKey) -> Result<Lookup, RepoError>;
-    /// Sets the quarantine flag of complete media; false if there is none.
-    async fn set_quarantined(&self, key: &MediaKey, quarantined: bool) -> Result<bool, RepoError>;
+    /// Applies a moderation change to complete media; false if there is none.
+    async fn moderate(&self, key: &MediaKey, change: &Moderation) -> Result<bool, RepoError>;
+    /// Removes complete media with its thumbnails in one transaction,
+    /// releasing their blobs; blobs left without references become
+    /// `Unlinked` in the same step. A deleted local id is never handed out
+    /// again (`tombstone`); remote media may be fetched again.
+    async fn delete(&self, key: &MediaKey, tombstone: bool) -> Result<Deletion, RepoError>;
     /// The stored thumbnail of `key` at `size`, with its blob.
     async fn thumbnail(
         &self,
@@ -108,6 +114,11 @@ pub trait BlobIndex: Send + Sync {
         after: Option<&Sha256Digest>,
         limit: usize,
     ) -> Result<Vec<(Sha256Digest, BlobRecord)>, RepoError>;
+    /// Objects released by deletions and not yet removed from their
+    /// datastore, oldest first.
+    async fn unlinked(&self, limit: usize) -> Result<Vec<Unlinked>, RepoError>;
+    /// Forgets an unlinked object once it is gone from its datastore.
+    async fn forget_unlinked(&self, object: &Unlinked) -> Result<(), RepoError>;
     /// Of `keys` in `datastore`, those no blob record points at (the
     /// sweep's view, one call per listed batch).
     async fn unknown_keys(

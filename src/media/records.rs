@@ -39,6 +39,42 @@ pub struct MediaRecord {
     /// legacy unauthenticated endpoints.
     pub requires_auth: bool,
     pub quarantined: bool,
+    /// The admin who quarantined it, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined_by: Option<String>,
+    /// Exempt from bulk quarantine (by user, room or content) and from
+    /// retention; an admin's choice.
+    #[serde(default)]
+    pub protected: bool,
+}
+
+/// A moderation change to one media item's flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Moderation {
+    Quarantine { by: String },
+    Unquarantine,
+    Protect,
+    Unprotect,
+}
+
+/// An object no record points at any more, to be deleted from its
+/// datastore (recorded in the same transaction that released it, so a
+/// crash between the two never loses track of it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unlinked {
+    pub datastore: DatastoreId,
+    pub key: BlobKey,
+    pub sha256: Sha256Digest,
+}
+
+/// Outcome of `delete`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    /// No complete media under that key.
+    Missing,
+    /// The record and its thumbnails are gone; `unlinked` are the objects
+    /// whose last reference went with them.
+    Deleted { unlinked: Vec<Unlinked> },
 }
 
 /// One stored object, shared by every media record with the same digest.
@@ -104,6 +140,8 @@ pub enum CommitThumb {
     },
     /// Another request stored this size first; use its thumbnail.
     Exists(StoredThumb),
+    /// The media was deleted meanwhile: nothing was stored.
+    MediaGone,
 }
 
 /// A freshly written object, offered to `commit`.

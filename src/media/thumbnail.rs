@@ -362,14 +362,15 @@ impl MediaService {
             CommitThumb::Done {
                 deduplicated,
                 stored,
-            } => (deduplicated, stored),
-            CommitThumb::Exists(stored) => (true, stored),
+            } => (deduplicated, Some(stored)),
+            CommitThumb::Exists(stored) => (true, Some(stored)),
+            CommitThumb::MediaGone => (true, None),
         };
         if surplus && let Some(key) = written {
             let store = self.inner.stores.get(&blob.datastore)?;
             store.delete(&key).await?;
         }
-        Ok(stored)
+        stored.ok_or(MediaError::NotFound)
     }
 
     /// The whole blob (or `range` of it) in one buffer of exactly its size:

@@ -234,6 +234,8 @@ impl MediaService {
             },
             requires_auth: config.freeze_unauthenticated,
             quarantined: false,
+            quarantined_by: None,
+            protected: false,
         };
         let blob = NewBlob {
             datastore: store.id().clone(),

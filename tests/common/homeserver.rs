@@ -27,11 +27,14 @@ pub const APPSERVICE: &str = "as_token";
 pub const LOCKED: &str = "locked_token";
 /// The homeserver answers 500 for this one.
 pub const BROKEN: &str = "broken_token";
+/// A server admin on the homeserver (`@admin:test.local`).
+pub const ADMIN: &str = "admin_token";
 
 #[derive(Clone, Default)]
 struct HsState {
     users: Arc<Mutex<HashMap<String, (String, bool)>>>,
     calls: Arc<AtomicUsize>,
+    admin_calls: Arc<AtomicUsize>,
 }
 
 /// Stand-in for the homeserver's whoami endpoint.
@@ -93,6 +96,35 @@ async fn whoami(
     }
 }
 
+/// Synapse's `GET /_synapse/admin/v1/users/{user_id}/admin`: only admins
+/// may call it (403 for other users, 401 for unknown tokens).
+async fn user_admin(
+    State(state): State<HsState>,
+    axum::extract::Path(user): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    state.admin_calls.fetch_add(1, Ordering::SeqCst);
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    match state.users.lock().unwrap().get(token) {
+        None => (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"errcode": "M_UNKNOWN_TOKEN", "error": "Unknown access token"})),
+        ),
+        Some(_) if token == ADMIN => (
+            StatusCode::OK,
+            Json(json!({"admin": user == "@admin:test.local"})),
+        ),
+        Some(_) => (
+            StatusCode::FORBIDDEN,
+            Json(json!({"errcode": "M_FORBIDDEN", "error": "You are not a server admin"})),
+        ),
+    }
+}
+
 impl FakeHomeserver {
     pub async fn start() -> Self {
         let state = HsState::default();
@@ -101,9 +133,11 @@ impl FakeHomeserver {
             users.insert(ALICE.into(), ("@alice:test.local".into(), false));
             users.insert(BOB.into(), ("@bob:test.local".into(), false));
             users.insert(GUEST.into(), ("@guest1:test.local".into(), true));
+            users.insert(ADMIN.into(), ("@admin:test.local".into(), false));
         }
         let router = Router::new()
             .route("/_matrix/client/v3/account/whoami", get(whoami))
+            .route("/_synapse/admin/v1/users/{user_id}/admin", get(user_admin))
             .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -111,6 +145,11 @@ impl FakeHomeserver {
             axum::serve(listener, router).await.unwrap();
         });
         Self { url, state, task }
+    }
+
+    /// How many admin checks the homeserver has answered.
+    pub fn admin_calls(&self) -> usize {
+        self.state.admin_calls.load(Ordering::SeqCst)
     }
 
     /// How many whoami calls the homeserver has answered.

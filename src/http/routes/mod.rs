@@ -10,6 +10,7 @@ use crate::{
     media::{Access, MediaRequest},
 };
 
+pub mod admin;
 pub mod config;
 pub mod download;
 pub mod federation;

@@ -61,6 +61,13 @@ pub fn thumb(key: &MediaKey, size: &ThumbSize) -> Vec<u8> {
     out
 }
 
+/// Prefix of every thumbnail of `key` in `thumbs_by_media`.
+pub fn thumb_prefix(key: &MediaKey) -> Vec<u8> {
+    let mut out = media(key);
+    out.push(SEP);
+    out
+}
+
 /// Prefix of every `blobs_by_key` entry of `datastore`.
 pub fn blob_key_prefix(datastore: &DatastoreId) -> Vec<u8> {
     let mut out = datastore.0.as_bytes().to_vec();

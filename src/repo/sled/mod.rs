@@ -16,8 +16,8 @@ use crate::{
     ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis},
     media::ports::{
         BlobIndex, BlobRecord, ClaimRecord, Commit, CommitMode, CommitThumb, Counts,
-        DatabaseIdentity, Housekeeping, Lookup, MediaRecord, MediaRecords, NewBlob, PendingRecord,
-        RepoError, Reserve, StoredThumb, ThumbRecord, ThumbSize,
+        DatabaseIdentity, Deletion, Housekeeping, Lookup, MediaRecord, MediaRecords, Moderation,
+        NewBlob, PendingRecord, RepoError, Reserve, StoredThumb, ThumbRecord, ThumbSize, Unlinked,
     },
 };
 
@@ -114,11 +114,17 @@ impl MediaRecords for SledRepo {
         self.run(move |t| t.lookup(&key)).await
     }
 
-    async fn set_quarantined(&self, key: &MediaKey, quarantined: bool) -> Result<bool, RepoError> {
+    async fn moderate(&self, key: &MediaKey, change: &Moderation) -> Result<bool, RepoError> {
+        let (key, change) = (key.clone(), change.clone());
+        self.run_durably(move |t| t.moderate(&key, &change), |changed| *changed)
+            .await
+    }
+
+    async fn delete(&self, key: &MediaKey, tombstone: bool) -> Result<Deletion, RepoError> {
         let key = key.clone();
         self.run_durably(
-            move |t| t.set_quarantined(&key, quarantined),
-            |changed| *changed,
+            move |t| t.delete(&key, tombstone),
+            |outcome| matches!(outcome, Deletion::Deleted { .. }),
         )
         .await
     }
@@ -194,6 +200,16 @@ impl BlobIndex for SledRepo {
     ) -> Result<Vec<(Sha256Digest, BlobRecord)>, RepoError> {
         let after = after.copied();
         self.run(move |t| t.blobs_after(after.as_ref(), limit))
+            .await
+    }
+
+    async fn unlinked(&self, limit: usize) -> Result<Vec<Unlinked>, RepoError> {
+        self.run(move |t| t.unlinked(limit)).await
+    }
+
+    async fn forget_unlinked(&self, object: &Unlinked) -> Result<(), RepoError> {
+        let object = object.clone();
+        self.run_durably(move |t| t.forget_unlinked(&object), |()| true)
             .await
     }
 

@@ -14,9 +14,9 @@ use super::{codec, keys};
 use crate::{
     ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis},
     media::ports::{
-        BlobRecord, ClaimRecord, Commit, CommitMode, CommitThumb, Counts, DatabaseIdentity, Lookup,
-        MediaRecord, NewBlob, PendingRecord, RepoError, Reserve, StoredThumb, ThumbRecord,
-        ThumbSize,
+        BlobRecord, ClaimRecord, Commit, CommitMode, CommitThumb, Counts, DatabaseIdentity,
+        Deletion, Lookup, MediaRecord, Moderation, NewBlob, PendingRecord, RepoError, Reserve,
+        StoredThumb, ThumbRecord, ThumbSize, Unlinked,
     },
 };
 
@@ -25,6 +25,10 @@ use crate::{
 enum MediaState {
     Pending(PendingRecord),
     Complete(MediaRecord),
+    /// Local media an admin deleted: the id is never handed out again.
+    Deleted {
+        at: UnixMillis,
+    },
 }
 
 /// The trees of one sled database; synchronous, run on blocking threads
@@ -42,6 +46,15 @@ pub struct Trees {
     thumbs: sled::Tree,
     /// `meta_by_name`: the database identity and datastore claims.
     meta: sled::Tree,
+    /// `deleted_by_id`: media key -> deletion time, of tombstoned ids (for counts).
+    deleted: sled::Tree,
+    /// `unlinked_by_key`: datastore ++ blob key -> `Unlinked`: objects
+    /// released by deletions, still to be removed from their datastore.
+    unlinked: sled::Tree,
+    /// Serialises thumbnail commits with deletions: a deletion lists a
+    /// media item's thumbnails before its transaction (transactions cannot
+    /// scan), and no thumbnail may be added in between.
+    thumb_lock: Mutex<()>,
     /// Serialises `reserve`: counting an owner's pending ids and inserting one
     /// must be one step, and sled transactions cannot scan.
     reserve_lock: Mutex<()>,
@@ -114,6 +127,38 @@ fn attach_blob(
     }
 }
 
+/// Takes one reference off the blob with `digest`; the last one removes
+/// its record and records the object as unlinked (in `released` too).
+fn release_blob(
+    blobs: &TransactionalTree,
+    blob_keys: &TransactionalTree,
+    unlinked: &TransactionalTree,
+    digest: &Sha256Digest,
+    released: &mut Vec<Unlinked>,
+) -> TxResult<()> {
+    let Some(mut blob) = tx_get::<BlobRecord>(blobs, &digest.0)? else {
+        return Err(abort(RepoError::Inconsistent(
+            "a record points at a missing blob",
+        )));
+    };
+    blob.refs = blob.refs.saturating_sub(1);
+    if blob.refs > 0 {
+        blobs.insert(&digest.0[..], codec::encode(&blob).map_err(abort)?)?;
+        return Ok(());
+    }
+    blobs.remove(&digest.0[..])?;
+    let object_key = keys::blob_key(&blob.datastore, &blob.key);
+    blob_keys.remove(object_key.as_slice())?;
+    let object = Unlinked {
+        datastore: blob.datastore,
+        key: blob.key,
+        sha256: *digest,
+    };
+    unlinked.insert(object_key, codec::encode(&object).map_err(abort)?)?;
+    released.push(object);
+    Ok(())
+}
+
 fn flatten<T>(result: Result<T, TransactionError<RepoError>>) -> Result<T, RepoError> {
     result.map_err(|e| match e {
         TransactionError::Abort(e) => e,
@@ -148,6 +193,9 @@ impl Trees {
             blob_keys: db.open_tree("blobs_by_key")?,
             thumbs: db.open_tree("thumbs_by_media")?,
             meta: db.open_tree("meta_by_name")?,
+            deleted: db.open_tree("deleted_by_id")?,
+            unlinked: db.open_tree("unlinked_by_key")?,
+            thumb_lock: Mutex::new(()),
             reserve_lock: Mutex::new(()),
             db,
         })
@@ -216,7 +264,9 @@ impl Trees {
                 match (mode, current) {
                     (CommitMode::Fresh, Some(_)) => return Ok(Commit::Taken),
                     (CommitMode::Fresh, None) => {}
-                    (CommitMode::Reserved { .. }, None) => return Ok(Commit::NotReserved),
+                    (CommitMode::Reserved { .. }, None | Some(MediaState::Deleted { .. })) => {
+                        return Ok(Commit::NotReserved);
+                    }
                     (CommitMode::Reserved { .. }, Some(MediaState::Complete(_))) => {
                         return Ok(Commit::AlreadyHasContent);
                     }
@@ -244,7 +294,7 @@ impl Trees {
 
     pub fn lookup(&self, key: &MediaKey) -> Result<Lookup, RepoError> {
         Ok(match self.get(key)? {
-            None => Lookup::Missing,
+            None | Some(MediaState::Deleted { .. }) => Lookup::Missing,
             Some(MediaState::Pending(pending)) => Lookup::Pending(pending),
             Some(MediaState::Complete(record)) => {
                 let blob = self.blob(&record.sha256)?;
@@ -253,13 +303,24 @@ impl Trees {
         })
     }
 
-    pub fn set_quarantined(&self, key: &MediaKey, quarantined: bool) -> Result<bool, RepoError> {
+    pub fn moderate(&self, key: &MediaKey, change: &Moderation) -> Result<bool, RepoError> {
         let media_key = keys::media(key);
         let outcome =
             self.media
                 .transaction(|media| match tx_get::<MediaState>(media, &media_key)? {
                     Some(MediaState::Complete(mut record)) => {
-                        record.quarantined = quarantined;
+                        match change {
+                            Moderation::Quarantine { by } => {
+                                record.quarantined = true;
+                                record.quarantined_by = Some(by.clone());
+                            }
+                            Moderation::Unquarantine => {
+                                record.quarantined = false;
+                                record.quarantined_by = None;
+                            }
+                            Moderation::Protect => record.protected = true,
+                            Moderation::Unprotect => record.protected = false,
+                        }
                         let value = codec::encode(&MediaState::Complete(record)).map_err(abort)?;
                         media.insert(media_key.as_slice(), value)?;
                         Ok(true)
@@ -267,6 +328,66 @@ impl Trees {
                     _ => Ok(false),
                 });
         flatten(outcome)
+    }
+
+    /// Removes complete media and its thumbnails, releasing their blobs.
+    pub fn delete(&self, key: &MediaKey, tombstone: bool) -> Result<Deletion, RepoError> {
+        let _thumbs = self
+            .thumb_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut thumb_keys = Vec::new();
+        for entry in self.thumbs.scan_prefix(keys::thumb_prefix(key)) {
+            thumb_keys.push(entry?.0);
+        }
+        let media_key = keys::media(key);
+        let tombstone_value = codec::encode(&MediaState::Deleted {
+            at: UnixMillis::now(),
+        })?;
+        let outcome = (
+            &self.media,
+            &self.thumbs,
+            &self.blobs,
+            &self.blob_keys,
+            &self.unlinked,
+            &self.deleted,
+        )
+            .transaction(|(media, thumbs, blobs, blob_keys, unlinked, deleted)| {
+                let Some(MediaState::Complete(record)) = tx_get::<MediaState>(media, &media_key)?
+                else {
+                    return Ok(Deletion::Missing);
+                };
+                let mut released = Vec::new();
+                for thumb_key in &thumb_keys {
+                    if let Some(thumb) = tx_get::<ThumbRecord>(thumbs, thumb_key)? {
+                        thumbs.remove(thumb_key)?;
+                        release_blob(blobs, blob_keys, unlinked, &thumb.sha256, &mut released)?;
+                    }
+                }
+                release_blob(blobs, blob_keys, unlinked, &record.sha256, &mut released)?;
+                if tombstone {
+                    media.insert(media_key.as_slice(), tombstone_value.as_slice())?;
+                    deleted.insert(media_key.as_slice(), &[][..])?;
+                } else {
+                    media.remove(media_key.as_slice())?;
+                }
+                Ok(Deletion::Deleted { unlinked: released })
+            });
+        flatten(outcome)
+    }
+
+    pub fn unlinked(&self, limit: usize) -> Result<Vec<Unlinked>, RepoError> {
+        let mut out = Vec::new();
+        for entry in self.unlinked.iter().take(limit) {
+            out.push(codec::decode(&entry?.1)?);
+        }
+        Ok(out)
+    }
+
+    pub fn forget_unlinked(&self, object: &Unlinked) -> Result<(), RepoError> {
+        self.unlinked
+            .remove(keys::blob_key(&object.datastore, &object.key))?;
+        Ok(())
     }
 
     pub fn thumbnail(
@@ -291,11 +412,22 @@ impl Trees {
         record: &ThumbRecord,
         blob: &NewBlob,
     ) -> Result<CommitThumb, RepoError> {
+        let _thumbs = self
+            .thumb_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let thumb_key = keys::thumb(key, size);
+        let media_key = keys::media(key);
         let value = codec::encode(record)?;
         let fresh_blob = fresh_blob(blob, record.size, record.created);
-        let outcome = (&self.thumbs, &self.blobs, &self.blob_keys).transaction(
-            |(thumbs, blobs, blob_keys)| {
+        let outcome = (&self.media, &self.thumbs, &self.blobs, &self.blob_keys).transaction(
+            |(media, thumbs, blobs, blob_keys)| {
+                if !matches!(
+                    tx_get::<MediaState>(media, &media_key)?,
+                    Some(MediaState::Complete(_))
+                ) {
+                    return Ok(CommitThumb::MediaGone);
+                }
                 if let Some(existing) = tx_get::<ThumbRecord>(thumbs, &thumb_key)? {
                     let blob =
                         tx_get::<BlobRecord>(blobs, &existing.sha256.0)?.ok_or_else(|| {
@@ -490,8 +622,9 @@ impl Trees {
 
     pub fn counts(&self) -> Counts {
         let pending = self.pending.len() as u64;
+        let deleted = self.deleted.len() as u64;
         Counts {
-            media: (self.media.len() as u64).saturating_sub(pending),
+            media: (self.media.len() as u64).saturating_sub(pending + deleted),
             pending,
             blobs: self.blobs.len() as u64,
         }
