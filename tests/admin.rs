@@ -173,13 +173,9 @@ fn hex_sha256(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quarantine_hides_media_on_every_route() {
     let t = TestServer::start_with(|c| c.media.freeze_unauthenticated = false).await;
+    let picture = jpeg(640, 480, 10);
     let (s, id) = t
-        .upload_ok(
-            ALICE,
-            &jpeg(640, 480, 10),
-            Some("image/jpeg"),
-            Some("p.jpg"),
-        )
+        .upload_ok(ALICE, &picture, Some("image/jpeg"), Some("p.jpg"))
         .await;
     let routes = [
         (
@@ -249,6 +245,13 @@ async fn quarantine_hides_media_on_every_route() {
     .await
     .unwrap();
     assert_eq!(info["media_info"]["quarantined_by"], "@admin:test.local");
+    // Synapse's bypass: for admins only, and only when asked.
+    let bypass = format!("{download}?admin_unsafely_bypass_quarantine=true");
+    assert_matrix_error(t.get(&bypass, Some(ALICE)).await, 404, "M_NOT_FOUND").await;
+    assert_matrix_error(t.get(&download, Some(ADMIN)).await, 404, "M_NOT_FOUND").await;
+    let resp = t.get(&bypass, Some(ADMIN)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), picture.as_slice());
 
     admin_call(
         &t,

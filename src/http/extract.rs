@@ -66,6 +66,29 @@ impl FromRequestParts<AppState> for Requester {
     }
 }
 
+/// A requester with the credentials they presented (for checks that ask
+/// the homeserver again, such as whether they are an admin).
+pub struct Authenticated {
+    pub requester: Requester,
+    pub credentials: Credentials,
+}
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let credentials = credentials(parts, state.config.homeserver.accept_query_token)?;
+        let requester = state.auth.authenticate(credentials.clone()).await?;
+        Ok(Self {
+            requester,
+            credentials,
+        })
+    }
+}
+
 /// A requester that is not a guest: the spec opens only downloads and
 /// thumbnails to guests.
 pub struct FullUser(pub Requester);
@@ -96,8 +119,10 @@ impl FromRequestParts<AppState> for Admin {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let credentials = credentials(parts, state.config.homeserver.accept_query_token)?;
-        let requester = state.auth.authenticate(credentials.clone()).await?;
+        let Authenticated {
+            requester,
+            credentials,
+        } = Authenticated::from_request_parts(parts, state).await?;
         if state.auth.is_admin(&requester, &credentials).await? {
             Ok(Self(requester))
         } else {

@@ -115,6 +115,7 @@ impl Core {
             allow_remote: false,
             allow_redirect: false,
             wait: Duration::ZERO,
+            bypass_quarantine: false,
         };
         let opened = self.media.download(&request, None).await.unwrap();
         let super::Body::Stream(reader) = opened.body else {

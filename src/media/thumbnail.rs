@@ -12,8 +12,9 @@ use futures::TryStreamExt;
 use tokio::sync::Semaphore;
 
 use super::{
-    Access, MediaError, MediaRequest, MediaService, MediaView, Opened,
-    disposition::thumbnail_disposition, download::Download,
+    MediaError, MediaRequest, MediaService, MediaView, Opened,
+    disposition::thumbnail_disposition,
+    download::{Download, Rules},
 };
 use crate::{
     config::{DatastoreKind, ThumbnailConfig},
@@ -175,7 +176,7 @@ impl MediaService {
         tokio::spawn(async move {
             let metrics = &service.inner.metrics;
             let download = match service
-                .open_download(&key, Access::Authenticated, std::time::Duration::ZERO)
+                .open_download(&key, Rules::client(), std::time::Duration::ZERO)
                 .await
             {
                 Ok(download) => download,

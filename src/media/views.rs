@@ -38,6 +38,9 @@ pub struct MediaRequest<'a> {
     pub allow_redirect: bool,
     /// How long to wait for media whose async upload has not arrived.
     pub wait: Duration,
+    /// A server admin asked to see quarantined media anyway (Synapse's
+    /// `admin_unsafely_bypass_quarantine`); the edge sets it only for admins.
+    pub bypass_quarantine: bool,
 }
 
 impl MediaRequest<'_> {

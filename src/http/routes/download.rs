@@ -13,15 +13,14 @@ use futures::{StreamExt, TryStreamExt, stream};
 use serde::Deserialize;
 
 use crate::{
-    auth::Requester,
     http::{
         AppState,
         error::ApiError,
-        extract::{MatrixPath, MatrixQuery},
+        extract::{Authenticated, MatrixPath, MatrixQuery},
         headers,
         range::{self, RangeRequest},
     },
-    media::{Access, Body as Source, MediaView, Reader},
+    media::{Access, Body as Source, MediaRequest, MediaView, Reader},
     multipart,
     storage::Presigned,
 };
@@ -43,23 +42,51 @@ pub struct DownloadQuery {
     /// Legacy only (default false): without `true` the legacy endpoints
     /// must send the bytes themselves, never a redirect.
     allow_redirect: Option<bool>,
+    /// Authenticated only: a server admin sees quarantined media anyway
+    /// (Synapse's parameter; ignored for everyone else).
+    admin_unsafely_bypass_quarantine: Option<bool>,
+}
+
+impl DownloadQuery {
+    fn request<'a>(
+        &self,
+        path: &DownloadPath,
+        access: Access,
+        user: Option<&'a ruma::UserId>,
+    ) -> Result<MediaRequest<'a>, ApiError> {
+        super::media_request(
+            (&path.server_name, &path.media_id),
+            access,
+            user,
+            self.timeout_ms,
+            (self.allow_remote, self.allow_redirect),
+        )
+    }
 }
 
 /// Authenticated download; guests allowed (spec v1.12).
 pub async fn download_media(
     State(state): State<AppState>,
-    requester: Requester,
+    Authenticated {
+        requester,
+        credentials,
+    }: Authenticated,
     MatrixPath(path): MatrixPath<DownloadPath>,
     MatrixQuery(query): MatrixQuery<DownloadQuery>,
     method: Method,
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let mut request = query.request(&path, Access::Authenticated, Some(&requester.user_id))?;
+    // Asked for, and only for admins: everyone else gets the usual 404.
+    request.bypass_quarantine = query.admin_unsafely_bypass_quarantine == Some(true)
+        && state.auth.is_admin(&requester, &credentials).await?;
+    if request.bypass_quarantine {
+        tracing::warn!(target: "mxmedia::audit", admin = %requester.user_id, mxc = %request.key, "quarantine bypassed on download");
+    }
     serve(
         &state,
-        path,
-        &query,
-        Access::Authenticated,
-        Some(&requester.user_id),
+        &request,
+        path.file_name.as_deref(),
         &method,
         &request_headers,
     )
@@ -74,12 +101,11 @@ pub async fn download_legacy(
     method: Method,
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let request = query.request(&path, Access::Legacy, None)?;
     serve(
         &state,
-        path,
-        &query,
-        Access::Legacy,
-        None,
+        &request,
+        path.file_name.as_deref(),
         &method,
         &request_headers,
     )
@@ -88,24 +114,12 @@ pub async fn download_legacy(
 
 async fn serve(
     state: &AppState,
-    path: DownloadPath,
-    query: &DownloadQuery,
-    access: Access,
-    user: Option<&ruma::UserId>,
+    request: &MediaRequest<'_>,
+    file_name: Option<&str>,
     method: &Method,
     request_headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let request = super::media_request(
-        (&path.server_name, &path.media_id),
-        access,
-        user,
-        query.timeout_ms,
-        (query.allow_remote, query.allow_redirect),
-    )?;
-    let opened = state
-        .media
-        .download(&request, path.file_name.as_deref())
-        .await?;
+    let opened = state.media.download(request, file_name).await?;
     let view = &opened.view;
     let reader = match opened.body {
         // Redirects come only after every auth, quarantine and freeze check.

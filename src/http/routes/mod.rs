@@ -42,5 +42,6 @@ fn media_request<'a>(
         allow_remote: allow_remote != Some(false),
         allow_redirect: allow_redirect == Some(true),
         wait: Duration::from_millis(wait_ms),
+        bypass_quarantine: false,
     })
 }
