@@ -42,6 +42,21 @@ async fn admin_call(
     req.send().await.unwrap()
 }
 
+/// `media_info` of `s`/`id`, as the admin sees it.
+async fn media_info(t: &TestServer, s: &str, id: &str) -> Value {
+    let path = format!("{ADMIN_MEDIA}/{s}/{id}");
+    let resp = admin_call(t, reqwest::Method::GET, &path, Some(ADMIN)).await;
+    assert_eq!(resp.status(), 200, "{path}");
+    resp.json().await.unwrap()
+}
+
+/// A `POST` as the admin, which must succeed with `{}`.
+async fn admin_post(t: &TestServer, path: &str) {
+    let resp = admin_call(t, reqwest::Method::POST, path, Some(ADMIN)).await;
+    assert_eq!(resp.status(), 200, "{path}");
+    assert_eq!(resp.json::<Value>().await.unwrap(), serde_json::json!({}));
+}
+
 /// Every path of the admin media API this server answers, for one media.
 fn admin_paths(s: &str, id: &str) -> Vec<(reqwest::Method, String)> {
     use reqwest::Method;
@@ -234,16 +249,7 @@ async fn quarantine_hides_media_on_every_route() {
         .await
         .unwrap();
     assert_eq!(ranged.status(), 404);
-    let info: Value = admin_call(
-        &t,
-        reqwest::Method::GET,
-        &format!("{ADMIN_MEDIA}/{s}/{id}"),
-        Some(ADMIN),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let info = media_info(&t, &s, &id).await;
     assert_eq!(info["media_info"]["quarantined_by"], "@admin:test.local");
     // Synapse's bypass: for admins only, and only when asked.
     let bypass = format!("{download}?admin_unsafely_bypass_quarantine=true");
@@ -253,13 +259,7 @@ async fn quarantine_hides_media_on_every_route() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap().as_ref(), picture.as_slice());
 
-    admin_call(
-        &t,
-        reqwest::Method::POST,
-        &format!("{ADMIN_MEDIA}/unquarantine/{s}/{id}"),
-        Some(ADMIN),
-    )
-    .await;
+    admin_post(&t, &format!("{ADMIN_MEDIA}/unquarantine/{s}/{id}")).await;
     for (path, token) in &routes {
         assert_eq!(
             t.get(path, *token).await.status(),
@@ -267,42 +267,12 @@ async fn quarantine_hides_media_on_every_route() {
             "{path} after unquarantine"
         );
     }
-    admin_call(
-        &t,
-        reqwest::Method::POST,
-        &format!("{ADMIN_MEDIA}/protect/{id}"),
-        Some(ADMIN),
-    )
-    .await;
-    let info: Value = admin_call(
-        &t,
-        reqwest::Method::GET,
-        &format!("{ADMIN_MEDIA}/{s}/{id}"),
-        Some(ADMIN),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    admin_post(&t, &format!("{ADMIN_MEDIA}/protect/{id}")).await;
+    let info = media_info(&t, &s, &id).await;
     assert_eq!(info["media_info"]["safe_from_quarantine"], true);
     assert_eq!(info["media_info"]["quarantined_by"], Value::Null);
-    admin_call(
-        &t,
-        reqwest::Method::POST,
-        &format!("{ADMIN_MEDIA}/unprotect/{id}"),
-        Some(ADMIN),
-    )
-    .await;
-    let info: Value = admin_call(
-        &t,
-        reqwest::Method::GET,
-        &format!("{ADMIN_MEDIA}/{s}/{id}"),
-        Some(ADMIN),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    admin_post(&t, &format!("{ADMIN_MEDIA}/unprotect/{id}")).await;
+    let info = media_info(&t, &s, &id).await;
     assert_eq!(info["media_info"]["safe_from_quarantine"], false);
     assert!(
         t.metric(

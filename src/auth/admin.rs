@@ -14,7 +14,7 @@ use url::Url;
 use super::{AuthError, Credentials, Requester, TokenKey, token_key};
 use crate::{
     config::{AdminConfig, HomeserverConfig},
-    net::{CappedError, read_capped},
+    net::read_capped,
 };
 
 /// Largest admin-check answer we read; a real one is `{"admin": true}`.
@@ -87,12 +87,7 @@ impl Admins {
         let status = response.status().as_u16();
         let body = read_capped(response, MAX_ANSWER)
             .await
-            .map_err(|e| match e {
-                CappedError::TooLarge(_) => {
-                    AuthError::BadGateway("admin check answer too large".to_owned())
-                }
-                CappedError::Read(e) => AuthError::Unavailable(e.to_string()),
-            })?;
+            .map_err(|e| AuthError::from_capped(e, "admin check"))?;
         match status {
             200 => Ok(serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()

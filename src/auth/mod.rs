@@ -316,12 +316,7 @@ impl Inner {
         let status = response.status();
         let body = read_capped(response, MAX_WHOAMI_BODY)
             .await
-            .map_err(|e| match e {
-                CappedError::TooLarge(_) => {
-                    AuthError::BadGateway("whoami body too large".to_owned())
-                }
-                CappedError::Read(e) => AuthError::Unavailable(e.to_string()),
-            })?;
+            .map_err(|e| AuthError::from_capped(e, "whoami"))?;
         if status.is_success() {
             let who: WhoAmI = serde_json::from_slice(&body)
                 .map_err(|e| AuthError::BadGateway(format!("whoami body: {e}")))?;
@@ -351,6 +346,17 @@ impl Inner {
             (code, _) => Err(AuthError::BadGateway(format!(
                 "whoami answered HTTP {code}"
             ))),
+        }
+    }
+}
+
+impl AuthError {
+    /// A homeserver answer that could not be read: too large is the
+    /// homeserver's fault (502), a broken read its unavailability (503).
+    fn from_capped(error: CappedError, what: &str) -> Self {
+        match error {
+            CappedError::TooLarge(_) => Self::BadGateway(format!("{what} answer too large")),
+            CappedError::Read(e) => Self::Unavailable(e.to_string()),
         }
     }
 }
