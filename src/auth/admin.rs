@@ -1,7 +1,8 @@
 //! Who is a server admin: the users named in `admin.users`, and whoever
 //! the homeserver's own admin API lets in. The homeserver is asked with the
 //! requester's own token (`GET /_synapse/admin/v1/users/{user_id}/admin`,
-//! which only an admin may call), the way Synapse's admin API authorises;
+//! which only an admin may call; an appservice's `user_id` is passed on as
+//! for whoami), the way Synapse's admin API authorises;
 //! answers are cached for `token_cache_ttl`, so a revoked admin loses
 //! access within that time.
 
@@ -11,11 +12,8 @@ use moka::future::Cache;
 use ruma::OwnedUserId;
 use url::Url;
 
-use super::{AuthError, Credentials, Requester, TokenKey, token_key};
-use crate::{
-    config::{AdminConfig, HomeserverConfig},
-    net::read_capped,
-};
+use super::{AuthError, Credentials, Requester, TokenKey, ask_homeserver, token_key};
+use crate::config::{AdminConfig, HomeserverConfig};
 
 /// Largest admin-check answer we read; a real one is `{"admin": true}`.
 const MAX_ANSWER: usize = 4 * 1024;
@@ -77,18 +75,9 @@ impl Admins {
             .pop_if_empty()
             .push(user.as_str())
             .push("admin");
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(&credentials.token)
-            .send()
-            .await
-            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
-        let status = response.status().as_u16();
-        let body = read_capped(response, MAX_ANSWER)
-            .await
-            .map_err(|e| AuthError::from_capped(e, "admin check"))?;
-        match status {
+        let (status, body) =
+            ask_homeserver(&self.http, url, credentials, MAX_ANSWER, "admin check").await?;
+        match status.as_u16() {
             200 => Ok(serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v.get("admin")?.as_bool())

@@ -287,36 +287,55 @@ impl Authenticator {
     }
 }
 
+/// `GET url` on the homeserver as the client who presented `credentials`
+/// (the token, and an appservice's `user_id` / `device_id`), its answer
+/// read under `max` bytes. `what` names the call in errors.
+async fn ask_homeserver(
+    http: &reqwest::Client,
+    mut url: Url,
+    credentials: &Credentials,
+    max: usize,
+    what: &str,
+) -> Result<(reqwest::StatusCode, bytes::Bytes), AuthError> {
+    {
+        let mut query = url.query_pairs_mut();
+        if let Some(user_id) = &credentials.user_id {
+            query.append_pair("user_id", user_id);
+        }
+        if let Some(device_id) = &credentials.device_id {
+            query.append_pair("device_id", device_id);
+        }
+    }
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+    let response = http
+        .get(url)
+        .bearer_auth(&credentials.token)
+        .send()
+        .await
+        .map_err(|e| AuthError::Unavailable(e.to_string()))?;
+    let status = response.status();
+    let body = read_capped(response, max)
+        .await
+        .map_err(|e| AuthError::from_capped(e, what))?;
+    Ok((status, body))
+}
+
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Inner {
     async fn whoami(&self, credentials: &Credentials) -> Result<Verdict, AuthError> {
-        let mut url = self.whoami.clone();
-        {
-            let mut query = url.query_pairs_mut();
-            if let Some(user_id) = &credentials.user_id {
-                query.append_pair("user_id", user_id);
-            }
-            if let Some(device_id) = &credentials.device_id {
-                query.append_pair("device_id", device_id);
-            }
-        }
-        if url.query() == Some("") {
-            url.set_query(None);
-        }
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(&credentials.token)
-            .send()
-            .await
-            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
-        let status = response.status();
-        let body = read_capped(response, MAX_WHOAMI_BODY)
-            .await
-            .map_err(|e| AuthError::from_capped(e, "whoami"))?;
+        let (status, body) = ask_homeserver(
+            &self.http,
+            self.whoami.clone(),
+            credentials,
+            MAX_WHOAMI_BODY,
+            "whoami",
+        )
+        .await?;
         if status.is_success() {
             let who: WhoAmI = serde_json::from_slice(&body)
                 .map_err(|e| AuthError::BadGateway(format!("whoami body: {e}")))?;
