@@ -371,6 +371,13 @@ ROWS = [
 ]
 
 
+def better_by(ours, theirs, higher):
+    """How many times better `ours` is: a throughput ratio, or an inverse one for times and memory."""
+    if higher:
+        return ours / theirs if theirs else float("inf")
+    return theirs / ours if ours else float("inf")
+
+
 def write_table(ours, theirs, seconds):
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
     synapse_version = open(REQUIREMENTS).read().split()[0]
@@ -387,10 +394,7 @@ def write_table(ours, theirs, seconds):
     ]
     for key, label, unit, higher, target in ROWS:
         a, b = ours[key], theirs[key]
-        if higher:
-            ratio = a / b if b else float("inf")
-        else:
-            ratio = b / a if a else float("inf")
+        ratio = better_by(a, b, higher)
         mark = ""
         if target is not None:
             mark = f">= {target}x " + ("met" if ratio >= target else "missed")
@@ -414,7 +418,7 @@ def write_baseline(ours, before, binary):
     ]
     for key, label, unit, higher, _ in ROWS:
         a, b = ours[key], before[key]
-        ratio = (a / b if b else float("inf")) if higher else (b / a if a else float("inf"))
+        ratio = better_by(a, b, higher)
         lines.append(f"| {label} | {a:.1f} {unit} | {b:.1f} {unit} | {ratio:.2f}x |")
     text = "\n".join(lines)
     print(text)
