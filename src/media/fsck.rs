@@ -48,18 +48,17 @@ impl MediaService {
     /// Objects no record points at; deleted (when repairing) only if owned
     /// and older than the grace period.
     async fn fsck_orphans(&self, repair: bool, report: &mut FsckReport) -> Result<(), MediaError> {
-        let media = self;
         let cutoff = SystemTime::now()
-            .checked_sub(media.config().orphan_grace)
+            .checked_sub(self.config().orphan_grace)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        for store in media.inner.stores.iter() {
+        for store in self.inner.stores.iter() {
             // Refuses (with the owner named) before a single object is deleted.
             let since = if repair {
-                Some(media.deletable_since(store).await?)
+                Some(self.deletable_since(store).await?)
             } else {
                 None
             };
-            let mut scan = media.orphan_scan(store);
+            let mut scan = self.orphan_scan(store);
             while let Some(orphans) = scan.next_batch().await? {
                 for orphan in orphans {
                     report
@@ -81,10 +80,9 @@ impl MediaService {
     /// Records whose object is gone; restored (when repairing) from the hot
     /// cache when it holds a copy whose digest checks out.
     async fn fsck_records(&self, repair: bool, report: &mut FsckReport) -> Result<(), MediaError> {
-        let media = self;
         let mut after: Option<Sha256Digest> = None;
         loop {
-            let batch = media
+            let batch = self
                 .inner
                 .meta
                 .blobs
@@ -94,7 +92,7 @@ impl MediaService {
             after = Some(*last);
             for (digest, record) in batch {
                 report.records_checked += 1;
-                let store = media.inner.stores.get(&record.datastore)?;
+                let store = self.inner.stores.get(&record.datastore)?;
                 match store.head(&record.key).await {
                     Ok(_) => continue,
                     Err(StorageError::NotFound) => {}
@@ -109,13 +107,13 @@ impl MediaService {
                 if !repair {
                     continue;
                 }
-                let Some(cached) = (match media.inner.cache.as_ref() {
+                let Some(cached) = (match self.inner.cache.as_ref() {
                     Some(cache) => cache.open(&digest, None).await,
                     None => None,
                 }) else {
                     continue;
                 };
-                let _ticket = media.writing(store.id(), &record.key);
+                let _ticket = self.writing(store.id(), &record.key);
                 let (stream, tap) = digest::tap(cached);
                 let written = store.put_stream(&record.key, stream).await?;
                 if written == record.size && tap.finish().1 == digest {

@@ -78,7 +78,6 @@ impl MediaService {
         request: &SyncRequest,
         mut progress: impl FnMut(&SyncProgress) -> bool + Send,
     ) -> Result<SyncProgress, MediaError> {
-        let media = self;
         let from = DatastoreId(request.from.clone());
         let to = DatastoreId(request.to.clone());
         if from == to {
@@ -86,21 +85,21 @@ impl MediaService {
                 "--from and --to are the same datastore".to_owned(),
             ));
         }
-        let source = media.inner.stores.get(&from)?.clone();
-        let target = media.inner.stores.get(&to)?.clone();
+        let source = self.inner.stores.get(&from)?.clone();
+        let target = self.inner.stores.get(&to)?.clone();
         if target.kinds().is_empty() {
             return Err(MediaError::Invalid(format!(
                 "datastore {to} is read-only (no kinds)"
             )));
         }
         let mut report = SyncProgress {
-            total: media.inner.meta.blobs.count_blobs_in(&from).await?,
+            total: self.inner.meta.blobs.count_blobs_in(&from).await?,
             ..SyncProgress::default()
         };
         let mut cursor: Option<BlobKey> = None;
         let mut to_delete = Vec::new();
         'batches: loop {
-            let batch = media
+            let batch = self
                 .inner
                 .meta
                 .blobs
@@ -109,7 +108,7 @@ impl MediaService {
             let Some((_, last)) = batch.last() else { break };
             cursor = Some(last.key.clone());
             for (digest, record) in batch {
-                match media
+                match self
                     .move_one(&source, &target, &digest, &record, request.verify)
                     .await
                 {
