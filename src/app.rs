@@ -110,6 +110,7 @@ fn build_with_probe(config: &Config) -> Result<(AppState, ClosedProbe), AppError
         None
     };
     let federation = Federation::new(config.server_name.clone(), &config.federation)?;
+    let auth = Authenticator::new(&config.homeserver, &config.admin)?;
     let media = MediaService::new(
         Wiring {
             server_name: config.server_name.clone(),
@@ -117,6 +118,7 @@ fn build_with_probe(config: &Config) -> Result<(AppState, ClosedProbe), AppError
             stores,
             cache,
             remote: Arc::new(federation.clone()),
+            homeserver: Arc::new(auth.directory()),
             metrics: metrics.clone(),
         },
         config.media.clone(),
@@ -125,7 +127,7 @@ fn build_with_probe(config: &Config) -> Result<(AppState, ClosedProbe), AppError
     );
     let state = AppState {
         media,
-        auth: Authenticator::new(&config.homeserver, &config.admin)?,
+        auth,
         config: Arc::new(config.clone()),
         metrics,
         federation,

@@ -18,6 +18,9 @@ use serde::Deserialize;
 use url::Url;
 
 mod admin;
+mod directory;
+
+pub use directory::Directory;
 
 use crate::{
     config::{AdminConfig, HomeserverConfig},
@@ -150,6 +153,7 @@ pub struct Authenticator {
 
 struct Inner {
     http: reqwest::Client,
+    base: Url,
     whoami: Url,
     cache: Cache<TokenKey, Entry>,
     /// A valid entry this old is served, and checked again in the background.
@@ -178,6 +182,11 @@ struct MatrixError {
 }
 
 impl Authenticator {
+    /// The homeserver's admin API for what only it knows about media.
+    pub fn directory(&self) -> Directory {
+        Directory::new(self.inner.http.clone(), self.inner.base.clone())
+    }
+
     pub fn new(config: &HomeserverConfig, admin: &AdminConfig) -> Result<Self, AuthError> {
         let whoami = config
             .url
@@ -205,6 +214,7 @@ impl Authenticator {
             inner: Arc::new(Inner {
                 admins: Arc::new(admin::Admins::new(http.clone(), config, admin)),
                 http,
+                base: config.url.clone(),
                 whoami,
                 cache,
                 refresh_after: config.token_refresh_after.min(config.token_cache_ttl),

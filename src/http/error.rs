@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::{
     auth::AuthError,
-    media::{FetchError, MediaError},
+    media::{FetchError, MediaError, ports::HomeserverError},
     storage::StorageError,
     thumbnail::ThumbnailError,
 };
@@ -29,6 +29,8 @@ pub enum ApiError {
     GuestForbidden,
     #[error("You are not a server admin")]
     NotAdmin,
+    #[error("Can only look up local users")]
+    NotLocalUser,
     #[error("{0}")]
     InvalidParam(String),
     #[error("{0}")]
@@ -103,6 +105,8 @@ impl ApiError {
                 .saying("The homeserver gave an unusable answer to the access token check"),
             Self::GuestForbidden => Verdict::new(S::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN"),
             Self::NotAdmin => Verdict::new(S::FORBIDDEN, "M_FORBIDDEN"),
+            // Synapse's answer, errcode included.
+            Self::NotLocalUser => Verdict::new(S::BAD_REQUEST, "M_UNKNOWN"),
             Self::InvalidParam(_) => Verdict::new(S::BAD_REQUEST, "M_INVALID_PARAM"),
             Self::MissingParam(_) => Verdict::new(S::BAD_REQUEST, "M_MISSING_PARAM"),
             Self::NotJson(_) => Verdict::new(S::BAD_REQUEST, "M_NOT_JSON"),
@@ -122,7 +126,7 @@ impl ApiError {
 
 /// The core's errors, each with the spec's status and errcode. A failure
 /// shared by coalesced requests is classified as the failure itself.
-fn media_verdict(error: &MediaError) -> Verdict<'static> {
+fn media_verdict(error: &MediaError) -> Verdict<'_> {
     use MediaError as M;
     use StatusCode as S;
     match error {
@@ -161,6 +165,21 @@ fn media_verdict(error: &MediaError) -> Verdict<'static> {
             Verdict::new(S::INTERNAL_SERVER_ERROR, "M_UNKNOWN").saying(INTERNAL)
         }
         M::Shared(inner) => media_verdict(inner),
+        // The homeserver's own refusal (an unknown room, a token that is
+        // not an admin's there) is relayed; its failure is a bad gateway.
+        M::Homeserver(HomeserverError::Refused {
+            status,
+            errcode,
+            error,
+        }) => Verdict::new(
+            S::from_u16(*status)
+                .ok()
+                .filter(StatusCode::is_client_error)
+                .unwrap_or(S::BAD_GATEWAY),
+            errcode.as_str(),
+        )
+        .saying(error.clone()),
+        M::Homeserver(HomeserverError::Unavailable(_)) => Verdict::new(S::BAD_GATEWAY, "M_UNKNOWN"),
     }
 }
 

@@ -110,7 +110,7 @@ impl FromRequestParts<AppState> for FullUser {
 
 /// A server admin (see `auth::Authenticator::is_admin`); anyone else gets
 /// 403 `M_FORBIDDEN`, a missing or unknown token 401, as Synapse answers.
-pub struct Admin(pub Requester);
+pub struct Admin(pub Requester, pub Credentials);
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
@@ -124,7 +124,7 @@ impl FromRequestParts<AppState> for Admin {
             credentials,
         } = Authenticated::from_request_parts(parts, state).await?;
         if state.auth.is_admin(&requester, &credentials).await? {
-            Ok(Self(requester))
+            Ok(Self(requester, credentials))
         } else {
             Err(ApiError::NotAdmin)
         }

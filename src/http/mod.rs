@@ -149,28 +149,59 @@ pub fn router(state: AppState) -> Router {
 
 /// Synapse's admin media API, same paths (server admins only).
 fn admin_routes() -> Router<AppState> {
-    use routes::admin;
+    use routes::{admin, admin_bulk as bulk};
+    const A: &str = "/_synapse/admin/v1";
     Router::new()
         .route(
-            "/_synapse/admin/v1/media/{server_name}/{media_id}",
+            &format!("{A}/media/{{server_name}}/{{media_id}}"),
             get(admin::media_info).delete(admin::delete_media),
         )
         .route(
-            "/_synapse/admin/v1/media/quarantine/{server_name}/{media_id}",
+            &format!("{A}/media/quarantine/{{server_name}}/{{media_id}}"),
             post(admin::quarantine),
         )
         .route(
-            "/_synapse/admin/v1/media/unquarantine/{server_name}/{media_id}",
+            &format!("{A}/media/unquarantine/{{server_name}}/{{media_id}}"),
             post(admin::unquarantine),
         )
         .route(
-            "/_synapse/admin/v1/media/protect/{media_id}",
+            &format!("{A}/media/protect/{{media_id}}"),
             post(admin::protect),
         )
         .route(
-            "/_synapse/admin/v1/media/unprotect/{media_id}",
+            &format!("{A}/media/unprotect/{{media_id}}"),
             post(admin::unprotect),
         )
+        .route(
+            &format!("{A}/room/{{room_id}}/media/quarantine"),
+            post(admin::quarantine_room),
+        )
+        .route(
+            &format!("{A}/quarantine_media/{{room_id}}"),
+            post(admin::quarantine_room),
+        )
+        .route(
+            &format!("{A}/user/{{user_id}}/media/quarantine"),
+            post(admin::quarantine_user),
+        )
+        .route(
+            &format!("{A}/media/quarantine_changes"),
+            get(admin::quarantine_changes),
+        )
+        .route(&format!("{A}/media/delete"), post(bulk::delete_by_date))
+        .route(
+            &format!("{A}/media/{{server_name}}/delete"),
+            post(bulk::delete_by_date_on),
+        )
+        .route(
+            &format!("{A}/purge_media_cache"),
+            post(bulk::purge_media_cache),
+        )
+        .route(
+            &format!("{A}/users/{{user_id}}/media"),
+            get(bulk::user_media).delete(bulk::delete_user_media),
+        )
+        .route(&format!("{A}/statistics/users/media"), get(bulk::usage))
 }
 
 /// Federation (spec v1.11): other servers fetch our media, signed; and our

@@ -8,11 +8,13 @@
 //! code (`MediaError` is the vocabulary the edge classifies).
 
 mod admin;
+pub mod catalog;
 mod disposition;
 mod download;
 mod fsck;
 mod gc;
 mod meter;
+mod moderation;
 mod name;
 mod ownership;
 pub mod ports;
@@ -31,11 +33,12 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use ruma::OwnedServerName;
 use tokio::sync::Notify;
 
-pub use admin::MediaInfo;
+pub use admin::{LocalPurge, MediaInfo, PurgeReport};
 pub use disposition::{disposition, is_inline};
 pub use fsck::{FsckReport, FsckRequest};
 pub use gc::SweepReport;
 pub use meter::Pace;
+pub use moderation::{UsageQuery, UsageReport, UserUsage};
 pub use name::clean_filename;
 pub use ownership::{Claim, OwnershipError};
 pub use remote::FetchError;
@@ -44,7 +47,7 @@ pub use thumbnail::ThumbRequest;
 pub use upload::{UploadMeta, UploadTarget};
 pub use views::{Access, Body, MediaRequest, MediaView, Opened, Reader};
 
-use self::ports::{Counts, Metadata, RemoteSource, RepoError};
+use self::ports::{Counts, Homeserver, HomeserverError, Metadata, RemoteSource, RepoError};
 use crate::{
     cache::HotCache,
     config::{FederationConfig, MediaConfig, ThumbnailConfig},
@@ -96,6 +99,9 @@ pub enum MediaError {
     Repo(#[from] RepoError),
     #[error(transparent)]
     Ownership(Box<OwnershipError>),
+    /// The homeserver could not answer what only it knows.
+    #[error(transparent)]
+    Homeserver(#[from] HomeserverError),
 }
 
 impl From<OwnershipError> for MediaError {
@@ -120,6 +126,7 @@ struct Inner {
     metrics: crate::metrics::Metrics,
     thumbnailer: thumbnail::Thumbnailer,
     remote: remote::Remote,
+    homeserver: Arc<dyn Homeserver>,
     /// Woken on every commit, so downloads waiting on pending media retry.
     committed: Notify,
     /// Blobs being written right now; the orphan sweep must not touch them.
@@ -137,6 +144,8 @@ pub struct Wiring {
     pub cache: Option<HotCache>,
     /// Where other servers' media comes from.
     pub remote: Arc<dyn RemoteSource>,
+    /// What only the homeserver knows (room media, avatars, names).
+    pub homeserver: Arc<dyn Homeserver>,
     pub metrics: crate::metrics::Metrics,
 }
 
@@ -158,6 +167,7 @@ impl MediaService {
                 cache: wiring.cache,
                 thumbnailer: thumbnail::Thumbnailer::new(thumbnails),
                 remote,
+                homeserver: wiring.homeserver,
                 metrics: wiring.metrics,
                 committed: Notify::new(),
                 in_flight: std::sync::Mutex::new(HashSet::new()),

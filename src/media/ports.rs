@@ -11,12 +11,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use super::catalog::{
+    MediaOrder, MediaPage, MediaPageQuery, QuarantineChange, QuarantineEvent, QuarantinedContent,
+    Usage,
+};
 pub use super::records::{
     BlobRecord, ClaimRecord, Commit, CommitMode, CommitThumb, Counts, DatabaseIdentity, Deletion,
-    Lookup, MediaRecord, Moderation, NewBlob, Origin, PendingRecord, Reserve, StoredThumb,
-    ThumbRecord, ThumbSize, Unlinked,
+    Lookup, MediaRecord, NewBlob, Origin, PendingRecord, Reserve, StoredThumb, ThumbRecord,
+    ThumbSize, Unlinked,
 };
 use crate::{
+    auth::Credentials,
     ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis},
     storage::ByteStream,
 };
@@ -63,8 +68,6 @@ pub trait MediaRecords: Send + Sync {
     ) -> Result<Commit, RepoError>;
     /// The media at `key`, with its blob when it is complete.
     async fn lookup(&self, key: &MediaKey) -> Result<Lookup, RepoError>;
-    /// Applies a moderation change to complete media; false if there is none.
-    async fn moderate(&self, key: &MediaKey, change: &Moderation) -> Result<bool, RepoError>;
     /// Removes complete media with its thumbnails in one transaction,
     /// releasing their blobs; blobs left without references become
     /// `Unlinked` in the same step. A deleted local id is never handed out
@@ -128,6 +131,53 @@ pub trait BlobIndex: Send + Sync {
     ) -> Result<Vec<BlobKey>, RepoError>;
 }
 
+/// The admin's view: quarantine over identical content, protection,
+/// listings and usage. Bulk reads page through the store; none holds more
+/// than a page (or the requested window) in memory.
+#[async_trait]
+pub trait Catalog: Send + Sync {
+    /// Applies `change` to the complete media among `targets` and to every
+    /// media item stored with the same bytes; the number of items whose
+    /// state changed. Quarantining leaves protected media alone (a
+    /// protected target contributes nothing) and remembers the content, so
+    /// media committed later with those bytes arrives quarantined; releasing
+    /// forgets it. Every change is appended to the quarantine log.
+    async fn quarantine(
+        &self,
+        targets: &[MediaKey],
+        change: &QuarantineChange,
+    ) -> Result<u64, RepoError>;
+    /// Whether content with `digest` is quarantined as such.
+    async fn quarantined_content(
+        &self,
+        digest: &Sha256Digest,
+    ) -> Result<Option<QuarantinedContent>, RepoError>;
+    /// Sets the protection of complete media; false if there is none.
+    async fn set_protected(&self, key: &MediaKey, protected: bool) -> Result<bool, RepoError>;
+    /// One page of the local media `user` uploaded, in `query`'s order.
+    async fn uploads(&self, user: &str, query: &MediaPageQuery) -> Result<MediaPage, RepoError>;
+    /// Complete media in key order after `after` (for bulk operations).
+    async fn media_after(
+        &self,
+        after: Option<&MediaKey>,
+        limit: usize,
+    ) -> Result<Vec<(MediaKey, MediaRecord)>, RepoError>;
+    /// Local media per uploader, counting media created in `[from, until)`.
+    async fn usage(
+        &self,
+        from: Option<UnixMillis>,
+        until: Option<UnixMillis>,
+    ) -> Result<Vec<Usage>, RepoError>;
+    /// Quarantine log entries after position `after`, oldest first.
+    async fn quarantine_log(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<QuarantineEvent>, RepoError>;
+    /// The last position written to the quarantine log (0 when empty).
+    async fn quarantine_log_head(&self) -> Result<u64, RepoError>;
+}
+
 /// Sweeps, ownership and health: background jobs and operators.
 #[async_trait]
 pub trait Housekeeping: Send + Sync {
@@ -158,22 +208,24 @@ pub trait Housekeeping: Send + Sync {
 }
 
 /// The metadata store, one handle per role. An adapter usually implements
-/// all three on one type.
+/// all of them on one type.
 #[derive(Clone)]
 pub struct Metadata {
     pub records: Arc<dyn MediaRecords>,
     pub blobs: Arc<dyn BlobIndex>,
+    pub catalog: Arc<dyn Catalog>,
     pub housekeeping: Arc<dyn Housekeeping>,
 }
 
 impl Metadata {
     pub fn new<T>(store: Arc<T>) -> Self
     where
-        T: MediaRecords + BlobIndex + Housekeeping + 'static,
+        T: MediaRecords + BlobIndex + Catalog + Housekeeping + 'static,
     {
         Self {
             records: store.clone(),
             blobs: store.clone(),
+            catalog: store.clone(),
             housekeeping: store,
         }
     }
@@ -207,4 +259,43 @@ pub trait RemoteSource: Send + Sync {
     async fn fetch(&self, key: &MediaKey) -> Result<RemoteAnswer, RemoteError>;
     /// Whether `server`'s media is refused here by configuration.
     fn is_blocked(&self, server: &ruma::ServerName) -> bool;
+}
+
+/// Why the homeserver could not answer an admin question.
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum HomeserverError {
+    /// It refused (the token is not an admin's, the room is unknown, ...).
+    #[error("the homeserver refused: {status} {errcode}: {error}")]
+    Refused {
+        status: u16,
+        errcode: String,
+        error: String,
+    },
+    /// It is unreachable, failed, or answered something unreadable.
+    #[error("the homeserver failed: {0}")]
+    Unavailable(String),
+}
+
+/// What only the homeserver knows about media: which media a room's
+/// events reference, which media are avatars, users' display names. Asked
+/// with the acting admin's own credentials, through its admin API.
+#[async_trait]
+pub trait Homeserver: Send + Sync {
+    /// The media (local and remote) referenced by `room`'s events.
+    async fn room_media(
+        &self,
+        room: &ruma::RoomId,
+        acting: &Credentials,
+    ) -> Result<Vec<MediaKey>, HomeserverError>;
+    /// Media used as user or room avatars on this server.
+    async fn avatars(
+        &self,
+        acting: &Credentials,
+    ) -> Result<std::collections::HashSet<MediaKey>, HomeserverError>;
+    /// `user`'s display name, if they set one.
+    async fn display_name(
+        &self,
+        user: &ruma::UserId,
+        acting: &Credentials,
+    ) -> Result<Option<String>, HomeserverError>;
 }

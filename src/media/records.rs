@@ -48,15 +48,6 @@ pub struct MediaRecord {
     pub protected: bool,
 }
 
-/// A moderation change to one media item's flags.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Moderation {
-    Quarantine { by: String },
-    Unquarantine,
-    Protect,
-    Unprotect,
-}
-
 /// An object no record points at any more, to be deleted from its
 /// datastore (recorded in the same transaction that released it, so a
 /// crash between the two never loses track of it).

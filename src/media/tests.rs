@@ -36,6 +36,39 @@ impl RemoteSource for NoRemote {
     }
 }
 
+/// No homeserver: the core's tests never ask one.
+struct NoHomeserver;
+
+#[async_trait::async_trait]
+impl crate::media::ports::Homeserver for NoHomeserver {
+    async fn room_media(
+        &self,
+        _room: &ruma::RoomId,
+        _acting: &crate::auth::Credentials,
+    ) -> Result<Vec<MediaKey>, crate::media::ports::HomeserverError> {
+        Err(crate::media::ports::HomeserverError::Unavailable(
+            "none".into(),
+        ))
+    }
+
+    async fn avatars(
+        &self,
+        _acting: &crate::auth::Credentials,
+    ) -> Result<std::collections::HashSet<MediaKey>, crate::media::ports::HomeserverError> {
+        Err(crate::media::ports::HomeserverError::Unavailable(
+            "none".into(),
+        ))
+    }
+
+    async fn display_name(
+        &self,
+        _user: &UserId,
+        _acting: &crate::auth::Credentials,
+    ) -> Result<Option<String>, crate::media::ports::HomeserverError> {
+        Ok(None)
+    }
+}
+
 struct Core {
     media: MediaService,
     _dir: tempfile::TempDir,
@@ -61,6 +94,7 @@ async fn core(tweak: impl FnOnce(&mut MediaConfig)) -> Core {
             stores,
             cache: None,
             remote: Arc::new(NoRemote),
+            homeserver: Arc::new(NoHomeserver),
             metrics: crate::metrics::Metrics::new(),
         },
         config,

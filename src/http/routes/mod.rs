@@ -11,6 +11,7 @@ use crate::{
 };
 
 pub mod admin;
+pub mod admin_bulk;
 pub mod config;
 pub mod download;
 pub mod federation;

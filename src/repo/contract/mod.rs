@@ -3,6 +3,7 @@
 //! application core relies on: dedup and reference counts, reservations,
 //! expiry, thumbnails, concurrent commits and the sweep's view of keys.
 
+mod catalog;
 mod deletion;
 
 use std::{future::Future, sync::Arc};
@@ -10,15 +11,15 @@ use std::{future::Future, sync::Arc};
 use crate::{
     ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis},
     media::ports::{
-        BlobIndex, ClaimRecord, Commit, CommitMode, CommitThumb, Counts, Housekeeping, Lookup,
-        MediaRecord, MediaRecords, Moderation, NewBlob, Origin, PendingRecord, Reserve,
-        ThumbRecord, ThumbSize,
+        BlobIndex, Catalog, ClaimRecord, Commit, CommitMode, CommitThumb, Counts, Housekeeping,
+        Lookup, MediaRecord, MediaRecords, NewBlob, Origin, PendingRecord, Reserve, ThumbRecord,
+        ThumbSize,
     },
 };
 
 /// What an adapter under test must be.
-pub trait Store: MediaRecords + BlobIndex + Housekeeping + 'static {}
-impl<T: MediaRecords + BlobIndex + Housekeeping + 'static> Store for T {}
+pub trait Store: MediaRecords + BlobIndex + Catalog + Housekeeping + 'static {}
+impl<T: MediaRecords + BlobIndex + Catalog + Housekeeping + 'static> Store for T {}
 
 /// Runs every case, each on a fresh store from `make` (whose first value
 /// is kept alive for the case, e.g. a temporary directory).
@@ -43,7 +44,13 @@ where
     let (_g, s) = make().await;
     the_sweep_sees_exactly_the_unknown_keys(&*s).await;
     let (_g, s) = make().await;
-    identity_claims_and_quarantine_persist(&*s).await;
+    identity_and_claims_persist(&*s).await;
+    let (_g, s) = make().await;
+    catalog::quarantine_covers_identical_content(&*s).await;
+    let (_g, s) = make().await;
+    catalog::uploads_list_in_every_order(&*s).await;
+    let (_g, s) = make().await;
+    catalog::bulk_scans_and_usage(&*s).await;
     let (_g, s) = make().await;
     deletion::releases_blobs_and_tombstones_ids(&*s).await;
     let (_g, s) = make().await;
@@ -498,9 +505,8 @@ async fn the_sweep_sees_exactly_the_unknown_keys(s: &dyn Store) {
     );
 }
 
-/// The identity is made once and kept; claims are per datastore; the
-/// quarantine flag is set on complete media only.
-async fn identity_claims_and_quarantine_persist(s: &dyn Store) {
+/// The identity is made once and kept; claims are per datastore.
+async fn identity_and_claims_persist(s: &dyn Store) {
     let identity = s.identity().await.unwrap();
     assert_eq!(identity.id.len(), 32);
     assert_eq!(s.identity().await.unwrap(), identity);
@@ -511,37 +517,6 @@ async fn identity_claims_and_quarantine_persist(s: &dyn Store) {
     s.put_claim(&local(), &claim).await.unwrap();
     assert_eq!(s.claim(&local()).await.unwrap(), Some(claim));
     assert_eq!(s.claim(&DatastoreId("s3".into())).await.unwrap(), None);
-    s.commit(&key("q"), &record(1), &blob(), &CommitMode::Fresh)
-        .await
-        .unwrap();
-    s.reserve(&key("p"), &pending("@a:x", 0, u64::MAX), 5)
-        .await
-        .unwrap();
-    let quarantine = Moderation::Quarantine {
-        by: "@admin:x".into(),
-    };
-    assert!(s.moderate(&key("q"), &quarantine).await.unwrap());
-    assert!(
-        !s.moderate(&key("p"), &quarantine).await.unwrap(),
-        "pending media has no flag"
-    );
-    assert!(!s.moderate(&key("none"), &quarantine).await.unwrap());
-    assert!(s.moderate(&key("q"), &Moderation::Protect).await.unwrap());
-    let Lookup::Complete { record: r, .. } = s.lookup(&key("q")).await.unwrap() else {
-        panic!("quarantined media is still complete");
-    };
-    assert!(r.quarantined && r.protected);
-    assert_eq!(r.quarantined_by.as_deref(), Some("@admin:x"));
-    assert!(
-        s.moderate(&key("q"), &Moderation::Unquarantine)
-            .await
-            .unwrap()
-    );
-    assert!(s.moderate(&key("q"), &Moderation::Unprotect).await.unwrap());
-    let Lookup::Complete { record: r, .. } = s.lookup(&key("q")).await.unwrap() else {
-        panic!("still complete");
-    };
-    assert!(!r.quarantined && !r.protected && r.quarantined_by.is_none());
     s.ping().await.unwrap();
     s.close().await.unwrap();
 }

@@ -3,7 +3,7 @@
 //! ids can contain, so prefixes never collide and order is preserved.
 
 use crate::{
-    ids::{BlobKey, DatastoreId, MediaKey},
+    ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis},
     media::ports::ThumbSize,
 };
 
@@ -80,6 +80,43 @@ pub fn blob_key(datastore: &DatastoreId, key: &BlobKey) -> Vec<u8> {
     join(&[datastore.0.as_bytes(), key.as_str().as_bytes()])
 }
 
+/// `media_by_sha256`: digest ++ media key, so identical content shares a
+/// 32-byte prefix.
+pub fn by_sha256(digest: &Sha256Digest, key: &MediaKey) -> Vec<u8> {
+    let mut out = digest.0.to_vec();
+    out.extend_from_slice(&media(key));
+    out
+}
+
+pub fn parse_by_sha256(bytes: &[u8]) -> Option<MediaKey> {
+    parse_media(bytes.get(32..)?)
+}
+
+/// `media_by_uploader`: user ++ 0 ++ created (BE) ++ media key, so one
+/// user's uploads share a prefix in creation order.
+pub fn by_uploader(user: &str, created: UnixMillis, key: &MediaKey) -> Vec<u8> {
+    let mut out = uploader_prefix(user);
+    out.extend_from_slice(&created.0.to_be_bytes());
+    out.extend_from_slice(&media(key));
+    out
+}
+
+/// Prefix of every `media_by_uploader` entry of `user`.
+pub fn uploader_prefix(user: &str) -> Vec<u8> {
+    let mut out = user.as_bytes().to_vec();
+    out.push(SEP);
+    out
+}
+
+/// The user, creation time and media key of a `media_by_uploader` entry.
+pub fn parse_by_uploader(bytes: &[u8]) -> Option<(&str, UnixMillis, MediaKey)> {
+    let sep = bytes.iter().position(|&b| b == SEP)?;
+    let user = std::str::from_utf8(&bytes[..sep]).ok()?;
+    let created = bytes.get(sep + 1..sep + 9)?;
+    let created = UnixMillis(u64::from_be_bytes(created.try_into().ok()?));
+    Some((user, created, parse_media(bytes.get(sep + 9..)?)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,7 +128,10 @@ mod tests {
         fn media_keys_round_trip(server in "[a-z0-9.-]{1,30}(:[0-9]{1,4})?", id in "[A-Za-z0-9_-]{1,64}") {
             let key = MediaKey::parse(&server, &id).unwrap();
             prop_assert_eq!(parse_media(&media(&key)), Some(key.clone()));
-            prop_assert_eq!(parse_pending(&pending("@u:x", &key)), Some(key));
+            prop_assert_eq!(parse_pending(&pending("@u:x", &key)), Some(key.clone()));
+            prop_assert_eq!(parse_by_sha256(&by_sha256(&Sha256Digest([7; 32]), &key)), Some(key.clone()));
+            let indexed = by_uploader("@u:x", UnixMillis((id.len() as u64) << 8), &key);
+            prop_assert_eq!(parse_by_uploader(&indexed), Some(("@u:x", UnixMillis((id.len() as u64) << 8), key)));
         }
 
         /// One owner's prefix never matches another owner's keys.

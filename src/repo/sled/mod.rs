@@ -15,9 +15,11 @@ use self::{flush::GroupFlush, trees::Trees};
 use crate::{
     ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis},
     media::ports::{
-        BlobIndex, BlobRecord, ClaimRecord, Commit, CommitMode, CommitThumb, Counts,
-        DatabaseIdentity, Deletion, Housekeeping, Lookup, MediaRecord, MediaRecords, Moderation,
-        NewBlob, PendingRecord, RepoError, Reserve, StoredThumb, ThumbRecord, ThumbSize, Unlinked,
+        BlobIndex, BlobRecord, Catalog, ClaimRecord, Commit, CommitMode, CommitThumb, Counts,
+        DatabaseIdentity, Deletion, Housekeeping, Lookup, MediaPage, MediaPageQuery, MediaRecord,
+        MediaRecords, NewBlob, PendingRecord, QuarantineChange, QuarantineEvent,
+        QuarantinedContent, RepoError, Reserve, StoredThumb, ThumbRecord, ThumbSize, Unlinked,
+        Usage,
     },
 };
 
@@ -112,12 +114,6 @@ impl MediaRecords for SledRepo {
     async fn lookup(&self, key: &MediaKey) -> Result<Lookup, RepoError> {
         let key = key.clone();
         self.run(move |t| t.lookup(&key)).await
-    }
-
-    async fn moderate(&self, key: &MediaKey, change: &Moderation) -> Result<bool, RepoError> {
-        let (key, change) = (key.clone(), change.clone());
-        self.run_durably(move |t| t.moderate(&key, &change), |changed| *changed)
-            .await
     }
 
     async fn delete(&self, key: &MediaKey, tombstone: bool) -> Result<Deletion, RepoError> {
@@ -220,6 +216,68 @@ impl BlobIndex for SledRepo {
     ) -> Result<Vec<BlobKey>, RepoError> {
         let datastore = datastore.clone();
         self.run(move |t| t.unknown_keys(&datastore, keys)).await
+    }
+}
+
+#[async_trait]
+impl Catalog for SledRepo {
+    async fn quarantine(
+        &self,
+        targets: &[MediaKey],
+        change: &QuarantineChange,
+    ) -> Result<u64, RepoError> {
+        let (targets, change) = (targets.to_vec(), change.clone());
+        self.run_durably(move |t| t.quarantine(&targets, &change), |_| true)
+            .await
+    }
+
+    async fn quarantined_content(
+        &self,
+        digest: &Sha256Digest,
+    ) -> Result<Option<QuarantinedContent>, RepoError> {
+        let digest = *digest;
+        self.run(move |t| t.quarantined_content(&digest)).await
+    }
+
+    async fn set_protected(&self, key: &MediaKey, protected: bool) -> Result<bool, RepoError> {
+        let key = key.clone();
+        self.run_durably(move |t| t.set_protected(&key, protected), |found| *found)
+            .await
+    }
+
+    async fn uploads(&self, user: &str, query: &MediaPageQuery) -> Result<MediaPage, RepoError> {
+        let (user, query) = (user.to_owned(), *query);
+        self.run(move |t| t.uploads(&user, &query)).await
+    }
+
+    async fn media_after(
+        &self,
+        after: Option<&MediaKey>,
+        limit: usize,
+    ) -> Result<Vec<(MediaKey, MediaRecord)>, RepoError> {
+        let after = after.cloned();
+        self.run(move |t| t.media_after(after.as_ref(), limit))
+            .await
+    }
+
+    async fn usage(
+        &self,
+        from: Option<UnixMillis>,
+        until: Option<UnixMillis>,
+    ) -> Result<Vec<Usage>, RepoError> {
+        self.run(move |t| t.usage(from, until)).await
+    }
+
+    async fn quarantine_log(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<QuarantineEvent>, RepoError> {
+        self.run(move |t| t.quarantine_log(after, limit)).await
+    }
+
+    async fn quarantine_log_head(&self) -> Result<u64, RepoError> {
+        self.run(Trees::quarantine_log_head).await
     }
 }
 

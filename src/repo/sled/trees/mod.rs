@@ -10,13 +10,15 @@ use sled::{
     transaction::{ConflictableTransactionError, TransactionError, TransactionalTree},
 };
 
+mod catalog;
+
 use super::{codec, keys};
 use crate::{
     ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis},
     media::ports::{
         BlobRecord, ClaimRecord, Commit, CommitMode, CommitThumb, Counts, DatabaseIdentity,
-        Deletion, Lookup, MediaRecord, Moderation, NewBlob, PendingRecord, RepoError, Reserve,
-        StoredThumb, ThumbRecord, ThumbSize, Unlinked,
+        Deletion, Lookup, MediaRecord, NewBlob, Origin, PendingRecord, QuarantinedContent,
+        RepoError, Reserve, StoredThumb, ThumbRecord, ThumbSize, Unlinked,
     },
 };
 
@@ -51,6 +53,15 @@ pub struct Trees {
     /// `unlinked_by_key`: datastore ++ blob key -> `Unlinked`: objects
     /// released by deletions, still to be removed from their datastore.
     unlinked: sled::Tree,
+    /// `media_by_sha256`: digest ++ media key -> (), of complete media.
+    by_sha256: sled::Tree,
+    /// `media_by_uploader`: user ++ created ++ media key -> size (BE), of
+    /// complete local media with an uploader.
+    by_uploader: sled::Tree,
+    /// `quarantined_by_sha256`: digest -> `QuarantinedContent`.
+    quarantined: sled::Tree,
+    /// `quarantine_changes_by_seq`: position (BE) -> `LoggedChange`.
+    quarantine_log: sled::Tree,
     /// Serialises thumbnail commits with deletions: a deletion lists a
     /// media item's thumbnails before its transaction (transactions cannot
     /// scan), and no thumbnail may be added in between.
@@ -159,6 +170,18 @@ fn release_blob(
     Ok(())
 }
 
+/// The `media_by_uploader` entry of complete media, if it has one: local
+/// media with a known uploader.
+fn uploader_entry(key: &MediaKey, record: &MediaRecord) -> Option<(Vec<u8>, [u8; 8])> {
+    let user = record.uploader.as_deref()?;
+    (record.origin == Origin::Local).then(|| {
+        (
+            keys::by_uploader(user, record.created, key),
+            record.size.to_be_bytes(),
+        )
+    })
+}
+
 fn flatten<T>(result: Result<T, TransactionError<RepoError>>) -> Result<T, RepoError> {
     result.map_err(|e| match e {
         TransactionError::Abort(e) => e,
@@ -186,7 +209,7 @@ impl Trees {
                 other => break other?,
             }
         };
-        Ok(Self {
+        Self {
             media: db.open_tree("media_by_id")?,
             pending: db.open_tree("pending_by_owner")?,
             blobs: db.open_tree("blobs_by_sha256")?,
@@ -195,10 +218,46 @@ impl Trees {
             meta: db.open_tree("meta_by_name")?,
             deleted: db.open_tree("deleted_by_id")?,
             unlinked: db.open_tree("unlinked_by_key")?,
+            by_sha256: db.open_tree("media_by_sha256")?,
+            by_uploader: db.open_tree("media_by_uploader")?,
+            quarantined: db.open_tree("quarantined_by_sha256")?,
+            quarantine_log: db.open_tree("quarantine_changes_by_seq")?,
             thumb_lock: Mutex::new(()),
             reserve_lock: Mutex::new(()),
             db,
-        })
+        }
+        .with_indexes()
+    }
+
+    /// Builds the content and uploader indexes of a database written before
+    /// they existed (once, before anything is served).
+    fn with_indexes(self) -> Result<Self, RepoError> {
+        const DONE: &[u8] = b"indexes/sha256+uploader";
+        if self.meta.contains_key(DONE)? {
+            return Ok(self);
+        }
+        let mut indexed = 0u64;
+        for entry in &self.media {
+            let (key, value) = entry?;
+            let (Some(media), MediaState::Complete(record)) = (
+                keys::parse_media(&key),
+                codec::decode::<MediaState>(&value)?,
+            ) else {
+                continue;
+            };
+            self.by_sha256
+                .insert(keys::by_sha256(&record.sha256, &media), &[][..])?;
+            if let Some((entry, size)) = uploader_entry(&media, &record) {
+                self.by_uploader.insert(entry, &size[..])?;
+            }
+            indexed += 1;
+        }
+        self.meta.insert(DONE, &[][..])?;
+        self.db.flush()?;
+        if indexed > 0 {
+            tracing::info!(indexed, "built the content and uploader indexes");
+        }
+        Ok(self)
     }
 
     fn decode_state(bytes: Option<sled::IVec>) -> Result<Option<MediaState>, RepoError> {
@@ -253,38 +312,63 @@ impl Trees {
         mode: &CommitMode,
     ) -> Result<Commit, RepoError> {
         let media_key = keys::media(key);
-        let value = codec::encode(&MediaState::Complete(record.clone()))?;
         let fresh_blob = fresh_blob(blob, record.size, record.created);
+        let content_key = keys::by_sha256(&record.sha256, key);
+        let uploader = uploader_entry(key, record);
 
         // sled may re-run this closure on conflict: it has no side effects
         // outside the transactional trees.
-        let outcome = (&self.media, &self.pending, &self.blobs, &self.blob_keys).transaction(
-            |(media, pending, blobs, blob_keys)| {
-                let current: Option<MediaState> = tx_get(media, &media_key)?;
-                match (mode, current) {
-                    (CommitMode::Fresh, Some(_)) => return Ok(Commit::Taken),
-                    (CommitMode::Fresh, None) => {}
-                    (CommitMode::Reserved { .. }, None | Some(MediaState::Deleted { .. })) => {
-                        return Ok(Commit::NotReserved);
-                    }
-                    (CommitMode::Reserved { .. }, Some(MediaState::Complete(_))) => {
-                        return Ok(Commit::AlreadyHasContent);
-                    }
-                    (CommitMode::Reserved { owner, now }, Some(MediaState::Pending(p))) => {
-                        if p.expires <= *now {
+        let outcome = (
+            &self.media,
+            &self.pending,
+            &self.blobs,
+            &self.blob_keys,
+            &self.by_sha256,
+            &self.by_uploader,
+            &self.quarantined,
+            &self.quarantine_log,
+        )
+            .transaction(
+                |(media, pending, blobs, blob_keys, by_sha256, by_uploader, quarantined, log)| {
+                    let current: Option<MediaState> = tx_get(media, &media_key)?;
+                    match (mode, current) {
+                        (CommitMode::Fresh, Some(_)) => return Ok(Commit::Taken),
+                        (CommitMode::Fresh, None) => {}
+                        (CommitMode::Reserved { .. }, None | Some(MediaState::Deleted { .. })) => {
                             return Ok(Commit::NotReserved);
                         }
-                        if &p.owner != owner {
-                            return Ok(Commit::NotOwner);
+                        (CommitMode::Reserved { .. }, Some(MediaState::Complete(_))) => {
+                            return Ok(Commit::AlreadyHasContent);
                         }
-                        pending.remove(keys::pending(&p.owner, key))?;
+                        (CommitMode::Reserved { owner, now }, Some(MediaState::Pending(p))) => {
+                            if p.expires <= *now {
+                                return Ok(Commit::NotReserved);
+                            }
+                            if &p.owner != owner {
+                                return Ok(Commit::NotOwner);
+                            }
+                            pending.remove(keys::pending(&p.owner, key))?;
+                        }
                     }
-                }
-                let deduplicated = attach_blob(blobs, blob_keys, &record.sha256, &fresh_blob)?;
-                media.insert(media_key.as_slice(), value.as_slice())?;
-                Ok(Commit::Done { deduplicated })
-            },
-        );
+                    let deduplicated = attach_blob(blobs, blob_keys, &record.sha256, &fresh_blob)?;
+                    let mut stored = record.clone();
+                    // Content quarantined as such arrives quarantined.
+                    if let Some(content) =
+                        tx_get::<QuarantinedContent>(quarantined, &record.sha256.0)?
+                    {
+                        stored.quarantined = true;
+                        stored.quarantined_by = Some(content.by);
+                        catalog::log_change(log, key, true)?;
+                    }
+                    let value = codec::encode(&MediaState::Complete(stored)).map_err(abort)?;
+                    media.insert(media_key.as_slice(), value)?;
+                    by_sha256.insert(content_key.as_slice(), &[][..])?;
+                    if let Some((entry, size)) = &uploader {
+                        by_uploader.insert(entry.as_slice(), &size[..])?;
+                    }
+                    Ok(Commit::Done { deduplicated })
+                },
+            );
         flatten(outcome)
     }
 
@@ -301,33 +385,6 @@ impl Trees {
                 Lookup::Complete { record, blob }
             }
         })
-    }
-
-    pub fn moderate(&self, key: &MediaKey, change: &Moderation) -> Result<bool, RepoError> {
-        let media_key = keys::media(key);
-        let outcome =
-            self.media
-                .transaction(|media| match tx_get::<MediaState>(media, &media_key)? {
-                    Some(MediaState::Complete(mut record)) => {
-                        match change {
-                            Moderation::Quarantine { by } => {
-                                record.quarantined = true;
-                                record.quarantined_by = Some(by.clone());
-                            }
-                            Moderation::Unquarantine => {
-                                record.quarantined = false;
-                                record.quarantined_by = None;
-                            }
-                            Moderation::Protect => record.protected = true,
-                            Moderation::Unprotect => record.protected = false,
-                        }
-                        let value = codec::encode(&MediaState::Complete(record)).map_err(abort)?;
-                        media.insert(media_key.as_slice(), value)?;
-                        Ok(true)
-                    }
-                    _ => Ok(false),
-                });
-        flatten(outcome)
     }
 
     /// Removes complete media and its thumbnails, releasing their blobs.
@@ -351,28 +408,37 @@ impl Trees {
             &self.blob_keys,
             &self.unlinked,
             &self.deleted,
+            &self.by_sha256,
+            &self.by_uploader,
         )
-            .transaction(|(media, thumbs, blobs, blob_keys, unlinked, deleted)| {
-                let Some(MediaState::Complete(record)) = tx_get::<MediaState>(media, &media_key)?
-                else {
-                    return Ok(Deletion::Missing);
-                };
-                let mut released = Vec::new();
-                for thumb_key in &thumb_keys {
-                    if let Some(thumb) = tx_get::<ThumbRecord>(thumbs, thumb_key)? {
-                        thumbs.remove(thumb_key)?;
-                        release_blob(blobs, blob_keys, unlinked, &thumb.sha256, &mut released)?;
+            .transaction(
+                |(media, thumbs, blobs, blob_keys, unlinked, deleted, by_sha256, by_uploader)| {
+                    let Some(MediaState::Complete(record)) =
+                        tx_get::<MediaState>(media, &media_key)?
+                    else {
+                        return Ok(Deletion::Missing);
+                    };
+                    by_sha256.remove(keys::by_sha256(&record.sha256, key))?;
+                    if let Some((entry, _)) = uploader_entry(key, &record) {
+                        by_uploader.remove(entry)?;
                     }
-                }
-                release_blob(blobs, blob_keys, unlinked, &record.sha256, &mut released)?;
-                if tombstone {
-                    media.insert(media_key.as_slice(), tombstone_value.as_slice())?;
-                    deleted.insert(media_key.as_slice(), &[][..])?;
-                } else {
-                    media.remove(media_key.as_slice())?;
-                }
-                Ok(Deletion::Deleted { unlinked: released })
-            });
+                    let mut released = Vec::new();
+                    for thumb_key in &thumb_keys {
+                        if let Some(thumb) = tx_get::<ThumbRecord>(thumbs, thumb_key)? {
+                            thumbs.remove(thumb_key)?;
+                            release_blob(blobs, blob_keys, unlinked, &thumb.sha256, &mut released)?;
+                        }
+                    }
+                    release_blob(blobs, blob_keys, unlinked, &record.sha256, &mut released)?;
+                    if tombstone {
+                        media.insert(media_key.as_slice(), tombstone_value.as_slice())?;
+                        deleted.insert(media_key.as_slice(), &[][..])?;
+                    } else {
+                        media.remove(media_key.as_slice())?;
+                    }
+                    Ok(Deletion::Deleted { unlinked: released })
+                },
+            );
         flatten(outcome)
     }
 
