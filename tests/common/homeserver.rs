@@ -1,5 +1,7 @@
-//! A stand-in for the homeserver's `/account/whoami`: a few users by
-//! token, revocable, with a call counter.
+//! A stand-in for the homeserver: `/account/whoami` for a few users by
+//! token (revocable, with a call counter), the admin check, and the admin
+//! API answers mxmedia asks for (room media, users' and rooms' avatars,
+//! display names).
 
 use std::{
     collections::HashMap,
@@ -30,9 +32,22 @@ pub const BROKEN: &str = "broken_token";
 /// A server admin on the homeserver (`@admin:test.local`).
 pub const ADMIN: &str = "admin_token";
 
+/// What the homeserver knows about media that mxmedia asks it for.
+#[derive(Default)]
+struct Directory {
+    /// Room id -> mxc URIs its events reference.
+    room_media: HashMap<String, Vec<String>>,
+    /// User id -> avatar mxc, in listing order.
+    avatars: Vec<(String, String)>,
+    /// Room id -> room avatar mxc (every room listed, avatar or not).
+    rooms: Vec<(String, Option<String>)>,
+    names: HashMap<String, String>,
+}
+
 #[derive(Clone, Default)]
 struct HsState {
     users: Arc<Mutex<HashMap<String, (String, bool)>>>,
+    directory: Arc<Mutex<Directory>>,
     calls: Arc<AtomicUsize>,
     admin_calls: Arc<AtomicUsize>,
 }
@@ -125,7 +140,167 @@ async fn user_admin(
     }
 }
 
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+}
+
+type Answer = (StatusCode, Json<Value>);
+
+/// Synapse's admin API answers only admins.
+fn refuse_non_admin(headers: &HeaderMap) -> Option<Answer> {
+    (bearer(headers) != ADMIN).then(|| {
+        (
+            StatusCode::FORBIDDEN,
+            Json(json!({"errcode": "M_FORBIDDEN", "error": "You are not a server admin"})),
+        )
+    })
+}
+
+fn not_found(what: &str) -> Answer {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"errcode": "M_NOT_FOUND", "error": what})),
+    )
+}
+
+fn page_of(query: &HashMap<String, String>, len: usize) -> (usize, usize) {
+    let from = query
+        .get("from")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0usize);
+    let limit = query
+        .get("limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100usize);
+    (from.min(len), (from + limit).min(len))
+}
+
+/// `GET /_synapse/admin/v1/room/{room_id}/media`.
+async fn room_media(
+    State(state): State<HsState>,
+    axum::extract::Path(room): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    if let Some(refused) = refuse_non_admin(&headers) {
+        return refused;
+    }
+    let directory = state.directory.lock().unwrap();
+    let Some(media) = directory.room_media.get(&room) else {
+        return not_found("Room not found");
+    };
+    let (local, remote): (Vec<_>, Vec<_>) = media
+        .iter()
+        .partition(|m| m.starts_with("mxc://test.local/"));
+    (
+        StatusCode::OK,
+        Json(json!({"local": local, "remote": remote})),
+    )
+}
+
+/// `GET /_synapse/admin/v2/users`, paged (`next_token` is a string).
+async fn user_list(
+    State(state): State<HsState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Answer {
+    if let Some(refused) = refuse_non_admin(&headers) {
+        return refused;
+    }
+    let directory = state.directory.lock().unwrap();
+    let (from, to) = page_of(&query, directory.avatars.len());
+    let users: Vec<Value> = directory.avatars[from..to]
+        .iter()
+        .map(|(name, avatar)| json!({"name": name, "avatar_url": avatar}))
+        .collect();
+    let mut out = json!({"users": users, "total": directory.avatars.len()});
+    if to < directory.avatars.len() {
+        out["next_token"] = json!(to.to_string());
+    }
+    (StatusCode::OK, Json(out))
+}
+
+/// `GET /_synapse/admin/v1/rooms`, paged (`next_batch` is a number).
+async fn room_list(
+    State(state): State<HsState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Answer {
+    if let Some(refused) = refuse_non_admin(&headers) {
+        return refused;
+    }
+    let directory = state.directory.lock().unwrap();
+    let (from, to) = page_of(&query, directory.rooms.len());
+    let rooms: Vec<Value> = directory.rooms[from..to]
+        .iter()
+        .map(|(id, _)| json!({"room_id": id, "name": null}))
+        .collect();
+    let mut out = json!({"rooms": rooms, "total_rooms": directory.rooms.len()});
+    if to < directory.rooms.len() {
+        out["next_batch"] = json!(to);
+    }
+    (StatusCode::OK, Json(out))
+}
+
+/// `GET /_synapse/admin/v1/rooms/{room_id}`.
+async fn room_details(
+    State(state): State<HsState>,
+    axum::extract::Path(room): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    if let Some(refused) = refuse_non_admin(&headers) {
+        return refused;
+    }
+    let directory = state.directory.lock().unwrap();
+    match directory.rooms.iter().find(|(id, _)| *id == room) {
+        Some((id, avatar)) => (
+            StatusCode::OK,
+            Json(json!({"room_id": id, "avatar": avatar})),
+        ),
+        None => not_found("Room not found"),
+    }
+}
+
+/// `GET /_matrix/client/v3/profile/{user_id}/displayname`.
+async fn display_name(
+    State(state): State<HsState>,
+    axum::extract::Path(user): axum::extract::Path<String>,
+) -> Answer {
+    match state.directory.lock().unwrap().names.get(&user) {
+        Some(name) => (StatusCode::OK, Json(json!({"displayname": name}))),
+        None => not_found("Profile was not found"),
+    }
+}
+
 impl FakeHomeserver {
+    /// Says which media `room`'s events reference (mxc URIs).
+    pub fn set_room_media(&self, room: &str, mxcs: &[&str]) {
+        let mut directory = self.state.directory.lock().unwrap();
+        directory
+            .room_media
+            .insert(room.into(), mxcs.iter().map(|m| (*m).to_owned()).collect());
+    }
+
+    /// Gives `user` the avatar `mxc`.
+    pub fn set_avatar(&self, user: &str, mxc: &str) {
+        let mut directory = self.state.directory.lock().unwrap();
+        directory.avatars.push((user.into(), mxc.into()));
+    }
+
+    /// Adds a room with `avatar`.
+    pub fn add_room(&self, room: &str, avatar: Option<&str>) {
+        let mut directory = self.state.directory.lock().unwrap();
+        directory.rooms.push((room.into(), avatar.map(Into::into)));
+    }
+
+    pub fn set_display_name(&self, user: &str, name: &str) {
+        let mut directory = self.state.directory.lock().unwrap();
+        directory.names.insert(user.into(), name.into());
+    }
+
     pub async fn start() -> Self {
         let state = HsState::default();
         {
@@ -138,6 +313,14 @@ impl FakeHomeserver {
         let router = Router::new()
             .route("/_matrix/client/v3/account/whoami", get(whoami))
             .route("/_synapse/admin/v1/users/{user_id}/admin", get(user_admin))
+            .route("/_synapse/admin/v1/room/{room_id}/media", get(room_media))
+            .route("/_synapse/admin/v2/users", get(user_list))
+            .route("/_synapse/admin/v1/rooms", get(room_list))
+            .route("/_synapse/admin/v1/rooms/{room_id}", get(room_details))
+            .route(
+                "/_matrix/client/v3/profile/{user_id}/displayname",
+                get(display_name),
+            )
             .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
