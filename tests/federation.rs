@@ -221,8 +221,6 @@ async fn expired_or_unsigned_keys_are_refused() {
     }
 }
 
-const FED_DOWNLOAD: &str = "route=\"/_matrix/federation/v1/media/download/{media_id}\"";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_media_is_fetched_once_signed_and_cached() {
     let ca = TestCa::new();

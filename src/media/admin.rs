@@ -104,6 +104,9 @@ impl MediaService {
         else {
             return Ok(false);
         };
+        if !tombstone {
+            self.forget_fetch(key).await;
+        }
         for object in &unlinked {
             if let Err(error) = self.remove_unlinked(object).await {
                 tracing::warn!(datastore = %object.datastore, key = object.key.as_str(), %error, "object not deleted yet; the sweep retries");

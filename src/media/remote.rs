@@ -171,6 +171,12 @@ impl MediaService {
     /// Makes sure `key`, another server's media, is in our store: a no-op
     /// for our own media and for media already cached. A fetch started for
     /// `user` counts against their byte budget.
+    /// Forgets a finished fetch of `key`, so a request after its cached copy
+    /// was purged fetches it again instead of joining the old flight.
+    pub(super) async fn forget_fetch(&self, key: &MediaKey) {
+        self.inner.remote.flights.invalidate(key).await;
+    }
+
     pub(super) async fn ensure_remote(
         &self,
         key: &MediaKey,

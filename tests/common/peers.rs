@@ -401,3 +401,6 @@ pub async fn srv_dns(
     });
     addr
 }
+
+/// The metric label of the federation download route.
+pub const FED_DOWNLOAD: &str = "route=\"/_matrix/federation/v1/media/download/{media_id}\"";
