@@ -8,6 +8,8 @@
 #![allow(clippy::pedantic, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+// Only the deployments and signing of the federation peers are used here.
+#[allow(dead_code)]
 #[path = "common/peers.rs"]
 mod peers;
 #[path = "common/tls.rs"]
