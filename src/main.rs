@@ -5,6 +5,8 @@ use std::{io::Write, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use mxmedia::{app, config::Config, telemetry};
 
+mod cli;
+
 #[derive(Parser)]
 #[command(
     name = "mxmedia",
@@ -34,6 +36,13 @@ enum Command {
     Selfcheck {
         #[arg(long, short, env = "MXMEDIA_CONFIG", default_value = "config.yaml")]
         config: PathBuf,
+    },
+    /// Moderate media: info, quarantine, protection, deletion, purges.
+    /// Talks to the running server through its control socket, or does the
+    /// work itself when no server runs.
+    Media {
+        #[command(subcommand)]
+        command: cli::media::MediaCli,
     },
     /// Move and check stored blobs. Talks to the running server through its
     /// control socket, or does the work itself when no server runs.
@@ -102,6 +111,7 @@ async fn main() -> ExitCode {
         },
         Command::Selfcheck { config } => selfcheck(&config).await,
         Command::Storage { command } => storage::run(command).await,
+        Command::Media { command } => cli::media::run(command).await,
         Command::Serve { config } => {
             cap_malloc_arenas();
             let loaded = match Config::load(&config) {

@@ -21,6 +21,7 @@ pub fn control_router(state: AppState) -> Router {
     Router::new()
         .route("/control/storage/sync", post(storage_sync))
         .route("/control/storage/fsck", post(storage_fsck))
+        .route("/control/media", post(media_command))
         .with_state(state)
 }
 
@@ -30,22 +31,25 @@ fn line(value: &serde_json::Value) -> Bytes {
     Bytes::from(text)
 }
 
-/// Streams `{"progress": …}` lines, then `{"done": …}` or `{"error": …}`.
-/// The run stops (resumably) when the client goes away.
-async fn storage_sync(State(state): State<AppState>, Json(request): Json<SyncRequest>) -> Response {
+/// Runs `job` in its own task and streams its `{"progress": …}` lines, then
+/// `{"done": …}` or `{"error": …}`. Progress lines may be dropped when the
+/// client reads slowly; the final line never is. The job is told (by its
+/// progress callback's answer) when the client has gone away.
+fn streamed<F, Fut, T, E>(job: F) -> Response
+where
+    F: FnOnce(Box<dyn FnMut(serde_json::Value) -> bool + Send>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>> + Send + 'static,
+    T: serde::Serialize,
+    E: std::fmt::Display,
+{
     let (tx, rx) = mpsc::channel::<Bytes>(32);
+    let progress_tx = tx.clone();
+    let running = job(Box::new(move |p| {
+        let _ = progress_tx.try_send(line(&json!({ "progress": p })));
+        !progress_tx.is_closed()
+    }));
     tokio::spawn(async move {
-        let progress_tx = tx.clone();
-        let result = state
-            .media
-            .sync(&request, move |p| {
-                // Progress lines may be dropped when the client reads slowly;
-                // the final report never is.
-                let _ = progress_tx.try_send(line(&json!({ "progress": p })));
-                !progress_tx.is_closed()
-            })
-            .await;
-        let last = match result {
+        let last = match running.await {
             Ok(report) => json!({ "done": report }),
             Err(error) => json!({ "error": error.to_string() }),
         };
@@ -55,6 +59,36 @@ async fn storage_sync(State(state): State<AppState>, Json(request): Json<SyncReq
         rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
     });
     Body::from_stream(stream).into_response()
+}
+
+/// Moves blobs between datastores; stops (resumably) when the client goes away.
+async fn storage_sync(State(state): State<AppState>, Json(request): Json<SyncRequest>) -> Response {
+    streamed(|mut progress| async move {
+        state
+            .media
+            .sync(&request, move |p| progress(json!(p)))
+            .await
+    })
+}
+
+/// A moderation command (`mxmedia media …`), with progress for bulk ones.
+async fn media_command(
+    State(state): State<AppState>,
+    Json(request): Json<MediaRequest>,
+) -> Response {
+    streamed(|mut progress| async move {
+        crate::ops::media::execute(&state.media, &request.command, &request.actor, move |p| {
+            progress(p);
+        })
+        .await
+    })
+}
+
+/// What the CLI sends to `/control/media`.
+#[derive(serde::Deserialize)]
+struct MediaRequest {
+    command: crate::ops::media::MediaCommand,
+    actor: String,
 }
 
 async fn storage_fsck(State(state): State<AppState>, Json(request): Json<FsckRequest>) -> Response {

@@ -88,6 +88,20 @@ impl RealServer {
             .count()
     }
 
+    /// SIGTERM, and waits for the graceful exit.
+    pub async fn stop(mut self) {
+        let pid = self.pid().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits after SIGTERM")
+            .unwrap();
+    }
+
     /// `kill -9`: no shutdown, no flush.
     pub async fn kill9(mut self) {
         self.child.start_kill().unwrap();

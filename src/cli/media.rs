@@ -1,0 +1,276 @@
+//! `mxmedia media …`: moderation from the shell. Asks the running server
+//! through its control socket, or opens the stores itself when none runs
+//! (the embedded database admits one process at a time).
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use mxmedia::{
+    config::Config,
+    ops::{
+        control::{self, ControlError},
+        media::{MediaCommand, execute},
+    },
+};
+use serde_json::{Value, json};
+
+#[derive(Args)]
+pub struct Common {
+    #[arg(long, short, env = "MXMEDIA_CONFIG", default_value = "config.yaml")]
+    config: PathBuf,
+    /// Who is acting, as the audit log and quarantine records name them
+    /// (default `@mxmedia:<server_name>`).
+    #[arg(long = "as", value_name = "USER_ID")]
+    actor: Option<String>,
+}
+
+/// When bulk deletions start: `--older-than 90d` or `--before-ts MS`.
+#[derive(Args)]
+#[group(required = false, multiple = false)]
+pub struct Age {
+    /// Media created longer ago than this (e.g. `90d`, `12h`).
+    #[arg(long, value_parser = humantime_serde::re::humantime::parse_duration)]
+    older_than: Option<Duration>,
+    /// Media created before this Unix time in milliseconds.
+    #[arg(long)]
+    before_ts: Option<u64>,
+}
+
+impl Age {
+    fn before(&self) -> Option<u64> {
+        self.before_ts.or_else(|| {
+            let age = self.older_than?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?;
+            u64::try_from(now.saturating_sub(age).as_millis()).ok()
+        })
+    }
+}
+
+#[derive(Subcommand)]
+pub enum MediaCli {
+    /// Show what is stored about one media item.
+    Info {
+        #[command(flatten)]
+        common: Common,
+        mxc: String,
+    },
+    /// Quarantine media (every copy of its bytes, and later uploads of
+    /// them): by mxc URI, all of a user's uploads, or a room's media.
+    Quarantine {
+        #[command(flatten)]
+        common: Common,
+        mxc: Vec<String>,
+        /// Everything this user uploaded (protected media excepted).
+        #[arg(long, conflicts_with = "room")]
+        user: Option<String>,
+        /// The media this room's events reference (asks the homeserver).
+        #[arg(long, requires = "token")]
+        room: Option<String>,
+        /// A homeserver admin's access token, to ask the homeserver.
+        #[arg(long, env = "MXMEDIA_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Release media (and every copy of its bytes) from quarantine.
+    Unquarantine {
+        #[command(flatten)]
+        common: Common,
+        #[arg(required = true)]
+        mxc: Vec<String>,
+    },
+    /// Exempt local media from quarantine by user or room, and from purges.
+    Protect {
+        #[command(flatten)]
+        common: Common,
+        #[arg(required = true)]
+        mxc: Vec<String>,
+    },
+    /// Lift the protection.
+    Unprotect {
+        #[command(flatten)]
+        common: Common,
+        #[arg(required = true)]
+        mxc: Vec<String>,
+    },
+    /// Delete local media by mxc URI, or all of it older than an age (and
+    /// larger than `--size-gt`), keeping quarantined and protected media and
+    /// avatars. Frees the datastore.
+    Delete {
+        #[command(flatten)]
+        common: Common,
+        mxc: Vec<String>,
+        #[command(flatten)]
+        age: Age,
+        /// Only media larger than this many bytes.
+        #[arg(long, default_value_t = 0)]
+        size_gt: u64,
+        /// Keep users' and rooms' avatars (needs `--token` to ask the homeserver).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        keep_profiles: bool,
+        /// A homeserver admin's access token, to ask which media are avatars.
+        #[arg(long, env = "MXMEDIA_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Report what would be deleted (count and bytes); delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete cached copies of other servers' media older than an age
+    /// (quarantined copies are kept); they are fetched again when asked for.
+    PurgeRemote {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        age: Age,
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn command_of(cli: MediaCli) -> Result<(Common, MediaCommand), String> {
+    Ok(match cli {
+        MediaCli::Info { common, mxc } => (common, MediaCommand::Info { mxc }),
+        MediaCli::Quarantine {
+            common,
+            mxc,
+            user,
+            room,
+            token,
+        } => match (user, room, token) {
+            (Some(user), None, _) if mxc.is_empty() => {
+                (common, MediaCommand::QuarantineUser { user })
+            }
+            (None, Some(room), Some(token)) if mxc.is_empty() => {
+                (common, MediaCommand::QuarantineRoom { room, token })
+            }
+            (None, None, _) if !mxc.is_empty() => (common, MediaCommand::Quarantine { mxc }),
+            _ => return Err("name media by mxc URI, or one --user, or one --room".to_owned()),
+        },
+        MediaCli::Unquarantine { common, mxc } => (common, MediaCommand::Unquarantine { mxc }),
+        MediaCli::Protect { common, mxc } => (common, MediaCommand::Protect { mxc }),
+        MediaCli::Unprotect { common, mxc } => (common, MediaCommand::Unprotect { mxc }),
+        MediaCli::Delete {
+            common,
+            mxc,
+            age,
+            size_gt,
+            keep_profiles,
+            token,
+            dry_run,
+        } => match (mxc.is_empty(), age.before()) {
+            (false, None) => (common, MediaCommand::Delete { mxc, dry_run }),
+            (true, Some(before)) => (
+                common,
+                MediaCommand::PurgeLocal {
+                    before,
+                    size_gt,
+                    keep_profiles,
+                    token,
+                    dry_run,
+                },
+            ),
+            _ => {
+                return Err("name media by mxc URI, or give --older-than or --before-ts".to_owned());
+            }
+        },
+        MediaCli::PurgeRemote {
+            common,
+            age,
+            dry_run,
+        } => {
+            let before = age.before().ok_or("give --older-than or --before-ts")?;
+            (common, MediaCommand::PurgeRemote { before, dry_run })
+        }
+    })
+}
+
+fn spinner() -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn show_progress(bar: &ProgressBar, progress: &Value) {
+    bar.set_message(format!(
+        "{} media, {} bytes",
+        progress["media"], progress["bytes"]
+    ));
+}
+
+pub async fn run(cli: MediaCli) -> ExitCode {
+    let (common, command) = match command_of(cli) {
+        Ok(parts) => parts,
+        Err(error) => {
+            eprintln!("mxmedia media: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::load(&common.config) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{}: {error}", common.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    let actor = common
+        .actor
+        .unwrap_or_else(|| format!("@mxmedia:{}", config.server_name));
+    let bar = spinner();
+    let outcome = ask_or_run(&config, &command, &actor, &bar).await;
+    bar.finish_and_clear();
+    match outcome {
+        Ok(result) => {
+            if let Some(media) = result.get("media") {
+                let verb = if result["dry_run"] == true {
+                    "would delete"
+                } else {
+                    "deleted"
+                };
+                println!("{verb} {media} media, {} bytes", result["bytes"]);
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&result).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("mxmedia media: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Through the running server's control socket, or here when none runs.
+async fn ask_or_run(
+    config: &Config,
+    command: &MediaCommand,
+    actor: &str,
+    bar: &ProgressBar,
+) -> Result<Value, String> {
+    let body = json!({ "command": command, "actor": actor });
+    let asked = control::call(
+        &config.control_socket_path(),
+        "/control/media",
+        &body,
+        |p| {
+            show_progress(bar, &p);
+        },
+    )
+    .await;
+    match asked {
+        Ok(result) => Ok(result),
+        Err(ControlError::NotRunning(_)) => {
+            let state = mxmedia::app::build_state(config).map_err(|e| e.to_string())?;
+            let result = execute(&state.media, command, actor, |p| show_progress(bar, &p))
+                .await
+                .map_err(|e| e.to_string());
+            state.media.close().await.map_err(|e| e.to_string())?;
+            result
+        }
+        Err(other) => Err(other.to_string()),
+    }
+}
