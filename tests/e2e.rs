@@ -64,6 +64,7 @@ report_stats: false
 trusted_key_servers: []
 suppress_key_server_warning: true
 macaroon_secret_key: "e2e-macaroon-secret"
+registration_shared_secret: "e2e-registration-secret"
 form_secret: "e2e-form-secret"
 rc_login:
   address: {{per_second: 1000, burst_count: 1000}}
@@ -190,6 +191,22 @@ async fn matrix_clients_use_mxmedia_through_nginx_next_to_synapse() {
     )
     .await;
 
+    // A server admin, made the way admins make one.
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "synapse._scripts.register_new_matrix_user",
+            "--admin",
+            "-u",
+            "moderator",
+            "-p",
+            "pw-moderator-e2e",
+            "-c",
+        ])
+        .arg(&hs_config)
+        .arg(format!("http://127.0.0.1:{hs_port}"))
+        .stdout(Stdio::null()));
+
     // mxmedia, checking tokens with Synapse directly.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mx_port = listener.local_addr().unwrap().port();
@@ -232,6 +249,7 @@ async fn matrix_clients_use_mxmedia_through_nginx_next_to_synapse() {
             .env("E2E_BASE", format!("https://127.0.0.1:{proxy_port}"))
             .env("E2E_MAX_UPLOAD", MAX_UPLOAD.to_string())
             .env("E2E_TOKEN_TTL", "1")
+            .env("E2E_ADMIN", "moderator:pw-moderator-e2e")
             .kill_on_drop(true)
             .output(),
     )
@@ -256,10 +274,22 @@ async fn matrix_clients_use_mxmedia_through_nginx_next_to_synapse() {
             .starts_with(&format!("mxc://{SERVER_NAME}/"))
     );
 
-    // The media is mxmedia's: three uploads recorded, none in Synapse's store.
+    // The media is mxmedia's: three uploads recorded (a fourth, posted in a
+    // room, quarantined and deleted by the admin), none in Synapse's store.
     let counts = server.state().media.counts().await.unwrap();
     assert_eq!(counts.media, 3, "{counts:?}");
     assert_eq!(files_under(&hs_dir.join("media_store")), 0);
+    // The deleted item's object left the datastore: every file there, the
+    // ownership marker aside, is a blob a record still needs.
+    let evidence = report["seen"]["evidence"].as_str().unwrap();
+    let (s, id) = common::split_mxc(evidence);
+    let key = mxmedia::ids::MediaKey::parse(&s, &id).unwrap();
+    assert!(server.state().media.media_info(&key).await.is_err());
+    let stored = files_under(&dir.path().join("mxmedia/media")) - 1;
+    assert_eq!(
+        stored as u64, counts.blobs,
+        "no object outlives its records"
+    );
     // The proxy's access log has the requests, and never a token.
     let access = std::fs::read_to_string(proxy_dir.join("access.log")).unwrap();
     assert!(access.contains("/_matrix/client/v1/media/download/"));

@@ -14,6 +14,8 @@ import struct
 import sys
 import zlib
 
+from urllib.parse import quote
+
 from nio import (
     AsyncClient,
     ContentRepositoryConfigResponse,
@@ -21,6 +23,8 @@ from nio import (
     LoginResponse,
     LogoutResponse,
     RegisterResponse,
+    RoomCreateResponse,
+    RoomSendResponse,
     ResizingMethod,
     ThumbnailResponse,
     UploadResponse,
@@ -29,6 +33,7 @@ from nio import (
 BASE = os.environ["E2E_BASE"]
 MAX_UPLOAD = int(os.environ["E2E_MAX_UPLOAD"])
 TOKEN_TTL = float(os.environ["E2E_TOKEN_TTL"])
+ADMIN_NAME, ADMIN_PASSWORD = os.environ["E2E_ADMIN"].split(":", 1)
 seen = {}
 
 
@@ -87,10 +92,101 @@ async def raw(client, method, path, body=None, headers=None, token=None):
     return response.status, response.headers, data
 
 
+async def moderation(alice, bob):
+    """A user posts media in a room; a server admin (made with
+    register_new_matrix_user --admin) quarantines the room's media through
+    the proxy, it disappears on every route, the admin deletes it, and a
+    normal user is refused on every admin path."""
+    admin = AsyncClient(BASE, ADMIN_NAME, ssl=False)
+    logged_in = await admin.login(ADMIN_PASSWORD, device_name="e2e")
+    check(isinstance(logged_in, LoginResponse), f"admin login: {logged_in}")
+    try:
+        evidence = b"abusive content " * 1000
+        uploaded, _ = await alice.upload(
+            io.BytesIO(evidence), content_type="application/octet-stream", filename="x.bin", filesize=len(evidence)
+        )
+        check(isinstance(uploaded, UploadResponse), f"evidence upload: {uploaded}")
+        mxc = uploaded.content_uri
+        seen["evidence"] = mxc
+        server_name, media_id = mxc[len("mxc://") :].split("/", 1)
+        room = await alice.room_create(name="e2e room")
+        check(isinstance(room, RoomCreateResponse), f"room: {room}")
+        room_id = room.room_id
+        sent = await alice.room_send(
+            room_id, "m.room.message", {"msgtype": "m.file", "body": "x.bin", "url": mxc}
+        )
+        check(isinstance(sent, RoomSendResponse), f"send: {sent}")
+        routes = [
+            f"/_matrix/client/v1/media/download/{server_name}/{media_id}",
+            f"/_matrix/client/v1/media/download/{server_name}/{media_id}/x.bin",
+            f"/_matrix/client/v1/media/thumbnail/{server_name}/{media_id}?width=32&height=32",
+        ]
+        status, _, _ = await raw(bob, "GET", routes[0])
+        check(status == 200, f"evidence served before quarantine: {status}")
+        room_path = quote(room_id, safe="")
+
+        # Only Synapse knows the room's media: its own admin API says so,
+        # through the proxy.
+        status, _, body = await raw(admin, "GET", f"/_synapse/admin/v1/room/{room_path}/media")
+        check(status == 200 and mxc in json.loads(body).get("local", []), f"room media list: {status} {body!r}")
+
+        admin_paths = [
+            ("GET", f"/_synapse/admin/v1/media/{server_name}/{media_id}"),
+            ("DELETE", f"/_synapse/admin/v1/media/{server_name}/{media_id}"),
+            ("POST", f"/_synapse/admin/v1/media/quarantine/{server_name}/{media_id}"),
+            ("POST", f"/_synapse/admin/v1/media/unquarantine/{server_name}/{media_id}"),
+            ("POST", f"/_synapse/admin/v1/media/protect/{media_id}"),
+            ("POST", f"/_synapse/admin/v1/media/unprotect/{media_id}"),
+            ("POST", f"/_synapse/admin/v1/room/{room_path}/media/quarantine"),
+            ("POST", f"/_synapse/admin/v1/quarantine_media/{room_path}"),
+            ("POST", f"/_synapse/admin/v1/user/{quote(alice.user_id, safe='')}/media/quarantine"),
+            ("GET", f"/_synapse/admin/v1/users/{quote(alice.user_id, safe='')}/media"),
+            ("DELETE", f"/_synapse/admin/v1/users/{quote(alice.user_id, safe='')}/media"),
+            ("POST", "/_synapse/admin/v1/media/delete?before_ts=40000000000"),
+            ("POST", "/_synapse/admin/v1/purge_media_cache?before_ts=40000000000"),
+            ("GET", "/_synapse/admin/v1/media/quarantine_changes"),
+            ("GET", "/_synapse/admin/v1/statistics/users/media"),
+        ]
+        for method, path in admin_paths:
+            status, _, body = await raw(bob, method, path, b"{}" if method == "POST" else None)
+            check(status == 403, f"non-admin {method} {path}: {status} {body!r}")
+            check(json.loads(body).get("errcode") == "M_FORBIDDEN", f"non-admin errcode on {path}: {body!r}")
+        status, _, _ = await raw(bob, "GET", routes[0])
+        check(status == 200, "refused admin calls changed nothing")
+
+        status, _, body = await raw(admin, "POST", f"/_synapse/admin/v1/room/{room_path}/media/quarantine", b"{}")
+        check(status == 200, f"room quarantine: {status} {body!r}")
+        seen["num_quarantined"] = json.loads(body)["num_quarantined"]
+        check(seen["num_quarantined"] == 1, f"one media item in the room: {body!r}")
+        for who, client in (("alice", alice), ("bob", bob), ("admin", admin)):
+            for path in routes:
+                status, _, body = await raw(client, "GET", path)
+                check(status == 404, f"{who} {path} after quarantine: {status}")
+                check(json.loads(body).get("errcode") == "M_NOT_FOUND", f"quarantined errcode: {body!r}")
+        status, _, body = await raw(admin, "GET", f"/_synapse/admin/v1/media/{server_name}/{media_id}")
+        info = json.loads(body)["media_info"]
+        check(status == 200 and info["quarantined_by"] == admin.user_id, f"media info: {body!r}")
+        status, _, body = await raw(admin, "GET", "/_synapse/admin/v1/media/quarantine_changes")
+        changes = json.loads(body)["changes"]
+        check(status == 200 and {"origin": server_name, "media_id": media_id, "quarantined": True} in changes, f"log: {body!r}")
+
+        status, _, body = await raw(admin, "DELETE", f"/_synapse/admin/v1/media/{server_name}/{media_id}")
+        check(status == 200, f"delete: {status} {body!r}")
+        check(json.loads(body) == {"deleted_media": [media_id], "total": 1}, f"delete answer: {body!r}")
+        status, _, body = await raw(admin, "GET", f"/_synapse/admin/v1/media/{server_name}/{media_id}")
+        check(status == 404, f"deleted media info: {status}")
+        status, _, _ = await raw(admin, "GET", f"{routes[0]}?admin_unsafely_bypass_quarantine=true")
+        check(status == 404, f"deleted media is gone even for the bypass: {status}")
+    finally:
+        await admin.close()
+
+
 async def main():
     alice = await new_user("alice")
     bob = await new_user("bob")
     try:
+        await moderation(alice, bob)
+
         # Media config through the proxy.
         config = await alice.content_repository_config()
         check(isinstance(config, ContentRepositoryConfigResponse), f"config: {config}")
