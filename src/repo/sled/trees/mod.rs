@@ -10,15 +10,17 @@ use sled::{
     transaction::{ConflictableTransactionError, TransactionError, TransactionalTree},
 };
 
+mod blobs;
 mod catalog;
+mod housekeeping;
 
 use super::{codec, keys};
 use crate::{
-    ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis},
+    ids::{MediaKey, Sha256Digest, UnixMillis},
     media::ports::{
-        BlobRecord, ClaimRecord, Commit, CommitMode, CommitThumb, Counts, DatabaseIdentity,
-        Deletion, Lookup, MediaRecord, NewBlob, Origin, PendingRecord, QuarantinedContent,
-        RepoError, Reserve, StoredThumb, ThumbRecord, ThumbSize, Unlinked,
+        BlobRecord, Commit, CommitMode, CommitThumb, Deletion, Lookup, MediaRecord, NewBlob,
+        Origin, PendingRecord, QuarantinedContent, RepoError, Reserve, StoredThumb, ThumbRecord,
+        ThumbSize, Unlinked,
     },
 };
 
@@ -442,20 +444,6 @@ impl Trees {
         flatten(outcome)
     }
 
-    pub fn unlinked(&self, limit: usize) -> Result<Vec<Unlinked>, RepoError> {
-        let mut out = Vec::new();
-        for entry in self.unlinked.iter().take(limit) {
-            out.push(codec::decode(&entry?.1)?);
-        }
-        Ok(out)
-    }
-
-    pub fn forget_unlinked(&self, object: &Unlinked) -> Result<(), RepoError> {
-        self.unlinked
-            .remove(keys::blob_key(&object.datastore, &object.key))?;
-        Ok(())
-    }
-
     pub fn thumbnail(
         &self,
         key: &MediaKey,
@@ -518,232 +506,5 @@ impl Trees {
             },
         );
         flatten(outcome)
-    }
-
-    pub fn blob(&self, sha256: &Sha256Digest) -> Result<Option<BlobRecord>, RepoError> {
-        Ok(self
-            .blobs
-            .get(sha256.0)?
-            .map(|v| codec::decode(&v))
-            .transpose()?)
-    }
-
-    pub fn blobs_in(
-        &self,
-        datastore: &DatastoreId,
-        after: Option<&BlobKey>,
-        limit: usize,
-    ) -> Result<Vec<(Sha256Digest, BlobRecord)>, RepoError> {
-        let prefix = keys::blob_key_prefix(datastore);
-        let start = match after {
-            Some(key) => {
-                let mut k = keys::blob_key(datastore, key);
-                k.push(0);
-                k
-            }
-            None => prefix.clone(),
-        };
-        let mut out = Vec::new();
-        for entry in self.blob_keys.range(start..) {
-            let (key, digest) = entry?;
-            if !key.starts_with(&prefix) || out.len() >= limit {
-                break;
-            }
-            let mut bytes = [0u8; 32];
-            if digest.len() == 32 {
-                bytes.copy_from_slice(&digest);
-                let digest = Sha256Digest(bytes);
-                if let Some(record) = self.blob(&digest)? {
-                    out.push((digest, record));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    pub fn count_blobs_in(&self, datastore: &DatastoreId) -> Result<u64, RepoError> {
-        let mut n = 0;
-        for entry in self.blob_keys.scan_prefix(keys::blob_key_prefix(datastore)) {
-            entry?;
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    pub fn blobs_after(
-        &self,
-        after: Option<&Sha256Digest>,
-        limit: usize,
-    ) -> Result<Vec<(Sha256Digest, BlobRecord)>, RepoError> {
-        let iter = match after {
-            Some(d) => self.blobs.range((
-                std::ops::Bound::Excluded(d.0.to_vec()),
-                std::ops::Bound::Unbounded,
-            )),
-            None => self.blobs.iter(),
-        };
-        let mut out = Vec::new();
-        for entry in iter.take(limit) {
-            let (key, value) = entry?;
-            if key.len() == 32 {
-                let mut bytes = [0u8; 32];
-                bytes.copy_from_slice(&key);
-                out.push((Sha256Digest(bytes), codec::decode(&value)?));
-            }
-        }
-        Ok(out)
-    }
-
-    pub fn move_blob(
-        &self,
-        digest: &Sha256Digest,
-        from: (&DatastoreId, &BlobKey),
-        to: (&DatastoreId, &BlobKey),
-    ) -> Result<bool, RepoError> {
-        let old_key = keys::blob_key(from.0, from.1);
-        let new_key = keys::blob_key(to.0, to.1);
-        let outcome =
-            (&self.blobs, &self.blob_keys).transaction(|(blobs, blob_keys)| {
-                match tx_get::<BlobRecord>(blobs, &digest.0)? {
-                    Some(mut record) if &record.datastore == from.0 && &record.key == from.1 => {
-                        record.datastore = to.0.clone();
-                        record.key = to.1.clone();
-                        blobs.insert(&digest.0[..], codec::encode(&record).map_err(abort)?)?;
-                        blob_keys.remove(old_key.as_slice())?;
-                        blob_keys.insert(new_key.as_slice(), &digest.0[..])?;
-                        Ok(true)
-                    }
-                    _ => Ok(false),
-                }
-            });
-        flatten(outcome)
-    }
-
-    pub fn unknown_keys(
-        &self,
-        datastore: &DatastoreId,
-        listed: Vec<BlobKey>,
-    ) -> Result<Vec<BlobKey>, RepoError> {
-        let mut unknown = Vec::new();
-        for key in listed {
-            if !self
-                .blob_keys
-                .contains_key(keys::blob_key(datastore, &key))?
-            {
-                unknown.push(key);
-            }
-        }
-        Ok(unknown)
-    }
-
-    /// Removes up to `limit` reservations expired at `now`, durably.
-    pub fn expire_pending(
-        &self,
-        now: UnixMillis,
-        limit: usize,
-    ) -> Result<Vec<MediaKey>, RepoError> {
-        let mut removed = Vec::new();
-        for key in self.expired_pending(now, limit)? {
-            if self.remove_expired_pending(&key, now)? {
-                removed.push(key);
-            }
-        }
-        if !removed.is_empty() {
-            self.flush()?;
-        }
-        Ok(removed)
-    }
-
-    fn expired_pending(&self, now: UnixMillis, limit: usize) -> Result<Vec<MediaKey>, RepoError> {
-        let mut out = Vec::new();
-        for entry in &self.pending {
-            let (key, value) = entry?;
-            let record: PendingRecord = codec::decode(&value)?;
-            if record.expires <= now {
-                if let Some(media) = keys::parse_pending(&key) {
-                    out.push(media);
-                }
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    fn remove_expired_pending(&self, key: &MediaKey, now: UnixMillis) -> Result<bool, RepoError> {
-        let media_key = keys::media(key);
-        let outcome = (&self.media, &self.pending).transaction(|(media, pending)| {
-            match tx_get::<MediaState>(media, &media_key)? {
-                Some(MediaState::Pending(p)) if p.expires <= now => {
-                    media.remove(media_key.as_slice())?;
-                    pending.remove(keys::pending(&p.owner, key))?;
-                    Ok(true)
-                }
-                _ => Ok(false),
-            }
-        });
-        flatten(outcome)
-    }
-
-    pub fn counts(&self) -> Counts {
-        let pending = self.pending.len() as u64;
-        let deleted = self.deleted.len() as u64;
-        Counts {
-            media: (self.media.len() as u64).saturating_sub(pending + deleted),
-            pending,
-            blobs: self.blobs.len() as u64,
-        }
-    }
-
-    pub fn pending_count(&self) -> u64 {
-        self.pending.len() as u64
-    }
-
-    pub fn identity(&self) -> Result<DatabaseIdentity, RepoError> {
-        const KEY: &[u8] = b"identity";
-        if let Some(found) = self.meta.get(KEY)? {
-            return Ok(codec::decode(&found)?);
-        }
-        let fresh = DatabaseIdentity {
-            id: hex::encode(rand::random::<[u8; 16]>()),
-            created: UnixMillis::now(),
-        };
-        // Two first callers race: the first insert wins, both read it back.
-        let _ = self
-            .meta
-            .compare_and_swap(KEY, None::<&[u8]>, Some(codec::encode(&fresh)?))?;
-        self.db.flush()?;
-        let stored = self.meta.get(KEY)?.ok_or(RepoError::Inconsistent(
-            "identity vanished after its insert",
-        ))?;
-        Ok(codec::decode(&stored)?)
-    }
-
-    pub fn claim(&self, datastore: &DatastoreId) -> Result<Option<ClaimRecord>, RepoError> {
-        let key = format!("claim/{datastore}");
-        Ok(self
-            .meta
-            .get(key.as_bytes())?
-            .map(|v| codec::decode(&v))
-            .transpose()?)
-    }
-
-    pub fn put_claim(&self, datastore: &DatastoreId, claim: &ClaimRecord) -> Result<(), RepoError> {
-        let key = format!("claim/{datastore}");
-        self.meta.insert(key.as_bytes(), codec::encode(claim)?)?;
-        self.db.flush()?;
-        Ok(())
-    }
-
-    pub fn ping(&self) -> Result<(), RepoError> {
-        // A point lookup of a key no record uses (records never start with 0).
-        self.media.get([0u8])?;
-        Ok(())
-    }
-
-    pub fn flush(&self) -> Result<(), RepoError> {
-        self.db.flush()?;
-        Ok(())
     }
 }
