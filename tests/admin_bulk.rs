@@ -43,13 +43,6 @@ async fn served(t: &TestServer, s: &str, id: &str) -> u16 {
     .as_u16()
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 /// Quarantine by room covers the media the homeserver lists for it and
 /// every copy of those bytes, including one uploaded afterwards; by user
 /// covers the rest of their uploads except protected media; releasing one

@@ -53,6 +53,19 @@ async fn download(server: &RealServer, mxc: &str) -> (u16, Vec<u8>) {
     (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
 }
 
+/// A `POST` of the admin API as the admin, which must succeed.
+async fn admin_post(server: &RealServer, path: &str) {
+    let resp = server
+        .http
+        .post(server.url(path))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{path}");
+}
+
 fn files_in(dir: &Path) -> usize {
     let mut files = Vec::new();
     walk(dir, &mut files);
@@ -182,26 +195,18 @@ async fn kill_9_during_bulk_deletion_loses_nothing_still_referenced() {
     // A protected item shares its bytes with one that will be deleted.
     let keep = upload(&server, body(0)).await;
     let (_, keep_id) = split_mxc(&keep);
-    let resp = server
-        .http
-        .post(server.url(&format!("/_synapse/admin/v1/media/protect/{keep_id}")))
-        .bearer_auth(ADMIN)
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    admin_post(
+        &server,
+        &format!("/_synapse/admin/v1/media/protect/{keep_id}"),
+    )
+    .await;
     let objects = files_in(media.path());
 
-    let before = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-        + 60_000;
+    let before = now_ms() + 60_000;
+    let delete_all =
+        format!("/_synapse/admin/v1/media/delete?before_ts={before}&keep_profiles=false");
     let http = server.http.clone();
-    let url = server.url(&format!(
-        "/_synapse/admin/v1/media/delete?before_ts={before}&keep_profiles=false"
-    ));
+    let url = server.url(&delete_all);
     let deletion = tokio::spawn(async move {
         http.post(url)
             .bearer_auth(ADMIN)
@@ -238,17 +243,7 @@ async fn kill_9_during_bulk_deletion_loses_nothing_still_referenced() {
     assert_eq!(download(&server, &keep).await, (200, body(0)));
     println!("{still} of {COUNT} media survived the interrupted deletion");
     // Finish the job, then let the sweep clear what the kill left.
-    let resp = server
-        .http
-        .post(server.url(&format!(
-            "/_synapse/admin/v1/media/delete?before_ts={before}&keep_profiles=false"
-        )))
-        .bearer_auth(ADMIN)
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    admin_post(&server, &delete_all).await;
     for _ in 0..120 {
         if files_in(media.path()) == 1 {
             break;

@@ -46,13 +46,6 @@ async fn put(
         .unwrap()
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 /// Spec 4.2 #11, #15: create gives an mxc and an expiry ~24 h ahead; PUT fills it once, then 409.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_then_put_then_download() {

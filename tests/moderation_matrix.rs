@@ -256,10 +256,7 @@ async fn remote_cache_is_purged_and_quarantined_locally() {
     let info = admin(&a.t, Method::GET, &format!("{A}/media/{}/{old}", b.name)).await;
     assert_eq!(info["media_info"]["media_origin"], b.name.as_str());
 
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now = now_ms();
     let purged = admin(
         &a.t,
         Method::POST,

@@ -68,12 +68,9 @@ impl MediaService {
     /// and later uploads of them, on behalf of `actor`; how many items
     /// were newly quarantined.
     pub async fn quarantine(&self, key: &MediaKey, actor: &str) -> Result<u64, MediaError> {
-        let by = QuarantineChange::Quarantine {
-            by: actor.to_owned(),
-        };
-        let changed = self.apply(std::slice::from_ref(key), &by).await?;
-        self.audit(actor, "quarantine", key.to_string().as_str(), changed);
-        Ok(changed)
+        let what = key.to_string();
+        self.quarantine_all(std::slice::from_ref(key), actor, "quarantine", &what)
+            .await
     }
 
     /// Releases `key` and every copy of its bytes from quarantine.
@@ -89,11 +86,23 @@ impl MediaService {
     /// excepted), with every copy of those bytes.
     pub async fn quarantine_user(&self, user: &UserId, actor: &str) -> Result<u64, MediaError> {
         let keys = self.all_uploads(user).await?;
+        self.quarantine_all(&keys, actor, "quarantine_user", user.as_str())
+            .await
+    }
+
+    /// Quarantines `keys` on behalf of `actor`, audited as `action` on `what`.
+    async fn quarantine_all(
+        &self,
+        keys: &[MediaKey],
+        actor: &str,
+        action: &'static str,
+        what: &str,
+    ) -> Result<u64, MediaError> {
         let by = QuarantineChange::Quarantine {
             by: actor.to_owned(),
         };
-        let changed = self.apply(&keys, &by).await?;
-        self.audit(actor, "quarantine_user", user.as_str(), changed);
+        let changed = self.apply(keys, &by).await?;
+        self.audit(actor, action, what, changed);
         Ok(changed)
     }
 
@@ -106,12 +115,8 @@ impl MediaService {
         actor: &str,
     ) -> Result<u64, MediaError> {
         let keys = self.inner.homeserver.room_media(room, acting).await?;
-        let by = QuarantineChange::Quarantine {
-            by: actor.to_owned(),
-        };
-        let changed = self.apply(&keys, &by).await?;
-        self.audit(actor, "quarantine_room", room.as_str(), changed);
-        Ok(changed)
+        self.quarantine_all(&keys, actor, "quarantine_room", room.as_str())
+            .await
     }
 
     /// Protects (or unprotects) media from quarantine and retention; false

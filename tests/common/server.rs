@@ -19,6 +19,14 @@ pub const SERVER_NAME: &str = "test.local";
 
 /// A free port on 127.0.0.1 (bound and released: another process could
 /// take it meanwhile, and the test would then fail loudly, not wrongly).
+/// The wall clock in Unix milliseconds, as media timestamps are.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
