@@ -24,6 +24,7 @@ use crate::{
     cache::HotCache,
     config::{Config, DatabaseConfig},
     federation::Federation,
+    homeserver::Directory,
     http::{
         self, AppState,
         client_addr::{ClientAddr, TrustedProxies, resolve_client},
@@ -118,7 +119,10 @@ fn build_with_probe(config: &Config) -> Result<(AppState, ClosedProbe), AppError
             stores,
             cache,
             remote: Arc::new(federation.clone()),
-            homeserver: Arc::new(auth.directory()),
+            homeserver: Arc::new(Directory::new(
+                auth.homeserver_client(),
+                config.homeserver.url.clone(),
+            )),
             metrics: metrics.clone(),
         },
         config.media.clone(),

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod federation;
+pub mod homeserver;
 pub mod http;
 pub mod ids;
 pub mod media;

@@ -18,9 +18,6 @@ use serde::Deserialize;
 use url::Url;
 
 mod admin;
-mod directory;
-
-pub use directory::Directory;
 
 use crate::{
     config::{AdminConfig, HomeserverConfig},
@@ -153,7 +150,6 @@ pub struct Authenticator {
 
 struct Inner {
     http: reqwest::Client,
-    base: Url,
     whoami: Url,
     cache: Cache<TokenKey, Entry>,
     /// A valid entry this old is served, and checked again in the background.
@@ -182,9 +178,10 @@ struct MatrixError {
 }
 
 impl Authenticator {
-    /// The homeserver's admin API for what only it knows about media.
-    pub fn directory(&self) -> Directory {
-        Directory::new(self.inner.http.clone(), self.inner.base.clone())
+    /// The HTTP client that talks to the homeserver (no proxy, no
+    /// redirects, the configured timeouts), for its other adapters.
+    pub fn homeserver_client(&self) -> reqwest::Client {
+        self.inner.http.clone()
     }
 
     pub fn new(config: &HomeserverConfig, admin: &AdminConfig) -> Result<Self, AuthError> {
@@ -214,7 +211,6 @@ impl Authenticator {
             inner: Arc::new(Inner {
                 admins: Arc::new(admin::Admins::new(http.clone(), config, admin)),
                 http,
-                base: config.url.clone(),
                 whoami,
                 cache,
                 refresh_after: config.token_refresh_after.min(config.token_cache_ttl),
@@ -300,7 +296,7 @@ impl Authenticator {
 /// `GET url` on the homeserver as the client who presented `credentials`
 /// (the token, and an appservice's `user_id` / `device_id`), its answer
 /// read under `max` bytes. `what` names the call in errors.
-async fn ask_homeserver(
+pub(crate) async fn ask_homeserver(
     http: &reqwest::Client,
     mut url: Url,
     credentials: &Credentials,

@@ -1,7 +1,8 @@
 //! The homeserver's answers to what only it knows about media, asked
 //! through its admin API with the acting admin's own credentials: which
 //! media a room's events reference, which media are avatars, and users'
-//! display names. The adapter of the core's `Homeserver` port.
+//! display names. The adapter of the core's `Homeserver` port; it shares
+//! the authenticator's HTTP client.
 
 use std::collections::HashSet;
 
@@ -10,8 +11,8 @@ use futures::StreamExt;
 use serde_json::Value;
 use url::Url;
 
-use super::{AuthError, Credentials, ask_homeserver};
 use crate::{
+    auth::{AuthError, Credentials, ask_homeserver},
     ids::MediaKey,
     media::ports::{Homeserver, HomeserverError},
 };
@@ -47,7 +48,7 @@ fn parse_mxc(uri: &str) -> Option<MediaKey> {
 }
 
 impl Directory {
-    pub(super) fn new(http: reqwest::Client, base: Url) -> Self {
+    pub fn new(http: reqwest::Client, base: Url) -> Self {
         Self { http, base }
     }
 
