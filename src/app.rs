@@ -59,6 +59,8 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    #[error("homeserver.admin_token: {0}")]
+    Secret(#[from] crate::config::secret::SecretError),
     #[error("listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -128,6 +130,7 @@ fn build_with_probe(config: &Config) -> Result<(AppState, ClosedProbe), AppError
         config.media.clone(),
         config.thumbnails.clone(),
         &config.federation,
+        policies(config)?,
     );
     let state = AppState {
         media,
@@ -141,6 +144,24 @@ fn build_with_probe(config: &Config) -> Result<(AppState, ClosedProbe), AppError
 
 /// How this server's metadata database is named in ownership markers and
 /// in the errors that refuse a foreign datastore.
+/// Retention and quotas as configured, with the homeserver admin token
+/// read (from its file, if so given).
+fn policies(config: &Config) -> Result<crate::media::Policies, AppError> {
+    let token = crate::config::Secret::resolve(
+        config.homeserver.admin_token.as_ref(),
+        config.homeserver.admin_token_file.as_deref(),
+    )?;
+    Ok(crate::media::Policies {
+        retention: config.retention.clone(),
+        quotas: config.quotas.clone(),
+        homeserver_token: token.map(|t| crate::auth::Credentials {
+            token: t.expose().to_owned(),
+            user_id: None,
+            device_id: None,
+        }),
+    })
+}
+
 pub fn database_label(config: &Config) -> String {
     match &config.database {
         DatabaseConfig::Sled { .. } => format!("sled at {}", config.sled_path().display()),
@@ -305,7 +326,7 @@ impl Server {
             }
             None => None,
         };
-        let (shutdown, mut stop) = watch::channel(false);
+        let (shutdown, stop) = watch::channel(false);
 
         let router = build(state.clone());
         let limits = http::listener::ConnectionLimits {
@@ -339,19 +360,7 @@ impl Server {
             None => None,
         };
 
-        let media = state.media.clone();
-        let interval = config.media.sweep_interval;
-        let sweeper = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return,
-                    () = tokio::time::sleep(interval) => {}
-                }
-                if let Err(error) = media.sweep().await {
-                    tracing::warn!(%error, "sweep failed");
-                }
-            }
-        });
+        let sweeper = tokio::spawn(housekeeping(state.media.clone(), config.clone(), stop));
         tracing::info!(%addr, server_name = %config.server_name, "mxmedia listening");
         Ok(Self {
             addr,
@@ -430,6 +439,52 @@ impl Server {
 /// Binds the control socket, replacing a stale one (a live server on the
 /// same data directory would already have failed on the database lock), and
 /// makes it reachable by the owning user only.
+/// The background jobs: the sweep, writing noted access times, and
+/// retention when it is configured; each on its own interval, one at a
+/// time, until `stop`.
+async fn housekeeping(
+    media: MediaService,
+    config: Config,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let start = tokio::time::Instant::now();
+    let mut sweep = tokio::time::interval_at(
+        start + config.media.sweep_interval,
+        config.media.sweep_interval,
+    );
+    let flush = config.retention.access_flush_interval;
+    let mut accesses = tokio::time::interval_at(start + flush, flush);
+    let mut retention =
+        tokio::time::interval_at(start + config.retention.interval, config.retention.interval);
+    for timer in [&mut sweep, &mut accesses, &mut retention] {
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            () = &mut stopped => return,
+            _ = sweep.tick() => {
+                if let Err(error) = media.sweep().await {
+                    tracing::warn!(%error, "sweep failed");
+                }
+            }
+            _ = accesses.tick() => {
+                if let Err(error) = media.flush_accesses().await {
+                    tracing::warn!(%error, "recording access times failed");
+                }
+            }
+            _ = retention.tick(), if config.retention.enabled() => {
+                if let Err(error) = media.retention(false, |_| {}).await {
+                    tracing::warn!(%error, "retention failed");
+                }
+            }
+        }
+    }
+}
+
 fn bind_control(path: &std::path::Path) -> Result<tokio::net::UnixListener, AppError> {
     use std::os::unix::fs::PermissionsExt;
     let error = |source| AppError::Control {

@@ -68,13 +68,35 @@ pub const REFUSAL_REASONS: [&str; 7] = [
 pub const PREGENERATION_OUTCOMES: [&str; 3] = ["made", "refused", "skipped"];
 
 /// Moderation actions, the `action` label of `moderation_actions`.
-pub const MODERATION_ACTIONS: [&str; 5] = [
+pub const MODERATION_ACTIONS: [&str; 10] = [
     "quarantine",
     "unquarantine",
+    "quarantine_user",
+    "quarantine_room",
     "protect",
     "unprotect",
     "delete",
+    "delete_user_media",
+    "purge_local",
+    "purge_remote",
 ];
+
+/// What retention deletes, the `kind` label of its counters.
+pub const RETENTION_KINDS: [&str; 3] = ["local", "remote", "thumbnail"];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    /// The user class (`default` when none matched, `address` for limits
+    /// keyed by client address); never a user id.
+    class: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitedLabels {
+    class: String,
+    /// `uploads`, `downloads`, `thumbnails` or `remote_fetches`.
+    family: &'static str,
+}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModerationLabels {
@@ -119,6 +141,10 @@ struct Inner {
     thumbnails_refused: Family<ReasonLabels, Counter>,
     pregenerations: Family<OutcomeLabels, Counter>,
     moderation: Family<ModerationLabels, Counter>,
+    retention_deleted: Family<KindLabels, Counter>,
+    retention_freed: Family<KindLabels, Counter>,
+    quota_refusals: Family<ClassLabels, Counter>,
+    rate_limited: Family<LimitedLabels, Counter>,
     uploads_pending: Gauge,
     downloads_waiting: Gauge,
 }
@@ -226,6 +252,30 @@ impl Metrics {
             "Admin moderation actions, by action and whether the media was found",
             Family::<ModerationLabels, Counter>::default(),
         );
+        let retention_deleted = register(
+            &mut registry,
+            "retention_deleted",
+            "Media and thumbnails deleted by retention, by kind",
+            Family::<KindLabels, Counter>::default(),
+        );
+        let retention_freed = register(
+            &mut registry,
+            "retention_freed_bytes",
+            "Bytes of media and thumbnails deleted by retention, by kind",
+            Family::<KindLabels, Counter>::default(),
+        );
+        let quota_refusals = register(
+            &mut registry,
+            "quota_refusals",
+            "Uploads refused by a quota, by user class",
+            Family::<ClassLabels, Counter>::default(),
+        );
+        let rate_limited = register(
+            &mut registry,
+            "rate_limited",
+            "Requests refused by a rate limit, by user class and request family",
+            Family::<LimitedLabels, Counter>::default(),
+        );
         let downloads_waiting = register(
             &mut registry,
             "downloads_waiting",
@@ -254,6 +304,10 @@ impl Metrics {
                 thumbnails_refused,
                 pregenerations,
                 moderation,
+                retention_deleted,
+                retention_freed,
+                quota_refusals,
+                rate_limited,
                 uploads_pending,
                 downloads_waiting,
             }),
@@ -280,6 +334,10 @@ impl Metrics {
             let _ = inner
                 .pregenerations
                 .get_or_create(&OutcomeLabels { outcome });
+        }
+        for kind in RETENTION_KINDS {
+            let _ = inner.retention_deleted.get_or_create(&KindLabels { kind });
+            let _ = inner.retention_freed.get_or_create(&KindLabels { kind });
         }
         for action in MODERATION_ACTIONS {
             for found in ["true", "false"] {
@@ -363,6 +421,40 @@ impl Metrics {
         self.inner
             .moderation
             .get_or_create(&ModerationLabels { action, found })
+            .inc();
+    }
+
+    /// Items and bytes retention deleted (`kind`: one of `RETENTION_KINDS`).
+    pub fn retention(&self, kind: &'static str, items: u64, bytes: u64) {
+        let labels = KindLabels { kind };
+        self.inner
+            .retention_deleted
+            .get_or_create(&labels)
+            .inc_by(items);
+        self.inner
+            .retention_freed
+            .get_or_create(&labels)
+            .inc_by(bytes);
+    }
+
+    /// An upload a quota refused, by the user's class.
+    pub fn quota_refused(&self, class: &str) {
+        self.inner
+            .quota_refusals
+            .get_or_create(&ClassLabels {
+                class: class.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A request a rate limit refused.
+    pub fn rate_limited(&self, class: &str, family: &'static str) {
+        self.inner
+            .rate_limited
+            .get_or_create(&LimitedLabels {
+                class: class.to_owned(),
+                family,
+            })
             .inc();
     }
 

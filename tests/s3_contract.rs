@@ -18,5 +18,7 @@ mod durability;
 mod errors;
 #[path = "metrics.rs"]
 mod metrics;
+#[path = "retention.rs"]
+mod retention;
 #[path = "upload_download.rs"]
 mod upload_download;

@@ -116,6 +116,16 @@ pub enum MediaCli {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Run retention once with the configured lifetimes (`retention:`):
+    /// `--dry-run` reports what it would delete, `--run` deletes.
+    Retention {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, conflicts_with = "run", required_unless_present = "run")]
+        dry_run: bool,
+        #[arg(long)]
+        run: bool,
+    },
     /// Delete cached copies of other servers' media older than an age
     /// (quarantined copies are kept); they are fetched again when asked for.
     PurgeRemote {
@@ -174,6 +184,9 @@ fn command_of(cli: MediaCli) -> Result<(Common, MediaCommand), String> {
                 return Err("name media by mxc URI, or give --older-than or --before-ts".to_owned());
             }
         },
+        MediaCli::Retention {
+            common, dry_run, ..
+        } => (common, MediaCommand::Retention { dry_run }),
         MediaCli::PurgeRemote {
             common,
             age,
@@ -223,13 +236,21 @@ pub async fn run(cli: MediaCli) -> ExitCode {
     bar.finish_and_clear();
     match outcome {
         Ok(result) => {
+            let verb = if result["dry_run"] == true {
+                "would delete"
+            } else {
+                "deleted"
+            };
             if let Some(media) = result.get("media") {
-                let verb = if result["dry_run"] == true {
-                    "would delete"
-                } else {
-                    "deleted"
-                };
                 println!("{verb} {media} media, {} bytes", result["bytes"]);
+            }
+            for kind in ["local", "remote", "thumbnails"] {
+                if let Some(freed) = result.get(kind) {
+                    println!(
+                        "retention {verb} {} {kind}, {} bytes",
+                        freed["items"], freed["bytes"]
+                    );
+                }
             }
             println!(
                 "{}",

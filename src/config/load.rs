@@ -73,6 +73,7 @@ impl Config {
         fix_opt(&mut self.control_socket);
         fix_opt(&mut self.cache.path);
         fix_opt(&mut self.federation.signing_key_path);
+        fix_opt(&mut self.homeserver.admin_token_file);
         fix_opt(&mut self.federation.extra_ca_path);
         match &mut self.database {
             super::DatabaseConfig::Sled { path, .. } => fix_opt(path),

@@ -2,6 +2,7 @@
 //! `MXMEDIA__*` env vars, then checked as a whole before anything starts.
 //! Defaults live only in the `Default` impls; every problem is reported at once.
 
+mod limits;
 mod load;
 pub mod secret;
 pub mod storage;
@@ -15,6 +16,7 @@ use url::Url;
 
 use crate::thumbnail::{Method, Spec};
 
+pub use limits::{Limits, QuotaConfig, Rate, RateLimitConfig, RetentionConfig, UserClass, Window};
 pub use load::ConfigError;
 pub use secret::Secret;
 pub use storage::{
@@ -79,6 +81,15 @@ pub struct Config {
     /// Who may use the admin API besides the homeserver's own admins.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Deleting media nobody has served for a while.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    /// Per-user upload quotas.
+    #[serde(default)]
+    pub quotas: QuotaConfig,
+    /// Request rates per user and per client address.
+    #[serde(default)]
+    pub rate_limits: RateLimitConfig,
 }
 
 /// Thumbnail sizes and the budgets that keep generation safe.
@@ -208,6 +219,13 @@ pub struct HomeserverConfig {
     /// Accept `?access_token=` (deprecated, still required by spec v1.19). Default true.
     #[serde(default = "default_true")]
     pub accept_query_token: bool,
+    /// A homeserver admin's access token, for what mxmedia asks on its own
+    /// (which media are avatars, for retention). Optional.
+    #[serde(default)]
+    pub admin_token: Option<Secret>,
+    /// The same, read from a file.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 fn default_hs_timeout() -> Duration {
@@ -225,7 +243,7 @@ fn default_token_cache_size() -> ByteSize {
 fn default_negative_ttl() -> Duration {
     Duration::from_secs(30)
 }
-fn default_true() -> bool {
+pub(crate) fn default_true() -> bool {
     true
 }
 
@@ -562,6 +580,21 @@ impl Config {
             problems.push("thumbnails.max_pixels: must be greater than zero".to_owned());
         }
         storage::check_datastores(&self.datastores, &mut problems);
+        let has_token =
+            self.homeserver.admin_token.is_some() || self.homeserver.admin_token_file.is_some();
+        if self.homeserver.admin_token.is_some() && self.homeserver.admin_token_file.is_some() {
+            problems.push(
+                "homeserver.admin_token, homeserver.admin_token_file: give one, not both"
+                    .to_owned(),
+            );
+        }
+        limits::check(
+            &self.retention,
+            &self.quotas,
+            &self.rate_limits,
+            has_token,
+            &mut problems,
+        );
         problems
     }
 }

@@ -49,6 +49,8 @@ pub struct MediaInfo {
     pub size: u64,
     pub upload_name: Option<String>,
     pub created: UnixMillis,
+    /// Last served (coarsely), if ever since it was recorded.
+    pub last_access: Option<UnixMillis>,
     pub quarantined: bool,
     pub quarantined_by: Option<String>,
     /// Created while unauthenticated media was frozen.
@@ -71,6 +73,7 @@ impl MediaService {
             size: record.size,
             upload_name: record.upload_name,
             created: record.created,
+            last_access: record.last_access,
             quarantined: record.quarantined,
             quarantined_by: record.quarantined_by,
             requires_auth: record.requires_auth,
@@ -99,7 +102,7 @@ impl MediaService {
 
     /// Removes media and its thumbnails, then the objects it was the last
     /// reference to; `tombstone` keeps the id from being used again.
-    async fn remove(&self, key: &MediaKey, tombstone: bool) -> Result<bool, MediaError> {
+    pub(super) async fn remove(&self, key: &MediaKey, tombstone: bool) -> Result<bool, MediaError> {
         let Deletion::Deleted { unlinked } = self.inner.meta.records.delete(key, tombstone).await?
         else {
             return Ok(false);
@@ -168,7 +171,7 @@ impl MediaService {
                 |key, record| {
                     key.server == server
                         && record.origin == Origin::Local
-                        && record.created < filter.before
+                        && record.last_used() < filter.before
                         && record.size > filter.size_gt
                         && !record.quarantined
                         && !record.protected
@@ -199,7 +202,7 @@ impl MediaService {
             .purge(
                 |_, record| {
                     record.origin == Origin::Remote
-                        && record.created < before
+                        && record.last_used() < before
                         && !record.quarantined
                 },
                 false,
@@ -251,7 +254,7 @@ impl MediaService {
 
     /// Removes one unlinked object from its datastore and the hot cache,
     /// then forgets it. Removing an object that is already gone succeeds.
-    async fn remove_unlinked(&self, object: &Unlinked) -> Result<(), MediaError> {
+    pub(super) async fn remove_unlinked(&self, object: &Unlinked) -> Result<(), MediaError> {
         let store = self.inner.stores.get(&object.datastore)?;
         match store.delete(&object.key).await {
             Ok(()) | Err(StorageError::NotFound) => {}

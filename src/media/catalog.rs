@@ -87,9 +87,8 @@ impl MediaOrder {
         let primary = match self {
             Self::MediaId => Ordering::Equal,
             Self::UploadName => nulls_last(ra.upload_name.as_ref(), rb.upload_name.as_ref()),
-            // No separate last-access time is kept yet: media counts as
-            // last accessed when it was created.
-            Self::CreatedTs | Self::LastAccessTs => ra.created.cmp(&rb.created),
+            Self::CreatedTs => ra.created.cmp(&rb.created),
+            Self::LastAccessTs => nulls_last(ra.last_access, rb.last_access),
             Self::MediaLength => ra.size.cmp(&rb.size),
             Self::MediaType => ra.content_type.cmp(&rb.content_type),
             Self::QuarantinedBy => nulls_last(
@@ -128,6 +127,19 @@ pub struct MediaPageQuery {
 pub struct MediaPage {
     pub media: Vec<(MediaKey, MediaRecord)>,
     pub total: u64,
+}
+
+/// Access times to record: media and thumbnails last served at a time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Accesses {
+    pub media: Vec<(MediaKey, UnixMillis)>,
+    pub thumbnails: Vec<(MediaKey, super::records::ThumbSize, UnixMillis)>,
+}
+
+impl Accesses {
+    pub fn is_empty(&self) -> bool {
+        self.media.is_empty() && self.thumbnails.is_empty()
+    }
 }
 
 /// How much local media one user uploaded.

@@ -63,6 +63,7 @@ impl MediaService {
     ) -> Result<Opened, MediaError> {
         let download = self.checked(request).await?;
         let record = &download.record;
+        self.note_media_access(&request.key, record.last_access, record.created);
         let name = match file_name {
             Some(name) if !name.is_empty() => clean_filename(name),
             _ => record.upload_name.clone(),

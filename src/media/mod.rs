@@ -7,6 +7,7 @@
 //! through the ports in [`ports`]; it knows no HTTP framework and no status
 //! code (`MediaError` is the vocabulary the edge classifies).
 
+mod access;
 mod admin;
 pub mod catalog;
 mod disposition;
@@ -20,6 +21,7 @@ mod ownership;
 pub mod ports;
 pub mod records;
 mod remote;
+mod retention;
 mod sync;
 mod thumbnail;
 mod upload;
@@ -42,6 +44,7 @@ pub use moderation::{UsageQuery, UsageReport, UserUsage};
 pub use name::clean_filename;
 pub use ownership::{Claim, OwnershipError};
 pub use remote::FetchError;
+pub use retention::{Freed, RetentionReport};
 pub use sync::{SyncProgress, SyncRequest};
 pub use thumbnail::ThumbRequest;
 pub use upload::{UploadMeta, UploadTarget};
@@ -50,7 +53,7 @@ pub use views::{Access, Body, MediaRequest, MediaView, Opened, Reader};
 use self::ports::{Counts, Homeserver, HomeserverError, Metadata, RemoteSource, RepoError};
 use crate::{
     cache::HotCache,
-    config::{FederationConfig, MediaConfig, ThumbnailConfig},
+    config::{FederationConfig, MediaConfig, QuotaConfig, RetentionConfig, ThumbnailConfig},
     ids::{BlobKey, DatastoreId, MediaKey},
     storage::{Backend, BlobStore, Datastores, SelfcheckError, SelfcheckReport, StorageError},
     thumbnail::ThumbnailError,
@@ -127,12 +130,23 @@ struct Inner {
     thumbnailer: thumbnail::Thumbnailer,
     remote: remote::Remote,
     homeserver: Arc<dyn Homeserver>,
+    policies: Policies,
+    accesses: access::AccessLog,
     /// Woken on every commit, so downloads waiting on pending media retry.
     committed: Notify,
     /// Blobs being written right now; the orphan sweep must not touch them.
     in_flight: std::sync::Mutex<HashSet<(DatastoreId, BlobKey)>>,
     /// How this server's metadata database is named in ownership markers.
     database_label: std::sync::OnceLock<String>,
+}
+
+/// What admins bound, and the token mxmedia asks the homeserver with on
+/// its own (for retention's avatars).
+#[derive(Clone, Default)]
+pub struct Policies {
+    pub retention: RetentionConfig,
+    pub quotas: QuotaConfig,
+    pub homeserver_token: Option<crate::auth::Credentials>,
 }
 
 /// The adapters and shared parts the core is built from (see `app.rs`).
@@ -155,6 +169,7 @@ impl MediaService {
         config: MediaConfig,
         thumbnails: ThumbnailConfig,
         federation: &FederationConfig,
+        policies: Policies,
     ) -> Self {
         let remote =
             remote::Remote::new(wiring.remote, federation, config.max_upload_size.as_u64());
@@ -168,6 +183,8 @@ impl MediaService {
                 thumbnailer: thumbnail::Thumbnailer::new(thumbnails),
                 remote,
                 homeserver: wiring.homeserver,
+                accesses: access::AccessLog::new(policies.retention.access_granularity),
+                policies,
                 metrics: wiring.metrics,
                 committed: Notify::new(),
                 in_flight: std::sync::Mutex::new(HashSet::new()),
@@ -222,8 +239,12 @@ impl MediaService {
         Ok(self.inner.meta.housekeeping.pending_count().await?)
     }
 
-    /// Makes all metadata durable; the last call before the process stops.
+    /// Makes all metadata durable, noted access times included; the last
+    /// call before the process stops.
     pub async fn close(&self) -> Result<(), MediaError> {
+        if let Err(error) = self.flush_accesses().await {
+            tracing::warn!(%error, "access times not recorded at shutdown");
+        }
         Ok(self.inner.meta.housekeeping.close().await?)
     }
 

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use super::catalog::{
-    MediaOrder, MediaPage, MediaPageQuery, QuarantineChange, QuarantineEvent, QuarantinedContent,
-    Usage,
+    Accesses, MediaOrder, MediaPage, MediaPageQuery, QuarantineChange, QuarantineEvent,
+    QuarantinedContent, Usage,
 };
 pub use super::records::{
     BlobRecord, ClaimRecord, Commit, CommitMode, CommitThumb, Counts, DatabaseIdentity, Deletion,
@@ -176,6 +176,23 @@ pub trait Catalog: Send + Sync {
     ) -> Result<Vec<QuarantineEvent>, RepoError>;
     /// The last position written to the quarantine log (0 when empty).
     async fn quarantine_log_head(&self) -> Result<u64, RepoError>;
+    /// Records when media and thumbnails were last served (a batch, not
+    /// durable on its own: a crash loses at most one batch of access times).
+    /// Gone items are skipped; a time never moves backwards.
+    async fn touch(&self, accesses: &Accesses) -> Result<(), RepoError>;
+    /// Stored thumbnails in key order after `after` (for retention).
+    async fn thumbnails_after(
+        &self,
+        after: Option<&(MediaKey, ThumbSize)>,
+        limit: usize,
+    ) -> Result<Vec<(MediaKey, ThumbSize, ThumbRecord)>, RepoError>;
+    /// Removes one thumbnail, releasing its blob (an `Unlinked` object when
+    /// it was the last reference); `None` when there is no such thumbnail.
+    async fn delete_thumbnail(
+        &self,
+        key: &MediaKey,
+        size: &ThumbSize,
+    ) -> Result<Option<Vec<Unlinked>>, RepoError>;
 }
 
 /// Sweeps, ownership and health: background jobs and operators.

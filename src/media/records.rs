@@ -46,6 +46,18 @@ pub struct MediaRecord {
     /// retention; an admin's choice.
     #[serde(default)]
     pub protected: bool,
+    /// When it was last served, coarsely (see `media::access`); `None`
+    /// until the first access is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_access: Option<UnixMillis>,
+}
+
+impl MediaRecord {
+    /// Last served, or created when never served since: what retention
+    /// counts from.
+    pub fn last_used(&self) -> UnixMillis {
+        self.last_access.unwrap_or(self.created).max(self.created)
+    }
 }
 
 /// An object no record points at any more, to be deleted from its
@@ -88,6 +100,9 @@ pub struct ThumbRecord {
     pub width: u32,
     pub height: u32,
     pub created: UnixMillis,
+    /// When it was last served, coarsely; `None` until recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_access: Option<UnixMillis>,
 }
 
 /// Which thumbnail of a media item: one configured size and method, still

@@ -100,6 +100,7 @@ async fn core(tweak: impl FnOnce(&mut MediaConfig)) -> Core {
         config,
         ThumbnailConfig::default(),
         &FederationConfig::default(),
+        crate::media::Policies::default(),
     );
     media.claim_datastores("core test").await.unwrap();
     Core { media, _dir: dir }

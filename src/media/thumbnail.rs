@@ -119,6 +119,7 @@ impl MediaService {
     ) -> Result<Thumb, MediaError> {
         let download = self.checked(media).await?;
         let key = &media.key;
+        self.note_media_access(key, download.record.last_access, download.record.created);
         let thumbs = &self.inner.thumbnailer;
         if download.record.size > thumbs.config.max_source_size.as_u64() {
             return Err(MediaError::TooLarge {
@@ -132,13 +133,11 @@ impl MediaService {
             request.method,
         )
         .ok_or(MediaError::Thumbnail(ThumbnailError::Unsupported))?;
-        let stored = self
-            .inner
-            .meta
-            .records
-            .thumbnail(key, &stored_size(spec, request.animated))
-            .await?;
+        let size = stored_size(spec, request.animated);
+        let stored = self.inner.meta.records.thumbnail(key, &size).await?;
         if let Some(thumb) = stored {
+            let record = &thumb.record;
+            self.note_thumbnail_access(key, size, record.last_access, record.created);
             return Ok(thumb);
         }
         if !thumbs.config.dynamic {
@@ -275,6 +274,7 @@ impl MediaService {
                     width: probe.width,
                     height: probe.height,
                     created: UnixMillis::now(),
+                    last_access: None,
                 };
                 let blob = NewBlob {
                     datastore: download.blob.datastore.clone(),
@@ -329,6 +329,7 @@ impl MediaService {
                 width: thumb.width,
                 height: thumb.height,
                 created: UnixMillis::now(),
+                last_access: None,
             };
             let blob = NewBlob {
                 datastore: store.id().clone(),

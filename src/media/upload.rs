@@ -236,6 +236,7 @@ impl MediaService {
             quarantined: false,
             quarantined_by: None,
             protected: false,
+            last_access: None,
         };
         let blob = NewBlob {
             datastore: store.id().clone(),

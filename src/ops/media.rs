@@ -55,6 +55,10 @@ pub enum MediaCommand {
         before: u64,
         dry_run: bool,
     },
+    /// One retention run with the configured lifetimes.
+    Retention {
+        dry_run: bool,
+    },
 }
 
 /// An `mxc://server/id` URI.
@@ -182,6 +186,17 @@ pub async fn execute(
                 .purge_local(&filter, acting.as_ref(), actor, per_page)
                 .await?;
             purge_json(&report, *dry_run)
+        }
+        MediaCommand::Retention { dry_run } => {
+            let report = media
+                .retention(*dry_run, |r| {
+                    progress(json!({
+                        "media": r.local.items + r.remote.items + r.thumbnails.items,
+                        "bytes": r.local.bytes + r.remote.bytes + r.thumbnails.bytes,
+                    }));
+                })
+                .await?;
+            serde_json::to_value(report).unwrap_or_default()
         }
         MediaCommand::PurgeRemote { before, dry_run } => {
             let report = media

@@ -23,8 +23,8 @@ pub(super) fn media_key(server_name: &str, media_id: &str) -> Result<MediaKey, A
 }
 
 /// `media_info` as Synapse shapes it: local media with the uploader, remote
-/// media with its origin. mxmedia keeps no separate last-access time yet,
-/// so `last_access_ts` is the creation time.
+/// media with its origin; `last_access_ts` is null until an access is
+/// recorded (coarsely: see `retention.access_granularity`).
 fn info_json(info: &MediaInfo) -> Value {
     let mut out = json!({
         "media_id": info.key.id.as_str(),
@@ -32,7 +32,7 @@ fn info_json(info: &MediaInfo) -> Value {
         "media_length": info.size,
         "upload_name": info.upload_name,
         "created_ts": info.created.0,
-        "last_access_ts": info.created.0,
+        "last_access_ts": info.last_access.map(|t| t.0),
         "quarantined_by": if info.quarantined {
             Value::from(info.quarantined_by.clone().unwrap_or_default())
         } else {

@@ -118,7 +118,7 @@ pub async fn user_media(
                 "media_length": record.size,
                 "upload_name": record.upload_name,
                 "created_ts": record.created.0,
-                "last_access_ts": record.created.0,
+                "last_access_ts": record.last_access.map(|t| t.0),
                 "quarantined_by": record.quarantined_by.as_ref().filter(|_| record.quarantined),
                 "safe_from_quarantine": record.protected,
             })

@@ -70,6 +70,7 @@ fn record(sha: u8) -> MediaRecord {
         quarantined: false,
         quarantined_by: None,
         protected: false,
+        last_access: None,
     }
 }
 
@@ -275,6 +276,7 @@ fn thumb(sha: u8) -> ThumbRecord {
         width: 32,
         height: 24,
         created: UnixMillis(20),
+        last_access: None,
     }
 }
 

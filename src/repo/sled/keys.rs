@@ -61,6 +61,22 @@ pub fn thumb(key: &MediaKey, size: &ThumbSize) -> Vec<u8> {
     out
 }
 
+/// The media key and size of a `thumbs_by_media` entry.
+pub fn parse_thumb(bytes: &[u8]) -> Option<(MediaKey, ThumbSize)> {
+    let split = bytes.len().checked_sub(11)?;
+    let (media_key, suffix) = bytes.split_at(split);
+    if suffix[0] != SEP {
+        return None;
+    }
+    let size = ThumbSize {
+        width: u32::from_be_bytes(suffix[1..5].try_into().ok()?),
+        height: u32::from_be_bytes(suffix[5..9].try_into().ok()?),
+        crop: suffix[9] == b'c',
+        animated: suffix[10] == 1,
+    };
+    Some((parse_media(media_key)?, size))
+}
+
 /// Prefix of every thumbnail of `key` in `thumbs_by_media`.
 pub fn thumb_prefix(key: &MediaKey) -> Vec<u8> {
     let mut out = media(key);
@@ -129,6 +145,8 @@ mod tests {
             let key = MediaKey::parse(&server, &id).unwrap();
             prop_assert_eq!(parse_media(&media(&key)), Some(key.clone()));
             prop_assert_eq!(parse_pending(&pending("@u:x", &key)), Some(key.clone()));
+            let size = ThumbSize { width: u32::try_from(id.len()).unwrap(), height: 7, crop: id.len() % 2 == 0, animated: id.len() % 3 == 0 };
+            prop_assert_eq!(parse_thumb(&thumb(&key, &size)), Some((key.clone(), size)));
             prop_assert_eq!(parse_by_sha256(&by_sha256(&Sha256Digest([7; 32]), &key)), Some(key.clone()));
             let indexed = by_uploader("@u:x", UnixMillis((id.len() as u64) << 8), &key);
             prop_assert_eq!(parse_by_uploader(&indexed), Some(("@u:x", UnixMillis((id.len() as u64) << 8), key)));

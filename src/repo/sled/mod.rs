@@ -15,9 +15,9 @@ use self::{flush::GroupFlush, trees::Trees};
 use crate::{
     ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis},
     media::ports::{
-        BlobIndex, BlobRecord, Catalog, ClaimRecord, Commit, CommitMode, CommitThumb, Counts,
-        DatabaseIdentity, Deletion, Housekeeping, Lookup, MediaPage, MediaPageQuery, MediaRecord,
-        MediaRecords, NewBlob, PendingRecord, QuarantineChange, QuarantineEvent,
+        Accesses, BlobIndex, BlobRecord, Catalog, ClaimRecord, Commit, CommitMode, CommitThumb,
+        Counts, DatabaseIdentity, Deletion, Housekeeping, Lookup, MediaPage, MediaPageQuery,
+        MediaRecord, MediaRecords, NewBlob, PendingRecord, QuarantineChange, QuarantineEvent,
         QuarantinedContent, RepoError, Reserve, StoredThumb, ThumbRecord, ThumbSize, Unlinked,
         Usage,
     },
@@ -278,6 +278,31 @@ impl Catalog for SledRepo {
 
     async fn quarantine_log_head(&self) -> Result<u64, RepoError> {
         self.run(Trees::quarantine_log_head).await
+    }
+
+    async fn touch(&self, accesses: &Accesses) -> Result<(), RepoError> {
+        let accesses = accesses.clone();
+        self.run(move |t| t.touch(&accesses)).await
+    }
+
+    async fn thumbnails_after(
+        &self,
+        after: Option<&(MediaKey, ThumbSize)>,
+        limit: usize,
+    ) -> Result<Vec<(MediaKey, ThumbSize, ThumbRecord)>, RepoError> {
+        let after = after.cloned();
+        self.run(move |t| t.thumbnails_after(after.as_ref(), limit))
+            .await
+    }
+
+    async fn delete_thumbnail(
+        &self,
+        key: &MediaKey,
+        size: &ThumbSize,
+    ) -> Result<Option<Vec<Unlinked>>, RepoError> {
+        let (key, size) = (key.clone(), *size);
+        self.run_durably(move |t| t.delete_thumbnail(&key, &size), Option::is_some)
+            .await
     }
 }
 

@@ -157,10 +157,7 @@ impl Trees {
             entry?;
             total += 1;
         }
-        let media = if matches!(
-            query.order,
-            MediaOrder::CreatedTs | MediaOrder::LastAccessTs
-        ) {
+        let media = if query.order == MediaOrder::CreatedTs {
             let mut page = Vec::new();
             for key in self.uploads_by_time(&prefix, query)? {
                 if let Some(record) = self.complete(&key)? {

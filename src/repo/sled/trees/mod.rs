@@ -10,6 +10,7 @@ use sled::{
     transaction::{ConflictableTransactionError, TransactionError, TransactionalTree},
 };
 
+mod access;
 mod blobs;
 mod catalog;
 mod housekeeping;
