@@ -143,6 +143,8 @@ fn media_verdict(error: &MediaError) -> Verdict<'_> {
             Verdict::new(S::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED").retry(*retry_after)
         }
         M::Forbidden(_) => Verdict::new(S::FORBIDDEN, "M_FORBIDDEN"),
+        // Synapse's answer for `media_upload_limits`, errcode included.
+        M::QuotaExceeded => Verdict::new(S::BAD_REQUEST, "M_RESOURCE_LIMIT_EXCEEDED"),
         M::Invalid(_) => Verdict::new(S::BAD_REQUEST, "M_INVALID_PARAM"),
         // Synapse's answer, errcode included.
         M::NotLocal => {

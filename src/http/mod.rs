@@ -39,7 +39,7 @@ pub struct AppState {
 /// The one route table. Paths are spelled out so `grep` finds them; the
 /// legacy `/_matrix/media/` prefix takes `r0`, `v1` and `v3` as Synapse does.
 pub fn router(state: AppState) -> Router {
-    use routes::{config, download, health, thumbnail, upload};
+    use routes::{download, health, thumbnail, upload};
     Router::new()
         // Upload (spec: POST /_matrix/media/v3/upload).
         .route("/_matrix/media/v3/upload", post(upload::upload_media))
@@ -128,14 +128,7 @@ pub fn router(state: AppState) -> Router {
             "/_matrix/media/r0/thumbnail/{server_name}/{media_id}",
             get(thumbnail::get_thumbnail_legacy),
         )
-        // Config.
-        .route(
-            "/_matrix/client/v1/media/config",
-            get(config::get_media_config),
-        )
-        .route("/_matrix/media/v3/config", get(config::get_media_config))
-        .route("/_matrix/media/v1/config", get(config::get_media_config))
-        .route("/_matrix/media/r0/config", get(config::get_media_config))
+        .merge(config_routes())
         // Operations.
         .merge(admin_routes())
         .merge(federation_routes())
@@ -145,6 +138,32 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(cors))
         .with_state(state)
+}
+
+/// The media config (per user class) and MSC4034's usage.
+fn config_routes() -> Router<AppState> {
+    use routes::config;
+    Router::new()
+        .route(
+            "/_matrix/client/v1/media/config",
+            get(config::get_media_config),
+        )
+        .route("/_matrix/media/v3/config", get(config::get_media_config))
+        .route("/_matrix/media/v1/config", get(config::get_media_config))
+        .route("/_matrix/media/r0/config", get(config::get_media_config))
+        // Usage against the quota (MSC4034, unstable).
+        .route(
+            "/_matrix/media/unstable/org.matrix.msc4034/config",
+            get(config::get_quota_config),
+        )
+        .route(
+            "/_matrix/media/unstable/org.matrix.msc4034/usage",
+            get(config::get_usage),
+        )
+        .route(
+            "/_matrix/client/unstable/org.matrix.msc4034/media/usage",
+            get(config::get_usage),
+        )
 }
 
 /// Synapse's admin media API, same paths (server admins only).

@@ -19,6 +19,7 @@ mod moderation;
 mod name;
 mod ownership;
 pub mod ports;
+mod quota;
 pub mod records;
 mod remote;
 mod retention;
@@ -43,6 +44,7 @@ pub use meter::Pace;
 pub use moderation::{UsageQuery, UsageReport, UserUsage};
 pub use name::clean_filename;
 pub use ownership::{Claim, OwnershipError};
+pub use quota::{UsageView, UserClass};
 pub use remote::FetchError;
 pub use retention::{Freed, RetentionReport};
 pub use sync::{SyncProgress, SyncRequest};
@@ -69,6 +71,9 @@ pub enum MediaError {
     CannotOverwrite,
     #[error("upload exceeds the {limit} byte limit")]
     TooLarge { limit: u64 },
+    /// The uploader's quota has no room for this upload.
+    #[error("Media upload limit exceeded")]
+    QuotaExceeded,
     #[error("too many pending uploads")]
     RateLimited { retry_after: Duration },
     #[error("{0}")]
@@ -131,6 +136,7 @@ struct Inner {
     remote: remote::Remote,
     homeserver: Arc<dyn Homeserver>,
     policies: Policies,
+    quotas: quota::QuotaPolicy,
     accesses: access::AccessLog,
     /// Woken on every commit, so downloads waiting on pending media retry.
     committed: Notify,
@@ -173,6 +179,7 @@ impl MediaService {
     ) -> Self {
         let remote =
             remote::Remote::new(wiring.remote, federation, config.max_upload_size.as_u64());
+        let quotas = quota::QuotaPolicy::new(&policies.quotas, config.max_upload_size.as_u64());
         Self {
             inner: Arc::new(Inner {
                 server_name: wiring.server_name,
@@ -184,6 +191,7 @@ impl MediaService {
                 remote,
                 homeserver: wiring.homeserver,
                 accesses: access::AccessLog::new(policies.retention.access_granularity),
+                quotas,
                 policies,
                 metrics: wiring.metrics,
                 committed: Notify::new(),

@@ -17,8 +17,8 @@ pub use super::catalog::{
 };
 pub use super::records::{
     BlobRecord, ClaimRecord, Commit, CommitMode, CommitThumb, Counts, DatabaseIdentity, Deletion,
-    Lookup, MediaRecord, NewBlob, Origin, PendingRecord, Reserve, StoredThumb, ThumbRecord,
-    ThumbSize, Unlinked,
+    Lookup, MediaRecord, NewBlob, Origin, PendingRecord, Quota, QuotaWindow, Reserve, StoredThumb,
+    ThumbRecord, ThumbSize, Unlinked, UserUsage,
 };
 use crate::{
     auth::Credentials,
@@ -56,6 +56,7 @@ pub trait MediaRecords: Send + Sync {
         key: &MediaKey,
         pending: &PendingRecord,
         max_pending: usize,
+        quota: Option<&Quota>,
     ) -> Result<Reserve, RepoError>;
     /// Attaches content to `key` and registers (or shares) its blob, in one
     /// transaction.
@@ -65,6 +66,7 @@ pub trait MediaRecords: Send + Sync {
         record: &MediaRecord,
         blob: &NewBlob,
         mode: &CommitMode,
+        quota: Option<&Quota>,
     ) -> Result<Commit, RepoError>;
     /// The media at `key`, with its blob when it is complete.
     async fn lookup(&self, key: &MediaKey) -> Result<Lookup, RepoError>;
@@ -176,6 +178,9 @@ pub trait Catalog: Send + Sync {
     ) -> Result<Vec<QuarantineEvent>, RepoError>;
     /// The last position written to the quarantine log (0 when empty).
     async fn quarantine_log_head(&self) -> Result<u64, RepoError>;
+    /// `user`'s stored local media and reservations, and what they
+    /// committed since each of `since`.
+    async fn usage_of(&self, user: &str, since: &[UnixMillis]) -> Result<UserUsage, RepoError>;
     /// Records when media and thumbnails were last served (a batch, not
     /// durable on its own: a crash loses at most one batch of access times).
     /// Gone items are skipped; a time never moves backwards.

@@ -166,6 +166,53 @@ pub enum CommitMode {
     Reserved { owner: String, now: UnixMillis },
 }
 
+/// An upload quota the store enforces atomically with `reserve` and
+/// `commit`: concurrent uploads of one user never overshoot it. Files count
+/// from their reservation (an async upload's `/create`); bytes when
+/// committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quota {
+    pub user: String,
+    pub max_bytes: Option<u64>,
+    pub max_files: Option<u64>,
+    pub windows: Vec<QuotaWindow>,
+}
+
+/// What may be committed since `since` (a sliding window ending now).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaWindow {
+    pub since: UnixMillis,
+    pub max_bytes: Option<u64>,
+    pub max_files: Option<u64>,
+}
+
+/// One user's stored local media: totals, reservations, and per window.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserUsage {
+    pub files: u64,
+    pub bytes: u64,
+    /// Reserved async uploads not uploaded yet (unexpired or not).
+    pub pending: u64,
+    /// (files, bytes) committed since each asked-for time, in order.
+    pub windows: Vec<(u64, u64)>,
+}
+
+impl Quota {
+    /// Whether `usage` plus one more upload of `size` bytes (a new file
+    /// when `new_file`) stays within every limit.
+    pub fn admits(&self, usage: &UserUsage, size: u64, new_file: bool) -> bool {
+        let files = usage.files + usage.pending + u64::from(new_file);
+        let within = |max: Option<u64>, value: u64| max.is_none_or(|m| value <= m);
+        within(self.max_files, files)
+            && within(self.max_bytes, usage.bytes + size)
+            && self
+                .windows
+                .iter()
+                .zip(&usage.windows)
+                .all(|(w, (f, b))| within(w.max_files, f + 1) && within(w.max_bytes, b + size))
+    }
+}
+
 /// Outcome of `reserve`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reserve {
@@ -177,6 +224,8 @@ pub enum Reserve {
     TooManyPending {
         next_expiry: UnixMillis,
     },
+    /// The owner's quota has no room for another file.
+    OverQuota,
 }
 
 /// Outcome of `commit`. Expected outcomes are values, so `?` only ever
@@ -194,6 +243,8 @@ pub enum Commit {
     NotOwner,
     /// `Fresh` commit onto an existing key.
     Taken,
+    /// The uploader's quota has no room for this upload: nothing stored.
+    OverQuota,
 }
 
 /// Who this database is: written once when it is created, so datastores

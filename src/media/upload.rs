@@ -15,7 +15,7 @@ use crate::{
     config::DatastoreKind,
     ids::{BlobKey, DatastoreId, MediaId, MediaKey, Sha256Digest, UnixMillis},
     media::ports::{
-        Commit, CommitMode, Lookup, MediaRecord, NewBlob, Origin, PendingRecord, Reserve,
+        Commit, CommitMode, Lookup, MediaRecord, NewBlob, Origin, PendingRecord, Quota, Reserve,
     },
     storage::{BlobStore, ByteStream, StorageError},
 };
@@ -130,9 +130,12 @@ impl MediaService {
             expires: now.saturating_add(self.inner.config.pending_expiry),
         };
         let max = self.inner.config.max_pending_per_user;
+        let quota = self.quota_for(owner);
         for _ in 0..4 {
             let key = MediaKey::new(self.inner.server_name.clone(), MediaId::generate());
-            match self.inner.meta.records.reserve(&key, &pending, max).await? {
+            let records = &self.inner.meta.records;
+            match records.reserve(&key, &pending, max, quota.as_ref()).await? {
+                Reserve::OverQuota => return Err(self.over_quota(owner.as_str())),
                 Reserve::Done => {
                     return Ok((key, pending.expires));
                 }
@@ -185,11 +188,14 @@ impl MediaService {
         body: ByteStream,
         target: UploadTarget,
     ) -> Result<(MediaKey, u64), MediaError> {
-        let (pace, kind) = self.pace_and_kind(&target);
+        let (mut pace, kind) = self.pace_and_kind(&target, uploader);
         // A declared length over the limit is refused before a byte is read.
         if meta.declared_length.is_some_and(|len| len > pace.limit) {
             return Err(MediaError::TooLarge { limit: pace.limit });
         }
+        let (quota, room) = self
+            .quota_cap(&target, uploader, meta.declared_length, &mut pace)
+            .await?;
         let mode = match &target {
             UploadTarget::New | UploadTarget::Remote { .. } => CommitMode::Fresh,
             UploadTarget::Reserved(key) => {
@@ -216,9 +222,14 @@ impl MediaService {
             Some(fill) => fill.tee(body),
             None => body,
         };
-        write_detached(store, &guard.key, body)
-            .await
-            .map_err(|e| meter.explain(e, pace))?;
+        write_detached(store, &guard.key, body).await.map_err(|e| {
+            match meter.explain(e, pace) {
+                MediaError::TooLarge { limit } if room == Some(limit) => {
+                    self.over_quota(&quota.as_ref().map(|q| q.user.clone()).unwrap_or_default())
+                }
+                other => other,
+            }
+        })?;
         let (size, sha256) = meter.finish();
 
         let record = MediaRecord {
@@ -243,36 +254,17 @@ impl MediaService {
             key: guard.key.clone(),
         };
         let remote = matches!(target, UploadTarget::Remote { .. });
-        let mut key = match target {
+        let key = match target {
             UploadTarget::New => MediaKey::new(self.inner.server_name.clone(), MediaId::generate()),
             UploadTarget::Reserved(key) | UploadTarget::Remote { key, .. } => key,
         };
-        let mut attempts = 0;
-        let deduplicated = loop {
-            attempts += 1;
-            if attempts > 4 {
-                return Err(MediaError::Internal(
-                    "four random media ids in a row were taken",
-                ));
-            }
-            match self
-                .inner
-                .meta
-                .records
-                .commit(&key, &record, &blob, &mode)
-                .await?
-            {
-                Commit::Done { deduplicated } => break deduplicated,
-                // A concurrent fetch cached it first: theirs stands, ours
-                // is dropped by the guard.
-                Commit::Taken if remote => return Ok((key, size)),
-                Commit::Taken => {
-                    key = MediaKey::new(self.inner.server_name.clone(), MediaId::generate());
-                }
-                Commit::AlreadyHasContent => return Err(MediaError::CannotOverwrite),
-                Commit::NotReserved => return Err(MediaError::NotFound),
-                Commit::NotOwner => return Err(MediaError::Forbidden(NOT_OWNER)),
-            }
+        let (key, outcome) = self
+            .commit_upload(key, &record, &blob, (&mode, quota.as_ref()), remote)
+            .await?;
+        // A concurrent fetch cached it first: theirs stands, ours is
+        // dropped by the guard.
+        let Some(deduplicated) = outcome else {
+            return Ok((key, size));
         };
         // A deduplicated upload's own copy is surplus (the armed guard
         // deletes it), unless the copy it was matched with has gone missing:
@@ -323,14 +315,76 @@ impl MediaService {
         Ok(moved)
     }
 
+    /// Commits `record` under `key` (a fresh random key when a new upload's
+    /// is taken); the key and whether the content was deduplicated, or
+    /// `None` when another fetch cached this remote media first.
+    async fn commit_upload(
+        &self,
+        mut key: MediaKey,
+        record: &MediaRecord,
+        blob: &NewBlob,
+        (mode, quota): (&CommitMode, Option<&Quota>),
+        remote: bool,
+    ) -> Result<(MediaKey, Option<bool>), MediaError> {
+        for _ in 0..4 {
+            let records = &self.inner.meta.records;
+            match records.commit(&key, record, blob, mode, quota).await? {
+                Commit::Done { deduplicated } => return Ok((key, Some(deduplicated))),
+                Commit::Taken if remote => return Ok((key, None)),
+                Commit::Taken => {
+                    key = MediaKey::new(self.inner.server_name.clone(), MediaId::generate());
+                }
+                Commit::AlreadyHasContent => return Err(MediaError::CannotOverwrite),
+                Commit::NotReserved => return Err(MediaError::NotFound),
+                Commit::NotOwner => return Err(MediaError::Forbidden(NOT_OWNER)),
+                Commit::OverQuota => {
+                    return Err(self.over_quota(record.uploader.as_deref().unwrap_or_default()));
+                }
+            }
+        }
+        Err(MediaError::Internal(
+            "four random media ids in a row were taken",
+        ))
+    }
+
+    /// The uploader's quota, checked against the declared length before a
+    /// byte is read; a body of unknown length is cut off where the quota's
+    /// room ends (`pace.limit` lowered, and that room returned).
+    async fn quota_cap(
+        &self,
+        target: &UploadTarget,
+        uploader: Option<&UserId>,
+        declared: Option<u64>,
+        pace: &mut Pace,
+    ) -> Result<(Option<Quota>, Option<u64>), MediaError> {
+        let quota = match (target, uploader) {
+            (UploadTarget::Remote { .. }, _) | (_, None) => None,
+            (_, Some(user)) => self.quota_for(user),
+        };
+        let mut room = None;
+        if let Some(quota) = &quota {
+            let reserved = matches!(target, UploadTarget::Reserved(_));
+            let left = self.quota_room(quota, declared, reserved).await?;
+            if left < pace.limit {
+                pace.limit = left;
+                room = Some(left);
+            }
+        }
+        Ok((quota, room))
+    }
+
     /// The limits a body for `target` is held to, and where it is stored.
-    fn pace_and_kind(&self, target: &UploadTarget) -> (Pace, DatastoreKind) {
+    fn pace_and_kind(
+        &self,
+        target: &UploadTarget,
+        uploader: Option<&UserId>,
+    ) -> (Pace, DatastoreKind) {
         let config = &self.inner.config;
         match target {
             UploadTarget::Remote { pace, .. } => (*pace, DatastoreKind::RemoteMedia),
             _ => (
                 Pace {
-                    limit: config.max_upload_size.as_u64(),
+                    limit: self.upload_limit(uploader),
                     idle: config.upload_idle_timeout,
                     min_rate: config.upload_min_rate.as_u64(),
                     deadline: config.upload_deadline,

@@ -18,7 +18,7 @@ async fn stored(s: &dyn Store, key: &MediaKey) -> MediaRecord {
 }
 
 async fn commit(s: &dyn Store, key: &MediaKey, record: &MediaRecord) {
-    s.commit(key, record, &blob(), &CommitMode::Fresh)
+    s.commit(key, record, &blob(), &CommitMode::Fresh, None)
         .await
         .unwrap();
 }
@@ -45,7 +45,7 @@ pub(super) async fn quarantine_covers_identical_content(s: &dyn Store) {
     commit(s, &remote, &cached).await;
     assert!(s.set_protected(&key("d"), true).await.unwrap());
     assert!(!s.set_protected(&key("none"), true).await.unwrap());
-    s.reserve(&key("p"), &pending("@a:x", 0, u64::MAX), 5)
+    s.reserve(&key("p"), &pending("@a:x", 0, u64::MAX), 5, None)
         .await
         .unwrap();
     assert!(
@@ -232,7 +232,7 @@ pub(super) async fn bulk_scans_and_usage(s: &dyn Store) {
     cached.origin = Origin::Remote;
     cached.uploader = Some("@remote:elsewhere".into());
     commit(s, &MediaKey::parse("elsewhere", "r1").unwrap(), &cached).await;
-    s.reserve(&key("k0"), &pending("@a:x", 0, u64::MAX), 5)
+    s.reserve(&key("k0"), &pending("@a:x", 0, u64::MAX), 5, None)
         .await
         .unwrap();
     s.delete(&key("k2"), true).await.unwrap();

@@ -16,10 +16,10 @@ use crate::{
 pub(super) async fn releases_blobs_and_tombstones_ids(s: &dyn Store) {
     let shared = blob();
     let own_thumb = blob();
-    s.commit(&key("a"), &record(1), &shared, &CommitMode::Fresh)
+    s.commit(&key("a"), &record(1), &shared, &CommitMode::Fresh, None)
         .await
         .unwrap();
-    s.commit(&key("b"), &record(1), &blob(), &CommitMode::Fresh)
+    s.commit(&key("b"), &record(1), &blob(), &CommitMode::Fresh, None)
         .await
         .unwrap();
     let size = ThumbSize {
@@ -63,13 +63,13 @@ pub(super) async fn releases_blobs_and_tombstones_ids(s: &dyn Store) {
     assert_eq!(s.delete(&key("a"), true).await.unwrap(), Deletion::Missing);
     // The tombstoned id stays taken; the count leaves it out.
     assert_eq!(
-        s.commit(&key("a"), &record(3), &blob(), &CommitMode::Fresh)
+        s.commit(&key("a"), &record(3), &blob(), &CommitMode::Fresh, None)
             .await
             .unwrap(),
         Commit::Taken
     );
     assert_eq!(
-        s.reserve(&key("a"), &pending("@a:x", 0, 100), 5)
+        s.reserve(&key("a"), &pending("@a:x", 0, 100), 5, None)
             .await
             .unwrap(),
         Reserve::Taken
@@ -101,7 +101,7 @@ pub(super) async fn releases_blobs_and_tombstones_ids(s: &dyn Store) {
     }
     assert!(s.unlinked(10).await.unwrap().is_empty());
     assert_eq!(
-        s.commit(&key("b"), &record(1), &blob(), &CommitMode::Fresh)
+        s.commit(&key("b"), &record(1), &blob(), &CommitMode::Fresh, None)
             .await
             .unwrap(),
         done(false)
@@ -121,9 +121,15 @@ pub(super) async fn releases_blobs_and_tombstones_ids(s: &dyn Store) {
 pub(super) async fn racing_thumbnails_leave_nothing_behind<S: Store>(s: Arc<S>) {
     for round in 0..8u8 {
         let media = key(&format!("r{round}"));
-        s.commit(&media, &record(100 + round), &blob(), &CommitMode::Fresh)
-            .await
-            .unwrap();
+        s.commit(
+            &media,
+            &record(100 + round),
+            &blob(),
+            &CommitMode::Fresh,
+            None,
+        )
+        .await
+        .unwrap();
         let tasks: Vec<_> = (0..4u32)
             .map(|i| {
                 let (s, media) = (Arc::clone(&s), media.clone());

@@ -5,6 +5,7 @@
 
 mod catalog;
 mod deletion;
+mod quota;
 
 use std::{future::Future, sync::Arc};
 
@@ -51,6 +52,10 @@ where
     catalog::uploads_list_in_every_order(&*s).await;
     let (_g, s) = make().await;
     catalog::bulk_scans_and_usage(&*s).await;
+    let (_g, s) = make().await;
+    quota::quotas_hold_under_concurrent_commits(s).await;
+    let (_g, s) = make().await;
+    quota::reservations_and_windows_count(&*s).await;
     let (_g, s) = make().await;
     deletion::releases_blobs_and_tombstones_ids(&*s).await;
     let (_g, s) = make().await;
@@ -107,19 +112,19 @@ async fn commits_deduplicate_by_digest(s: &dyn Store) {
     let first = blob();
     let fresh = CommitMode::Fresh;
     assert_eq!(
-        s.commit(&key("a"), &record(1), &first, &fresh)
+        s.commit(&key("a"), &record(1), &first, &fresh, None)
             .await
             .unwrap(),
         done(false)
     );
     assert_eq!(
-        s.commit(&key("b"), &record(1), &blob(), &fresh)
+        s.commit(&key("b"), &record(1), &blob(), &fresh, None)
             .await
             .unwrap(),
         done(true)
     );
     assert_eq!(
-        s.commit(&key("a"), &record(2), &blob(), &fresh)
+        s.commit(&key("a"), &record(2), &blob(), &fresh, None)
             .await
             .unwrap(),
         Commit::Taken
@@ -147,8 +152,14 @@ async fn commits_deduplicate_by_digest(s: &dyn Store) {
 /// Async upload rules: owner only, once, before expiry.
 async fn reservations_check_owner_expiry_and_overwrite(s: &dyn Store) {
     let p = pending("@a:x", 0, 100);
-    assert_eq!(s.reserve(&key("p"), &p, 5).await.unwrap(), Reserve::Done);
-    assert_eq!(s.reserve(&key("p"), &p, 5).await.unwrap(), Reserve::Taken);
+    assert_eq!(
+        s.reserve(&key("p"), &p, 5, None).await.unwrap(),
+        Reserve::Done
+    );
+    assert_eq!(
+        s.reserve(&key("p"), &p, 5, None).await.unwrap(),
+        Reserve::Taken
+    );
     assert_eq!(
         s.lookup(&key("p")).await.unwrap(),
         Lookup::Pending(p.clone())
@@ -160,31 +171,31 @@ async fn reservations_check_owner_expiry_and_overwrite(s: &dyn Store) {
     };
     let r = record(1);
     assert_eq!(
-        s.commit(&key("p"), &r, &blob(), &at("@b:x", 50))
+        s.commit(&key("p"), &r, &blob(), &at("@b:x", 50), None)
             .await
             .unwrap(),
         Commit::NotOwner
     );
     assert_eq!(
-        s.commit(&key("p"), &r, &blob(), &at("@a:x", 100))
+        s.commit(&key("p"), &r, &blob(), &at("@a:x", 100), None)
             .await
             .unwrap(),
         Commit::NotReserved
     );
     assert_eq!(
-        s.commit(&key("q"), &r, &blob(), &at("@a:x", 50))
+        s.commit(&key("q"), &r, &blob(), &at("@a:x", 50), None)
             .await
             .unwrap(),
         Commit::NotReserved
     );
     assert_eq!(
-        s.commit(&key("p"), &r, &blob(), &at("@a:x", 50))
+        s.commit(&key("p"), &r, &blob(), &at("@a:x", 50), None)
             .await
             .unwrap(),
         done(false)
     );
     assert_eq!(
-        s.commit(&key("p"), &r, &blob(), &at("@a:x", 50))
+        s.commit(&key("p"), &r, &blob(), &at("@a:x", 50), None)
             .await
             .unwrap(),
         Commit::AlreadyHasContent
@@ -197,19 +208,19 @@ async fn reservations_check_owner_expiry_and_overwrite(s: &dyn Store) {
 /// expired ones, and never complete media.
 async fn reservations_are_capped_per_owner_and_expire(s: &dyn Store) {
     assert_eq!(
-        s.reserve(&key("a"), &pending("@a:x", 0, 50), 2)
+        s.reserve(&key("a"), &pending("@a:x", 0, 50), 2, None)
             .await
             .unwrap(),
         Reserve::Done
     );
     assert_eq!(
-        s.reserve(&key("b"), &pending("@a:x", 0, 80), 2)
+        s.reserve(&key("b"), &pending("@a:x", 0, 80), 2, None)
             .await
             .unwrap(),
         Reserve::Done
     );
     assert_eq!(
-        s.reserve(&key("c"), &pending("@a:x", 10, 90), 2)
+        s.reserve(&key("c"), &pending("@a:x", 10, 90), 2, None)
             .await
             .unwrap(),
         Reserve::TooManyPending {
@@ -218,19 +229,19 @@ async fn reservations_are_capped_per_owner_and_expire(s: &dyn Store) {
     );
     // Another owner has their own cap.
     assert_eq!(
-        s.reserve(&key("o"), &pending("@o:x", 10, 90), 2)
+        s.reserve(&key("o"), &pending("@o:x", 10, 90), 2, None)
             .await
             .unwrap(),
         Reserve::Done
     );
     // At t=60 the first has expired and no longer counts.
     assert_eq!(
-        s.reserve(&key("c"), &pending("@a:x", 60, 90), 2)
+        s.reserve(&key("c"), &pending("@a:x", 60, 90), 2, None)
             .await
             .unwrap(),
         Reserve::Done
     );
-    s.commit(&key("done"), &record(1), &blob(), &CommitMode::Fresh)
+    s.commit(&key("done"), &record(1), &blob(), &CommitMode::Fresh, None)
         .await
         .unwrap();
     assert_eq!(
@@ -283,7 +294,7 @@ fn thumb(sha: u8) -> ThumbRecord {
 /// One thumbnail per size, method and animation; the first commit wins;
 /// thumbnails share blobs with media and with each other by digest.
 async fn thumbnails_are_kept_per_size_and_share_blobs(s: &dyn Store) {
-    s.commit(&key("m"), &record(1), &blob(), &CommitMode::Fresh)
+    s.commit(&key("m"), &record(1), &blob(), &CommitMode::Fresh, None)
         .await
         .unwrap();
     let small = ThumbSize {
@@ -365,6 +376,7 @@ async fn blobs_are_listed_per_datastore_and_moved_atomically(s: &dyn Store) {
             &record(i),
             &blob(),
             &CommitMode::Fresh,
+            None,
         )
         .await
         .unwrap();
@@ -423,6 +435,7 @@ async fn concurrent_commits_count_every_reference<S: Store>(s: Arc<S>) {
                     &record(9),
                     &blob(),
                     &CommitMode::Fresh,
+                    None,
                 )
                 .await
                 .unwrap()
@@ -449,7 +462,7 @@ async fn concurrent_commits_count_every_reference<S: Store>(s: Arc<S>) {
         .map(|i| {
             let s = Arc::clone(&s);
             tokio::spawn(async move {
-                s.reserve(&key(&format!("r{i}")), &pending("@r:x", 0, 1_000), 4)
+                s.reserve(&key(&format!("r{i}")), &pending("@r:x", 0, 1_000), 4, None)
                     .await
                     .unwrap()
             })
@@ -468,7 +481,7 @@ async fn concurrent_commits_count_every_reference<S: Store>(s: Arc<S>) {
 async fn the_sweep_sees_exactly_the_unknown_keys(s: &dyn Store) {
     let media_blob = blob();
     let thumb_blob = blob();
-    s.commit(&key("m"), &record(1), &media_blob, &CommitMode::Fresh)
+    s.commit(&key("m"), &record(1), &media_blob, &CommitMode::Fresh, None)
         .await
         .unwrap();
     let size = ThumbSize {
@@ -482,7 +495,7 @@ async fn the_sweep_sees_exactly_the_unknown_keys(s: &dyn Store) {
         .unwrap();
     // The loser of a dedup left its object behind: unknown.
     let surplus = blob();
-    s.commit(&key("n"), &record(1), &surplus, &CommitMode::Fresh)
+    s.commit(&key("n"), &record(1), &surplus, &CommitMode::Fresh, None)
         .await
         .unwrap();
     let stray = BlobKey::random();

@@ -18,8 +18,8 @@ use crate::{
         Accesses, BlobIndex, BlobRecord, Catalog, ClaimRecord, Commit, CommitMode, CommitThumb,
         Counts, DatabaseIdentity, Deletion, Housekeeping, Lookup, MediaPage, MediaPageQuery,
         MediaRecord, MediaRecords, NewBlob, PendingRecord, QuarantineChange, QuarantineEvent,
-        QuarantinedContent, RepoError, Reserve, StoredThumb, ThumbRecord, ThumbSize, Unlinked,
-        Usage,
+        QuarantinedContent, Quota, RepoError, Reserve, StoredThumb, ThumbRecord, ThumbSize,
+        Unlinked, Usage, UserUsage,
     },
 };
 
@@ -87,10 +87,11 @@ impl MediaRecords for SledRepo {
         key: &MediaKey,
         pending: &PendingRecord,
         max_pending: usize,
+        quota: Option<&Quota>,
     ) -> Result<Reserve, RepoError> {
-        let (key, pending) = (key.clone(), pending.clone());
+        let (key, pending, quota) = (key.clone(), pending.clone(), quota.cloned());
         self.run_durably(
-            move |t| t.reserve(&key, &pending, max_pending),
+            move |t| t.reserve(&key, &pending, max_pending, quota.as_ref()),
             |outcome| matches!(outcome, Reserve::Done),
         )
         .await
@@ -102,10 +103,12 @@ impl MediaRecords for SledRepo {
         record: &MediaRecord,
         blob: &NewBlob,
         mode: &CommitMode,
+        quota: Option<&Quota>,
     ) -> Result<Commit, RepoError> {
         let (key, record, blob, mode) = (key.clone(), record.clone(), blob.clone(), mode.clone());
+        let quota = quota.cloned();
         self.run_durably(
-            move |t| t.commit(&key, &record, &blob, &mode),
+            move |t| t.commit(&key, &record, &blob, &mode, quota.as_ref()),
             |outcome| matches!(outcome, Commit::Done { .. }),
         )
         .await
@@ -278,6 +281,11 @@ impl Catalog for SledRepo {
 
     async fn quarantine_log_head(&self) -> Result<u64, RepoError> {
         self.run(Trees::quarantine_log_head).await
+    }
+
+    async fn usage_of(&self, user: &str, since: &[UnixMillis]) -> Result<UserUsage, RepoError> {
+        let (user, since) = (user.to_owned(), since.to_vec());
+        self.run(move |t| t.usage_of(&user, &since)).await
     }
 
     async fn touch(&self, accesses: &Accesses) -> Result<(), RepoError> {

@@ -20,8 +20,8 @@ use crate::{
     ids::{MediaKey, Sha256Digest, UnixMillis},
     media::ports::{
         BlobRecord, Commit, CommitMode, CommitThumb, Deletion, Lookup, MediaRecord, NewBlob,
-        Origin, PendingRecord, QuarantinedContent, RepoError, Reserve, StoredThumb, ThumbRecord,
-        ThumbSize, Unlinked,
+        Origin, PendingRecord, QuarantinedContent, Quota, RepoError, Reserve, StoredThumb,
+        ThumbRecord, ThumbSize, Unlinked, UserUsage,
     },
 };
 
@@ -65,6 +65,12 @@ pub struct Trees {
     quarantined: sled::Tree,
     /// `quarantine_changes_by_seq`: position (BE) -> `LoggedChange`.
     quarantine_log: sled::Tree,
+    /// `usage_by_user`: user -> files (BE u64) ++ bytes (BE u64) of their
+    /// complete local media.
+    usage: sled::Tree,
+    /// Serialise quota-checked reservations and commits per user (striped),
+    /// so concurrent uploads of one user never overshoot a quota.
+    quota_locks: Vec<Mutex<()>>,
     /// Serialises thumbnail commits with deletions: a deletion lists a
     /// media item's thumbnails before its transaction (transactions cannot
     /// scan), and no thumbnail may be added in between.
@@ -185,6 +191,50 @@ fn uploader_entry(key: &MediaKey, record: &MediaRecord) -> Option<(Vec<u8>, [u8;
     })
 }
 
+/// A `usage_by_user` value.
+fn usage_value(files: u64, bytes: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&files.to_be_bytes());
+    out[8..].copy_from_slice(&bytes.to_be_bytes());
+    out
+}
+
+fn parse_usage(value: &[u8]) -> (u64, u64) {
+    let half = |r: std::ops::Range<usize>| {
+        value
+            .get(r)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_be_bytes)
+    };
+    (half(0..8), half(8..16))
+}
+
+/// Adds one file of `size` bytes to (or, `add` false, takes it off) the
+/// uploader's usage, inside a transaction.
+fn count_usage(
+    usage: &TransactionalTree,
+    key: &MediaKey,
+    record: &MediaRecord,
+    add: bool,
+) -> TxResult<()> {
+    if uploader_entry(key, record).is_none() {
+        return Ok(());
+    }
+    let Some(user) = record.uploader.as_deref() else {
+        return Ok(());
+    };
+    let (files, bytes) = usage
+        .get(user.as_bytes())?
+        .map_or((0, 0), |v| parse_usage(&v));
+    let (files, bytes) = if add {
+        (files + 1, bytes + record.size)
+    } else {
+        (files.saturating_sub(1), bytes.saturating_sub(record.size))
+    };
+    usage.insert(user.as_bytes(), &usage_value(files, bytes)[..])?;
+    Ok(())
+}
+
 fn flatten<T>(result: Result<T, TransactionError<RepoError>>) -> Result<T, RepoError> {
     result.map_err(|e| match e {
         TransactionError::Abort(e) => e,
@@ -225,6 +275,8 @@ impl Trees {
             by_uploader: db.open_tree("media_by_uploader")?,
             quarantined: db.open_tree("quarantined_by_sha256")?,
             quarantine_log: db.open_tree("quarantine_changes_by_seq")?,
+            usage: db.open_tree("usage_by_user")?,
+            quota_locks: (0..64).map(|_| Mutex::new(())).collect(),
             thumb_lock: Mutex::new(()),
             reserve_lock: Mutex::new(()),
             db,
@@ -235,10 +287,13 @@ impl Trees {
     /// Builds the content and uploader indexes of a database written before
     /// they existed (once, before anything is served).
     fn with_indexes(self) -> Result<Self, RepoError> {
-        const DONE: &[u8] = b"indexes/sha256+uploader";
+        const DONE: &[u8] = b"indexes/sha256+uploader+usage";
         if self.meta.contains_key(DONE)? {
             return Ok(self);
         }
+        self.usage.clear()?;
+        let mut usage: std::collections::BTreeMap<String, (u64, u64)> =
+            std::collections::BTreeMap::new();
         let mut indexed = 0u64;
         for entry in &self.media {
             let (key, value) = entry?;
@@ -252,8 +307,17 @@ impl Trees {
                 .insert(keys::by_sha256(&record.sha256, &media), &[][..])?;
             if let Some((entry, size)) = uploader_entry(&media, &record) {
                 self.by_uploader.insert(entry, &size[..])?;
+                if let Some(user) = &record.uploader {
+                    let totals = usage.entry(user.clone()).or_default();
+                    totals.0 += 1;
+                    totals.1 += record.size;
+                }
             }
             indexed += 1;
+        }
+        for (user, (files, bytes)) in usage {
+            self.usage
+                .insert(user.as_bytes(), &usage_value(files, bytes)[..])?;
         }
         self.meta.insert(DONE, &[][..])?;
         self.db.flush()?;
@@ -261,6 +325,58 @@ impl Trees {
             tracing::info!(indexed, "built the content and uploader indexes");
         }
         Ok(self)
+    }
+
+    fn quota_lock(&self, user: &str) -> std::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        user.hash(&mut hasher);
+        let stripe = usize::try_from(hasher.finish() % self.quota_locks.len() as u64).unwrap_or(0);
+        self.quota_locks[stripe]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn quota_usage(&self, quota: &Quota) -> Result<UserUsage, RepoError> {
+        let since: Vec<UnixMillis> = quota.windows.iter().map(|w| w.since).collect();
+        self.usage_of(&quota.user, &since)
+    }
+
+    pub fn usage_of(&self, user: &str, since: &[UnixMillis]) -> Result<UserUsage, RepoError> {
+        let (files, bytes) = self
+            .usage
+            .get(user.as_bytes())?
+            .map_or((0, 0), |v| parse_usage(&v));
+        let now = UnixMillis::now();
+        let mut pending = 0;
+        for entry in self.pending.scan_prefix(keys::pending_prefix(user)) {
+            let record: PendingRecord = codec::decode(&entry?.1)?;
+            if record.expires > now {
+                pending += 1;
+            }
+        }
+        let prefix = keys::uploader_prefix(user);
+        let mut windows = Vec::with_capacity(since.len());
+        for start in since {
+            let mut from = prefix.clone();
+            from.extend_from_slice(&start.0.to_be_bytes());
+            let (mut f, mut b) = (0u64, 0u64);
+            for entry in self.by_uploader.range(from..) {
+                let (entry, size) = entry?;
+                if !entry.starts_with(&prefix) {
+                    break;
+                }
+                f += 1;
+                b += size.as_ref().try_into().map_or(0, u64::from_be_bytes);
+            }
+            windows.push((f, b));
+        }
+        Ok(UserUsage {
+            files,
+            bytes,
+            pending,
+            windows,
+        })
     }
 
     fn decode_state(bytes: Option<sled::IVec>) -> Result<Option<MediaState>, RepoError> {
@@ -272,7 +388,14 @@ impl Trees {
         key: &MediaKey,
         pending: &PendingRecord,
         max_pending: usize,
+        quota: Option<&Quota>,
     ) -> Result<Reserve, RepoError> {
+        let _quota = quota.map(|q| self.quota_lock(&q.user));
+        if let Some(quota) = quota
+            && !quota.admits(&self.quota_usage(quota)?, 0, true)
+        {
+            return Ok(Reserve::OverQuota);
+        }
         let _guard = self
             .reserve_lock
             .lock()
@@ -313,7 +436,17 @@ impl Trees {
         record: &MediaRecord,
         blob: &NewBlob,
         mode: &CommitMode,
+        quota: Option<&Quota>,
     ) -> Result<Commit, RepoError> {
+        // The quota is checked and the commit made under the user's lock:
+        // no concurrent commit of theirs can slip in between.
+        let _quota = quota.map(|q| self.quota_lock(&q.user));
+        if let Some(quota) = quota {
+            let new_file = matches!(mode, CommitMode::Fresh);
+            if !quota.admits(&self.quota_usage(quota)?, record.size, new_file) {
+                return Ok(Commit::OverQuota);
+            }
+        }
         let media_key = keys::media(key);
         let fresh_blob = fresh_blob(blob, record.size, record.created);
         let content_key = keys::by_sha256(&record.sha256, key);
@@ -330,9 +463,20 @@ impl Trees {
             &self.by_uploader,
             &self.quarantined,
             &self.quarantine_log,
+            &self.usage,
         )
             .transaction(
-                |(media, pending, blobs, blob_keys, by_sha256, by_uploader, quarantined, log)| {
+                |(
+                    media,
+                    pending,
+                    blobs,
+                    blob_keys,
+                    by_sha256,
+                    by_uploader,
+                    quarantined,
+                    log,
+                    usage,
+                )| {
                     let current: Option<MediaState> = tx_get(media, &media_key)?;
                     match (mode, current) {
                         (CommitMode::Fresh, Some(_)) => return Ok(Commit::Taken),
@@ -369,6 +513,7 @@ impl Trees {
                     if let Some((entry, size)) = &uploader {
                         by_uploader.insert(entry.as_slice(), &size[..])?;
                     }
+                    count_usage(usage, key, record, true)?;
                     Ok(Commit::Done { deduplicated })
                 },
             );
@@ -413,9 +558,20 @@ impl Trees {
             &self.deleted,
             &self.by_sha256,
             &self.by_uploader,
+            &self.usage,
         )
             .transaction(
-                |(media, thumbs, blobs, blob_keys, unlinked, deleted, by_sha256, by_uploader)| {
+                |(
+                    media,
+                    thumbs,
+                    blobs,
+                    blob_keys,
+                    unlinked,
+                    deleted,
+                    by_sha256,
+                    by_uploader,
+                    usage,
+                )| {
                     let Some(MediaState::Complete(record)) =
                         tx_get::<MediaState>(media, &media_key)?
                     else {
@@ -425,6 +581,7 @@ impl Trees {
                     if let Some((entry, _)) = uploader_entry(key, &record) {
                         by_uploader.remove(entry)?;
                     }
+                    count_usage(usage, key, &record, false)?;
                     let mut released = Vec::new();
                     for thumb_key in &thumb_keys {
                         if let Some(thumb) = tx_get::<ThumbRecord>(thumbs, thumb_key)? {
