@@ -154,6 +154,7 @@ fn policies(config: &Config) -> Result<crate::media::Policies, AppError> {
     Ok(crate::media::Policies {
         retention: config.retention.clone(),
         quotas: config.quotas.clone(),
+        rate_limits: config.rate_limits.clone(),
         homeserver_token: token.map(|t| crate::auth::Credentials {
             token: t.expose().to_owned(),
             user_id: None,

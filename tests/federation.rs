@@ -608,3 +608,30 @@ async fn remote_fetches_are_budgeted() {
     // media's failure.
     assert_eq!(a.t.get(&client(&ids[3]), Some(BOB)).await.status(), 200);
 }
+
+/// Remote fetches spend their own rate limit: a second fetch right after
+/// the first is refused with 429, while media already cached is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_fetches_are_rate_limited() {
+    let ca = TestCa::new();
+    let a = deployment(&ca, |c| {
+        c.rate_limits.remote_fetches = Some(mxmedia::config::Rate {
+            per_second: 0.01,
+            burst: 1,
+        });
+    })
+    .await;
+    let b = deployment(&ca, |_| {}).await;
+    let (_, first) = b.t.upload_ok(BOB, b"first remote", None, None).await;
+    let (_, second) = b.t.upload_ok(BOB, b"second remote", None, None).await;
+    let path = |id: &str| format!("/_matrix/client/v1/media/download/{}/{id}", b.name);
+    assert_eq!(a.t.get(&path(&first), Some(ALICE)).await.status(), 200);
+    let limited = a.t.get(&path(&second), Some(ALICE)).await;
+    let body = assert_matrix_error(limited, 429, "M_LIMIT_EXCEEDED").await;
+    assert!(body["retry_after_ms"].as_u64().is_some());
+    assert_eq!(
+        a.t.get(&path(&first), Some(ALICE)).await.status(),
+        200,
+        "cached: no fetch"
+    );
+}

@@ -89,6 +89,26 @@ impl FromRequestParts<AppState> for Authenticated {
     }
 }
 
+/// The client's address as resolved through `trusted_proxies` (see
+/// `http::client_addr`), for rate limits; `None` outside a listener.
+pub struct Client(pub Option<std::net::IpAddr>);
+
+impl FromRequestParts<AppState> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<super::client_addr::ClientAddr>()
+                .map(|c| c.0),
+        ))
+    }
+}
+
 /// A requester that is not a guest: the spec opens only downloads and
 /// thumbnails to guests.
 pub struct FullUser(pub Requester);

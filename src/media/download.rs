@@ -11,6 +11,7 @@ use super::{
     Access, MediaError, MediaRequest, MediaService, MediaView, Opened, clean_filename,
     disposition::disposition,
     ports::{BlobRecord, Lookup, MediaRecord},
+    rates::Family,
 };
 use crate::{
     ids::{MediaKey, Sha256Digest, UnixMillis},
@@ -61,6 +62,7 @@ impl MediaService {
         request: &MediaRequest<'_>,
         file_name: Option<&str>,
     ) -> Result<Opened, MediaError> {
+        self.rate_check(Family::Downloads, request.user, request.client)?;
         let download = self.checked(request).await?;
         let record = &download.record;
         self.note_media_access(&request.key, record.last_access, record.created);
@@ -104,7 +106,8 @@ impl MediaService {
         {
             return Ok(());
         }
-        self.ensure_remote(&request.key, request.user).await
+        self.ensure_remote(&request.key, request.user, request.client)
+            .await
     }
 
     /// Finds `key` for serving, waiting up to `wait` (capped by config) for

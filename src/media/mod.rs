@@ -20,6 +20,7 @@ mod name;
 mod ownership;
 pub mod ports;
 mod quota;
+mod rates;
 pub mod records;
 mod remote;
 mod retention;
@@ -55,7 +56,10 @@ pub use views::{Access, Body, MediaRequest, MediaView, Opened, Reader};
 use self::ports::{Counts, Homeserver, HomeserverError, Metadata, RemoteSource, RepoError};
 use crate::{
     cache::HotCache,
-    config::{FederationConfig, MediaConfig, QuotaConfig, RetentionConfig, ThumbnailConfig},
+    config::{
+        FederationConfig, MediaConfig, QuotaConfig, RateLimitConfig, RetentionConfig,
+        ThumbnailConfig,
+    },
     ids::{BlobKey, DatastoreId, MediaKey},
     storage::{Backend, BlobStore, Datastores, SelfcheckError, SelfcheckReport, StorageError},
     thumbnail::ThumbnailError,
@@ -137,6 +141,7 @@ struct Inner {
     homeserver: Arc<dyn Homeserver>,
     policies: Policies,
     quotas: quota::QuotaPolicy,
+    rates: rates::RateLimiter,
     accesses: access::AccessLog,
     /// Woken on every commit, so downloads waiting on pending media retry.
     committed: Notify,
@@ -152,6 +157,7 @@ struct Inner {
 pub struct Policies {
     pub retention: RetentionConfig,
     pub quotas: QuotaConfig,
+    pub rate_limits: RateLimitConfig,
     pub homeserver_token: Option<crate::auth::Credentials>,
 }
 
@@ -192,6 +198,7 @@ impl MediaService {
                 homeserver: wiring.homeserver,
                 accesses: access::AccessLog::new(policies.retention.access_granularity),
                 quotas,
+                rates: rates::RateLimiter::new(&policies.rate_limits),
                 policies,
                 metrics: wiring.metrics,
                 committed: Notify::new(),

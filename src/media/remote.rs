@@ -16,6 +16,7 @@ use ruma::{OwnedServerName, OwnedUserId, UserId};
 use super::{
     MediaError, MediaService, Pace, UploadMeta,
     ports::{RemoteError, RemoteSource},
+    rates::Family,
 };
 use crate::{config::FederationConfig, ids::MediaKey};
 
@@ -181,6 +182,7 @@ impl MediaService {
         &self,
         key: &MediaKey,
         user: Option<&UserId>,
+        client: Option<std::net::IpAddr>,
     ) -> Result<(), MediaError> {
         let remote = &self.inner.remote;
         if key.server == self.inner.server_name {
@@ -195,6 +197,7 @@ impl MediaService {
         if let Some(failure) = remote.failures.get(key).await {
             return Err(failure.into());
         }
+        self.rate_check(Family::RemoteFetches, user, client)?;
         if let Some(user) = user {
             remote.check_budget(user)?;
         }

@@ -151,6 +151,7 @@ impl Core {
             allow_redirect: false,
             wait: Duration::ZERO,
             bypass_quarantine: false,
+            client: None,
         };
         let opened = self.media.download(&request, None).await.unwrap();
         let super::Body::Stream(reader) = opened.body else {

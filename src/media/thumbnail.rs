@@ -15,6 +15,7 @@ use super::{
     MediaError, MediaRequest, MediaService, MediaView, Opened,
     disposition::thumbnail_disposition,
     download::{Download, Rules},
+    rates::Family,
 };
 use crate::{
     config::{DatastoreKind, ThumbnailConfig},
@@ -92,7 +93,10 @@ impl MediaService {
         request: &MediaRequest<'_>,
         spec: ThumbRequest,
     ) -> Result<Opened, MediaError> {
-        let result = self.find_or_make_thumbnail(request, spec).await;
+        let result = match self.rate_check(Family::Downloads, request.user, request.client) {
+            Ok(()) => self.find_or_make_thumbnail(request, spec).await,
+            Err(limited) => Err(limited),
+        };
         match result {
             Ok(thumb) => {
                 let view = MediaView {
@@ -143,6 +147,7 @@ impl MediaService {
         if !thumbs.config.dynamic {
             return Err(MediaError::NotFound);
         }
+        self.rate_check(Family::Thumbnails, media.user, media.client)?;
         let service = self.clone();
         thumbs
             .flights

@@ -9,6 +9,7 @@ use ruma::UserId;
 use super::{
     MediaError, MediaService, clean_filename,
     meter::{Meter, Pace},
+    rates::Family,
 };
 use crate::{
     cache::HotCache,
@@ -31,6 +32,8 @@ pub struct UploadMeta {
     /// The length the sender declared, if any: over the limit is refused
     /// before a byte is read.
     pub declared_length: Option<u64>,
+    /// The sender's address, for rate limits.
+    pub client: Option<std::net::IpAddr>,
 }
 
 impl UploadMeta {
@@ -48,7 +51,15 @@ impl UploadMeta {
                 .map_or_else(|| "application/octet-stream".to_owned(), str::to_owned),
             upload_name: file_name.and_then(clean_filename),
             declared_length,
+            client: None,
         }
+    }
+
+    /// The same, sent from `client`.
+    #[must_use]
+    pub fn from_client(mut self, client: Option<std::net::IpAddr>) -> Self {
+        self.client = client;
+        self
     }
 }
 
@@ -188,6 +199,9 @@ impl MediaService {
         body: ByteStream,
         target: UploadTarget,
     ) -> Result<(MediaKey, u64), MediaError> {
+        if !matches!(target, UploadTarget::Remote { .. }) {
+            self.rate_check(Family::Uploads, uploader, meta.client)?;
+        }
         let (mut pace, kind) = self.pace_and_kind(&target, uploader);
         // A declared length over the limit is refused before a byte is read.
         if meta.declared_length.is_some_and(|len| len > pace.limit) {

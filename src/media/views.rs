@@ -38,6 +38,8 @@ pub struct MediaRequest<'a> {
     pub allow_redirect: bool,
     /// How long to wait for media whose async upload has not arrived.
     pub wait: Duration,
+    /// The client's address, for rate limits (none for other servers).
+    pub client: Option<std::net::IpAddr>,
     /// A server admin asked to see quarantined media anyway (Synapse's
     /// `admin_unsafely_bypass_quarantine`); the edge sets it only for admins.
     pub bypass_quarantine: bool,

@@ -16,7 +16,7 @@ use crate::{
     http::{
         AppState,
         error::ApiError,
-        extract::{Authenticated, MatrixPath, MatrixQuery},
+        extract::{Authenticated, Client, MatrixPath, MatrixQuery},
         headers,
         range::{self, RangeRequest},
     },
@@ -73,10 +73,11 @@ pub async fn download_media(
     }: Authenticated,
     MatrixPath(path): MatrixPath<DownloadPath>,
     MatrixQuery(query): MatrixQuery<DownloadQuery>,
-    method: Method,
-    request_headers: HeaderMap,
+    Client(client): Client,
+    (method, request_headers): (Method, HeaderMap),
 ) -> Result<Response, ApiError> {
     let mut request = query.request(&path, Access::Authenticated, Some(&requester.user_id))?;
+    request.client = client;
     // Asked for, and only for admins: everyone else gets the usual 404.
     request.bypass_quarantine = query.admin_unsafely_bypass_quarantine == Some(true)
         && state.auth.is_admin(&requester, &credentials).await?;
@@ -98,10 +99,12 @@ pub async fn download_legacy(
     State(state): State<AppState>,
     MatrixPath(path): MatrixPath<DownloadPath>,
     MatrixQuery(query): MatrixQuery<DownloadQuery>,
+    Client(client): Client,
     method: Method,
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let request = query.request(&path, Access::Legacy, None)?;
+    let mut request = query.request(&path, Access::Legacy, None)?;
+    request.client = client;
     serve(
         &state,
         &request,

@@ -44,5 +44,6 @@ fn media_request<'a>(
         allow_redirect: allow_redirect == Some(true),
         wait: Duration::from_millis(wait_ms),
         bypass_quarantine: false,
+        client: None,
     })
 }

@@ -15,7 +15,7 @@ use crate::{
     http::{
         AppState,
         error::ApiError,
-        extract::{MatrixPath, MatrixQuery},
+        extract::{Client, MatrixPath, MatrixQuery},
         headers,
     },
     media::{Access, Body as Source, MediaError, ThumbRequest},
@@ -89,6 +89,7 @@ pub async fn get_thumbnail(
     requester: Requester,
     MatrixPath(path): MatrixPath<ThumbnailPath>,
     MatrixQuery(query): MatrixQuery<ThumbnailQuery>,
+    client: Client,
     method: HttpMethod,
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -96,8 +97,7 @@ pub async fn get_thumbnail(
         &state,
         &path,
         &query,
-        Access::Authenticated,
-        Some(&requester.user_id),
+        (Access::Authenticated, Some(&requester.user_id), client),
         &method,
         &request_headers,
     )
@@ -109,6 +109,7 @@ pub async fn get_thumbnail_legacy(
     State(state): State<AppState>,
     MatrixPath(path): MatrixPath<ThumbnailPath>,
     MatrixQuery(query): MatrixQuery<ThumbnailQuery>,
+    client: Client,
     method: HttpMethod,
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -116,8 +117,7 @@ pub async fn get_thumbnail_legacy(
         &state,
         &path,
         &query,
-        Access::Legacy,
-        None,
+        (Access::Legacy, None, client),
         &method,
         &request_headers,
     )
@@ -128,18 +128,18 @@ async fn serve(
     state: &AppState,
     path: &ThumbnailPath,
     query: &ThumbnailQuery,
-    access: Access,
-    user: Option<&ruma::UserId>,
+    (access, user, Client(client)): (Access, Option<&ruma::UserId>, Client),
     method: &HttpMethod,
     request_headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let request = super::media_request(
+    let mut request = super::media_request(
         (&path.server_name, &path.media_id),
         access,
         user,
         query.timeout_ms,
         (query.allow_remote, None),
     )?;
+    request.client = client;
     let spec = query.request()?;
     let opened = state.media.thumbnail(&request, spec).await?;
     let Source::Stream(reader) = opened.body else {

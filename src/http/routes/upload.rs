@@ -17,7 +17,7 @@ use crate::{
     http::{
         AppState,
         error::ApiError,
-        extract::{FullUser, MatrixPath, MatrixQuery},
+        extract::{Client, FullUser, MatrixPath, MatrixQuery},
     },
     ids::MediaKey,
     media::{UploadMeta, UploadTarget},
@@ -110,7 +110,7 @@ fn upload_meta(query: &UploadQuery, headers: &HeaderMap) -> UploadMeta {
 
 async fn store(
     state: &AppState,
-    FullUser(requester): FullUser,
+    (FullUser(requester), Client(client)): (FullUser, Client),
     query: UploadQuery,
     headers: &HeaderMap,
     body: Body,
@@ -124,7 +124,7 @@ async fn store(
         media.max_upload_size.as_u64(),
         media.upload_idle_timeout,
     );
-    let meta = upload_meta(&query, headers);
+    let meta = upload_meta(&query, headers).from_client(client);
     let body = body.map_err(std::io::Error::other).boxed();
     Ok(state
         .media
@@ -136,11 +136,20 @@ async fn store(
 pub async fn upload_media(
     State(state): State<AppState>,
     user: FullUser,
+    client: Client,
     MatrixQuery(query): MatrixQuery<UploadQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let key = store(&state, user, query, &headers, body, UploadTarget::New).await?;
+    let key = store(
+        &state,
+        (user, client),
+        query,
+        &headers,
+        body,
+        UploadTarget::New,
+    )
+    .await?;
     Ok(Json(json!({ "content_uri": key.to_string() })))
 }
 
@@ -172,6 +181,7 @@ pub async fn create_media_id(
 pub async fn upload_to_reserved(
     State(state): State<AppState>,
     user: FullUser,
+    client: Client,
     MatrixPath((server_name, media_id)): MatrixPath<(String, String)>,
     MatrixQuery(query): MatrixQuery<UploadQuery>,
     headers: HeaderMap,
@@ -181,7 +191,7 @@ pub async fn upload_to_reserved(
         .map_err(|e| ApiError::InvalidParam(e.to_string()))?;
     store(
         &state,
-        user,
+        (user, client),
         query,
         &headers,
         body,
