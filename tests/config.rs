@@ -200,12 +200,20 @@ datastores:
   - {type: local, id: a, kinds: []}
   - {type: local, id: a, kinds: []}
 media: {max_pending_per_user: 0, max_upload_size: 0}
+retention: {local: 30d, batch: 0}
+quotas:
+  classes: [{name: bots, users: ['@bot_(']}]
+rate_limits: {uploads: {per_second: 0, burst: 0}}
 ";
     let text = Config::from_yaml(yaml, Vec::new())
         .unwrap_err()
         .problems()
         .join("\n");
     for expected in [
+        "retention.local: keeping avatars needs homeserver.admin_token",
+        "retention.batch",
+        "quotas.classes[bots].users",
+        "rate_limits.uploads",
         "homeserver.url",
         "datastores[1].id: \"a\" is used twice",
         "no datastore takes local_media",

@@ -18,6 +18,8 @@ mod durability;
 mod errors;
 #[path = "metrics.rs"]
 mod metrics;
+#[path = "quotas.rs"]
+mod quotas;
 #[path = "retention.rs"]
 mod retention;
 #[path = "upload_download.rs"]
