@@ -176,3 +176,24 @@ async fn retention_never_guesses_about_avatars() {
         .await;
     assert_eq!(resp.status(), 200);
 }
+
+/// Retention runs by itself on its interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_runs_in_the_background() {
+    let t = TestServer::start_with(|c| {
+        c.retention.local = Some(Duration::from_millis(200));
+        c.retention.keep_avatars = false;
+        c.retention.interval = Duration::from_millis(300);
+    })
+    .await;
+    let (s, id) = t.upload_ok(ALICE, b"short-lived", None, None).await;
+    let download = format!("/_matrix/client/v1/media/download/{s}/{id}");
+    for _ in 0..100 {
+        if t.get(&download, Some(BOB)).await.status() == 404 {
+            assert_eq!(t.counts().await.media, 0);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("background retention never deleted the expired media");
+}
