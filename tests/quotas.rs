@@ -120,24 +120,17 @@ async fn quotas_are_checked_early_streamed_and_by_class() {
     assert_eq!(usage(&t, ALICE).await["m.storage.used"], 600);
 
     // Two reservations fill the three files.
-    for _ in 0..2 {
-        let resp = t
-            .http
+    let create = || {
+        t.http
             .post(t.url("/_matrix/media/v1/create"))
             .bearer_auth(ALICE)
             .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
+    };
+    for _ in 0..2 {
+        assert_eq!(create().await.unwrap().status(), 200);
     }
-    let create = t
-        .http
-        .post(t.url("/_matrix/media/v1/create"))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap();
-    assert_matrix_error(create, 400, "M_RESOURCE_LIMIT_EXCEEDED").await;
+    let refused = create().await.unwrap();
+    assert_matrix_error(refused, 400, "M_RESOURCE_LIMIT_EXCEEDED").await;
     let upload = t.upload(ALICE, vec![3u8; 10], None, None).await;
     assert_matrix_error(upload, 400, "M_RESOURCE_LIMIT_EXCEEDED").await;
 

@@ -97,43 +97,22 @@ async fn uploads_are_limited_per_user_and_per_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downloads_and_thumbnail_generation_are_limited() {
     let t = TestServer::start_with(limited).await;
-    let picture = {
-        let img = image::RgbImage::from_fn(300, 200, |x, y| image::Rgb([x as u8, y as u8, 1]));
-        let mut out = std::io::Cursor::new(Vec::new());
-        image::DynamicImage::ImageRgb8(img)
-            .write_to(&mut out, image::ImageFormat::Png)
-            .unwrap();
-        out.into_inner()
-    };
+    let picture = picture(300, 200, 1, image::ImageFormat::Png);
     let (s, id) = t.upload_ok(BOB, &picture, Some("image/png"), None).await;
     let legacy = format!("/_matrix/media/v3/download/{s}/{id}");
-    for _ in 0..5 {
-        let resp = t
-            .http
+    let anonymous = |address: &'static str| {
+        t.http
             .get(t.url(&legacy))
-            .header("X-Forwarded-For", "10.1.0.1")
+            .header("X-Forwarded-For", address)
             .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
+    };
+    for _ in 0..5 {
+        assert_eq!(anonymous("10.1.0.1").await.unwrap().status(), 200);
     }
-    let resp = t
-        .http
-        .get(t.url(&legacy))
-        .header("X-Forwarded-For", "10.1.0.1")
-        .send()
-        .await
-        .unwrap();
+    let resp = anonymous("10.1.0.1").await.unwrap();
     assert_matrix_error(resp, 429, "M_LIMIT_EXCEEDED").await;
     // Another address downloads on.
-    let other = t
-        .http
-        .get(t.url(&legacy))
-        .header("X-Forwarded-For", "10.1.0.2")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(other.status(), 200);
+    assert_eq!(anonymous("10.1.0.2").await.unwrap().status(), 200);
 
     // One thumbnail generation; the stored one is served again; a second
     // size would be a second generation.

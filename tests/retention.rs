@@ -15,15 +15,6 @@ use serde_json::Value;
 
 const LIFETIME: Duration = Duration::from_secs(2);
 
-fn jpeg() -> Vec<u8> {
-    let img = image::RgbImage::from_fn(400, 300, |x, y| image::Rgb([x as u8, y as u8, 9]));
-    let mut out = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageRgb8(img)
-        .write_to(&mut out, image::ImageFormat::Jpeg)
-        .unwrap();
-    out.into_inner()
-}
-
 async fn admin_post(t: &TestServer, path: &str) {
     let resp = t
         .http
@@ -61,7 +52,7 @@ async fn retention_frees_what_nobody_served() {
     })
     .await;
     let (s, old) = t.upload_ok(ALICE, b"nobody reads this", None, None).await;
-    let photo_bytes = jpeg();
+    let photo_bytes = picture(400, 300, 9, image::ImageFormat::Jpeg);
     let (_, photo) = t
         .upload_ok(ALICE, &photo_bytes, Some("image/jpeg"), None)
         .await;

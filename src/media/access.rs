@@ -69,18 +69,10 @@ impl MediaService {
         stored: Option<UnixMillis>,
         created: UnixMillis,
     ) {
-        let log = &self.inner.accesses;
-        let now = UnixMillis::now();
-        if log.stale(stored, created, now) {
-            let full = {
-                let mut notes = log.lock();
-                notes.media.insert(key.clone(), now);
-                notes.media.len() >= MAX_NOTES
-            };
-            if full {
-                self.flush_soon();
-            }
-        }
+        self.note(stored, created, |notes, now| {
+            notes.media.insert(key.clone(), now);
+            notes.media.len()
+        });
     }
 
     /// Notes that a stored thumbnail was served.
@@ -91,17 +83,24 @@ impl MediaService {
         stored: Option<UnixMillis>,
         created: UnixMillis,
     ) {
+        self.note(stored, created, |notes, now| {
+            notes.thumbnails.insert((key.clone(), size), now);
+            notes.thumbnails.len()
+        });
+    }
+
+    /// Adds a note with `add` (which says how many notes of its kind there
+    /// are) when the stored time is stale; a full log is written early.
+    fn note(
+        &self,
+        stored: Option<UnixMillis>,
+        created: UnixMillis,
+        add: impl FnOnce(&mut Notes, UnixMillis) -> usize,
+    ) {
         let log = &self.inner.accesses;
         let now = UnixMillis::now();
-        if log.stale(stored, created, now) {
-            let full = {
-                let mut notes = log.lock();
-                notes.thumbnails.insert((key.clone(), size), now);
-                notes.thumbnails.len() >= MAX_NOTES
-            };
-            if full {
-                self.flush_soon();
-            }
+        if log.stale(stored, created, now) && add(&mut log.lock(), now) >= MAX_NOTES {
+            self.flush_soon();
         }
     }
 

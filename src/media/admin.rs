@@ -229,16 +229,10 @@ impl MediaService {
         let mut report = PurgeReport::default();
         let mut after: Option<MediaKey> = None;
         loop {
-            let page = self
-                .inner
-                .meta
-                .catalog
-                .media_after(after.as_ref(), SCAN_PAGE)
-                .await?;
-            let Some((last, _)) = page.last() else {
+            let page = self.next_media_page(&mut after, SCAN_PAGE).await?;
+            if page.is_empty() {
                 return Ok(report);
-            };
-            after = Some(last.clone());
+            }
             for (key, record) in page {
                 if !select(&key, &record) {
                     continue;
@@ -250,6 +244,25 @@ impl MediaService {
             }
             progress(&report);
         }
+    }
+
+    /// The next `limit` complete media records after `after`, which it
+    /// moves past them; empty once every record was read.
+    pub(super) async fn next_media_page(
+        &self,
+        after: &mut Option<MediaKey>,
+        limit: usize,
+    ) -> Result<Vec<(MediaKey, MediaRecord)>, MediaError> {
+        let page = self
+            .inner
+            .meta
+            .catalog
+            .media_after(after.as_ref(), limit)
+            .await?;
+        if let Some((last, _)) = page.last() {
+            *after = Some(last.clone());
+        }
+        Ok(page)
     }
 
     /// Removes one unlinked object from its datastore and the hot cache,

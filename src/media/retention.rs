@@ -142,16 +142,10 @@ impl MediaService {
         let batch = self.inner.policies.retention.batch;
         let mut after: Option<MediaKey> = None;
         loop {
-            let page = self
-                .inner
-                .meta
-                .catalog
-                .media_after(after.as_ref(), batch)
-                .await?;
-            let Some((last, _)) = page.last() else {
+            let page = self.next_media_page(&mut after, batch).await?;
+            if page.is_empty() {
                 return Ok(());
-            };
-            after = Some(last.clone());
+            }
             for (key, record) in page {
                 if !Self::expired(&key, &record, (local, remote), avatars) {
                     continue;

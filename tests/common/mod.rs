@@ -16,3 +16,16 @@ mod sockets;
 // Each test binary uses its own subset.
 #[allow(unused_imports)]
 pub use self::{homeserver::*, s3::*, server::*, sockets::*};
+
+/// A picture of `width` x `height` with a gradient (so it compresses like
+/// a photo) in `format`; `shade` makes pictures with different bytes.
+pub fn picture(width: u32, height: u32, shade: u8, format: image::ImageFormat) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, shade])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, format)
+        .unwrap();
+    out.into_inner()
+}
