@@ -550,3 +550,104 @@ async fn thumbnails_revalidate_with_etags() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// An animated WebP as libwebp's animation encoder writes it (frames
+/// stored as changed sub-rectangles at their own offsets): 12 frames of
+/// 400x300, the first `blank` ones black, lossless or lossy, with alpha
+/// when asked.
+fn animated_webp(lossless: bool, alpha: bool, blank: usize) -> Vec<u8> {
+    let (w, h) = (400u32, 300u32);
+    let frames: Vec<Vec<u8>> = (0..12usize)
+        .map(|i| {
+            image::RgbaImage::from_fn(w, h, |x, y| {
+                if i < blank {
+                    image::Rgba([0, 0, 0, 255])
+                } else {
+                    let a = if alpha && x < 50 { 0 } else { 255 };
+                    image::Rgba([(x as usize + i * 20) as u8, y as u8, (i * 20) as u8, a])
+                }
+            })
+            .into_raw()
+        })
+        .collect();
+    let mut config = webp::WebPConfig::new().unwrap();
+    config.lossless = i32::from(lossless);
+    config.quality = 75.0;
+    let mut encoder = webp::AnimEncoder::new(w, h, &config);
+    for (i, frame) in frames.iter().enumerate() {
+        encoder.add_frame(webp::AnimFrame::from_rgba(frame, w, h, i as i32 * 80));
+    }
+    encoder.encode().to_vec()
+}
+
+/// The spread of brightness of a picture: near 0 for a blank one.
+fn spread(bytes: &[u8]) -> f64 {
+    let img = image::load_from_memory(bytes).unwrap().into_luma8();
+    let n = img.len() as f64;
+    let mean = img.pixels().map(|p| f64::from(p.0[0])).sum::<f64>() / n;
+    (img.pixels()
+        .map(|p| (f64::from(p.0[0]) - mean).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt()
+}
+
+/// The reported defect: still thumbnails of an animated WebP (what stickers
+/// and bridged animations are) answered 400 "libwebp cannot decode the
+/// image". Every kind of animated WebP now gives a still, in the sizes of
+/// any still, showing a frame with content rather than a blank first one;
+/// `animated=true` still animates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn animated_webp_gives_still_thumbnails_of_a_representative_frame() {
+    let t = TestServer::start().await;
+    for (lossless, alpha, blank) in [
+        (false, false, 0),
+        (true, false, 3),
+        (false, true, 2),
+        (true, true, 0),
+    ] {
+        let source = animated_webp(lossless, alpha, blank);
+        let (s, id) = t.upload_ok(ALICE, &source, Some("image/webp"), None).await;
+        let case = format!("lossless={lossless} alpha={alpha} blank={blank}");
+        for query in [
+            "width=96&height=96&method=crop",
+            "width=96&height=96&method=crop&animated=false",
+            "width=320&height=240",
+        ] {
+            let (status, headers, body) = fetch(&t, &thumb_path(&s, &id, query)).await;
+            assert_eq!(
+                status,
+                200,
+                "{case} {query}: {}",
+                String::from_utf8_lossy(&body)
+            );
+            // Transparency survives into the still when the frame shown has
+            // it; a crop may cut the transparent strip away, and a strip drawn
+            // over earlier opaque frames is composited onto them.
+            let content_type = headers["content-type"].to_str().unwrap();
+            if alpha && blank == 0 && !query.contains("crop") {
+                assert_eq!(content_type, "image/png", "{case} {query}");
+            } else if !alpha {
+                assert_eq!(content_type, "image/jpeg", "{case} {query}");
+            }
+            let want = if query.contains("crop") {
+                (96, 96)
+            } else {
+                (320, 240)
+            };
+            assert_eq!(dims(&body), want, "{case} {query}");
+            assert!(
+                spread(&body) > 20.0,
+                "{case}: a blank frame stands for the animation"
+            );
+        }
+        let (status, headers, body) = fetch(
+            &t,
+            &thumb_path(&s, &id, "width=96&height=96&method=crop&animated=true"),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["content-type"], "image/webp");
+        assert!(frame_count(&body) > 1, "{case}");
+    }
+}

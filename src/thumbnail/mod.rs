@@ -312,7 +312,19 @@ pub fn generate(
         height,
         ..
     } = probe;
-    let source = decode(bytes, format, width, height, specs)?;
+    let source = if probe.frames > 1 {
+        // A still of an animation: the frame that shows its content, within
+        // the decoding work an animation may cost.
+        let canvas = (u64::from(width) * u64::from(height)).max(1);
+        let scan = frames::MAX_SCAN
+            .min(probe.frames)
+            .min(limits.max_animation_pixels / canvas);
+        Decoded::Image(DynamicImage::ImageRgba8(frames::representative(
+            bytes, format, scan,
+        )?))
+    } else {
+        decode(bytes, format, width, height, specs)?
+    };
     let has_alpha = source.has_alpha();
     let mut resizer = Resizer::new();
     specs
