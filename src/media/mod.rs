@@ -14,6 +14,7 @@ mod disposition;
 mod download;
 mod fsck;
 mod gc;
+mod import;
 mod meter;
 mod moderation;
 mod name;
@@ -31,6 +32,8 @@ mod views;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_import;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -41,6 +44,7 @@ pub use admin::{LocalPurge, MediaInfo, PurgeReport};
 pub use disposition::{disposition, is_inline};
 pub use fsck::{FsckReport, FsckRequest};
 pub use gc::SweepReport;
+pub use import::{ImportItem, Imported};
 pub use meter::Pace;
 pub use moderation::{UsageQuery, UsageReport, UserUsage};
 pub use name::clean_filename;

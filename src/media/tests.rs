@@ -69,12 +69,12 @@ impl crate::media::ports::Homeserver for NoHomeserver {
     }
 }
 
-struct Core {
-    media: MediaService,
+pub(super) struct Core {
+    pub(super) media: MediaService,
     _dir: tempfile::TempDir,
 }
 
-async fn core(tweak: impl FnOnce(&mut MediaConfig)) -> Core {
+pub(super) async fn core(tweak: impl FnOnce(&mut MediaConfig)) -> Core {
     let dir = tempfile::tempdir().unwrap();
     let mut config = MediaConfig::default();
     tweak(&mut config);
@@ -106,17 +106,17 @@ async fn core(tweak: impl FnOnce(&mut MediaConfig)) -> Core {
     Core { media, _dir: dir }
 }
 
-fn alice() -> &'static UserId {
+pub(super) fn alice() -> &'static UserId {
     <&UserId>::try_from("@alice:core.test").unwrap()
 }
 
-fn body(chunks: &[&'static [u8]]) -> ByteStream {
+pub(super) fn body(chunks: &[&'static [u8]]) -> ByteStream {
     let chunks: Vec<std::io::Result<Bytes>> =
         chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
     stream::iter(chunks).boxed()
 }
 
-fn meta(declared: Option<u64>) -> UploadMeta {
+pub(super) fn meta(declared: Option<u64>) -> UploadMeta {
     UploadMeta::new(Some("text/plain"), Some("a.txt"), declared)
 }
 

@@ -78,15 +78,15 @@ pub enum UploadTarget {
 
 /// Deletes the blob when dropped unless `disarm`ed. Covers `?` returns,
 /// panics, and client disconnects (the server drops the handler future).
-struct BlobGuard {
+pub(super) struct BlobGuard {
     service: MediaService,
     store: BlobStore,
-    key: BlobKey,
+    pub(super) key: BlobKey,
     armed: bool,
 }
 
 impl BlobGuard {
-    fn new(service: &MediaService, store: &BlobStore) -> Self {
+    pub(super) fn new(service: &MediaService, store: &BlobStore) -> Self {
         let key = BlobKey::random();
         service
             .in_flight()
@@ -99,7 +99,7 @@ impl BlobGuard {
         }
     }
 
-    fn disarm(mut self) {
+    pub(super) fn disarm(mut self) {
         self.armed = false;
     }
 }
@@ -433,7 +433,7 @@ impl MediaService {
 /// the handler; a write dropped mid-way would leave an S3 multipart upload
 /// (billable parts) behind. Detached, the write instead sees the body fail and
 /// aborts. A write that completes after its caller left deletes its object.
-async fn write_detached(
+pub(super) async fn write_detached(
     store: &BlobStore,
     key: &BlobKey,
     body: ByteStream,
