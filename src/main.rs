@@ -44,11 +44,33 @@ enum Command {
         #[command(subcommand)]
         command: cli::media::MediaCli,
     },
+    /// Import media from another media repository.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
     /// Move and check stored blobs. Talks to the running server through its
     /// control socket, or does the work itself when no server runs.
     Storage {
         #[command(subcommand)]
         command: StorageCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// From Synapse: its media store and its database (a SQLite file or a
+    /// postgres:// URL, read only). Resumable: run it again after an
+    /// interruption, or after Synapse received more uploads.
+    Synapse {
+        #[arg(long, short, env = "MXMEDIA_CONFIG", default_value = "config.yaml")]
+        config: PathBuf,
+        /// Synapse's `media_store_path`.
+        #[arg(long)]
+        media_store: PathBuf,
+        /// Synapse's database: a SQLite file or a postgres:// URL.
+        #[arg(long)]
+        database: String,
     },
 }
 
@@ -112,6 +134,21 @@ async fn main() -> ExitCode {
         Command::Selfcheck { config } => selfcheck(&config).await,
         Command::Storage { command } => storage::run(command).await,
         Command::Media { command } => cli::media::run(command).await,
+        Command::Import {
+            command:
+                ImportCommand::Synapse {
+                    config,
+                    media_store,
+                    database,
+                },
+        } => {
+            cli::media::run(cli::media::MediaCli::import_synapse(
+                config,
+                media_store,
+                database,
+            ))
+            .await
+        }
         Command::Serve { config } => {
             cap_malloc_arenas();
             let loaded = match Config::load(&config) {

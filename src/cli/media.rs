@@ -116,6 +116,19 @@ pub enum MediaCli {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Import media from Synapse: its media store and its database (a
+    /// SQLite file or a postgres:// URL, read only). Resumable: run it again
+    /// after an interruption, or after Synapse received more uploads.
+    ImportSynapse {
+        #[command(flatten)]
+        common: Common,
+        /// Synapse's `media_store_path`.
+        #[arg(long)]
+        media_store: PathBuf,
+        /// Synapse's database: a SQLite file or a postgres:// URL.
+        #[arg(long)]
+        database: String,
+    },
     /// Run retention once with the configured lifetimes (`retention:`):
     /// `--dry-run` reports what it would delete, `--run` deletes.
     Retention {
@@ -136,6 +149,20 @@ pub enum MediaCli {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+impl MediaCli {
+    /// `mxmedia import synapse …`, run like the media commands.
+    pub fn import_synapse(config: PathBuf, media_store: PathBuf, database: String) -> Self {
+        Self::ImportSynapse {
+            common: Common {
+                config,
+                actor: None,
+            },
+            media_store,
+            database,
+        }
+    }
 }
 
 fn command_of(cli: MediaCli) -> Result<(Common, MediaCommand), String> {
@@ -187,6 +214,17 @@ fn command_of(cli: MediaCli) -> Result<(Common, MediaCommand), String> {
         MediaCli::Retention {
             common, dry_run, ..
         } => (common, MediaCommand::Retention { dry_run }),
+        MediaCli::ImportSynapse {
+            common,
+            media_store,
+            database,
+        } => (
+            common,
+            MediaCommand::ImportSynapse(mxmedia::ops::synapse::SynapseImport {
+                media_store,
+                database,
+            }),
+        ),
         MediaCli::PurgeRemote {
             common,
             age,
@@ -244,8 +282,9 @@ pub async fn run(cli: MediaCli) -> ExitCode {
             if let Some(media) = result.get("media") {
                 println!("{verb} {media} media, {} bytes", result["bytes"]);
             }
+            let retention = result.get("thumbnails").is_some();
             for kind in ["local", "remote", "thumbnails"] {
-                if let Some(freed) = result.get(kind) {
+                if let Some(freed) = result.get(kind).filter(|_| retention) {
                     println!(
                         "retention {verb} {} {kind}, {} bytes",
                         freed["items"], freed["bytes"]

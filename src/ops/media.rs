@@ -59,6 +59,8 @@ pub enum MediaCommand {
     Retention {
         dry_run: bool,
     },
+    /// Media from Synapse's media store and database.
+    ImportSynapse(super::synapse::SynapseImport),
 }
 
 /// An `mxc://server/id` URI.
@@ -187,17 +189,8 @@ pub async fn execute(
                 .await?;
             purge_json(&report, *dry_run)
         }
-        MediaCommand::Retention { dry_run } => {
-            let report = media
-                .retention(*dry_run, |r| {
-                    progress(json!({
-                        "media": r.local.items + r.remote.items + r.thumbnails.items,
-                        "bytes": r.local.bytes + r.remote.bytes + r.thumbnails.bytes,
-                    }));
-                })
-                .await?;
-            serde_json::to_value(report).unwrap_or_default()
-        }
+        MediaCommand::ImportSynapse(import) => import_synapse(media, import, progress).await?,
+        MediaCommand::Retention { dry_run } => retention(media, *dry_run, progress).await?,
         MediaCommand::PurgeRemote { before, dry_run } => {
             let report = media
                 .purge_remote(UnixMillis(*before), *dry_run, actor, per_page)
@@ -205,6 +198,44 @@ pub async fn execute(
             purge_json(&report, *dry_run)
         }
     })
+}
+
+async fn import_synapse(
+    media: &MediaService,
+    import: &super::synapse::SynapseImport,
+    mut progress: impl FnMut(Value),
+) -> Result<Value, MediaError> {
+    let report = import
+        .run(media, |r| {
+            progress(json!({
+                "media": r.local + r.remote + r.already_here,
+                "bytes": r.bytes,
+            }));
+        })
+        .await
+        .map_err(|e| match e {
+            super::synapse::ImportError::Media(e) => e,
+            super::synapse::ImportError::Database(e) => {
+                MediaError::Invalid(format!("Synapse's database: {e}"))
+            }
+        })?;
+    Ok(serde_json::to_value(report).unwrap_or_default())
+}
+
+async fn retention(
+    media: &MediaService,
+    dry_run: bool,
+    mut progress: impl FnMut(Value),
+) -> Result<Value, MediaError> {
+    let report = media
+        .retention(dry_run, |r| {
+            progress(json!({
+                "media": r.local.items + r.remote.items + r.thumbnails.items,
+                "bytes": r.local.bytes + r.remote.bytes + r.thumbnails.bytes,
+            }));
+        })
+        .await?;
+    Ok(serde_json::to_value(report).unwrap_or_default())
 }
 
 #[cfg(test)]

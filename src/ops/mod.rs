@@ -5,3 +5,4 @@
 
 pub mod control;
 pub mod media;
+pub mod synapse;

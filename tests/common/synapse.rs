@@ -49,6 +49,7 @@ pub fn run(command: &mut Command) {
     assert!(status.success(), "{command:?} failed: {status}");
 }
 
+#[allow(unused_imports)]
 pub use crate::common::free_port;
 
 /// A child process stopped with SIGTERM (then killed) when dropped.
