@@ -301,3 +301,176 @@ async fn synapse_media_moves_in_verified_and_resumable() {
     );
     drop(synapse_daemon);
 }
+
+/// A media store and database shaped like Synapse's (its table and file
+/// layout), with `count` small files, for runs too large to upload through
+/// Synapse itself.
+async fn synthetic_synapse(dir: &Path, count: usize) -> Vec<(String, Vec<u8>)> {
+    use sha2::Digest;
+    let db = dir.join("homeserver.db");
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("sqlite://{}?mode=rwc", db.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TABLE local_media_repository (media_id TEXT, media_type TEXT, media_length INTEGER, created_ts BIGINT, upload_name TEXT, user_id TEXT, quarantined_by TEXT, url_cache TEXT, last_access_ts BIGINT, safe_from_quarantine BOOLEAN DEFAULT 0 NOT NULL, authenticated BOOLEAN DEFAULT 0 NOT NULL, sha256 TEXT)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("CREATE TABLE remote_media_cache (media_origin TEXT, media_id TEXT, media_type TEXT, created_ts BIGINT, upload_name TEXT, media_length INTEGER, filesystem_id TEXT, last_access_ts BIGINT, quarantined_by TEXT, authenticated BOOLEAN DEFAULT 0 NOT NULL, sha256 TEXT)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut items = Vec::new();
+    for i in 0..count {
+        let id = format!("synth{i:07}abcdefghijklmno");
+        let bytes = format!("synthetic media {i} ")
+            .repeat(20 + i % 50)
+            .into_bytes();
+        let path = dir
+            .join("media_store/local_content")
+            .join(&id[0..2])
+            .join(&id[2..4]);
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(path.join(&id[4..]), &bytes).unwrap();
+        sqlx::query("INSERT INTO local_media_repository (media_id, media_type, media_length, created_ts, upload_name, user_id, sha256) VALUES ($1, 'text/plain', $2, $3, $4, '@mover:test.local', $5)")
+            .bind(id.clone())
+            .bind(bytes.len() as i64)
+            .bind(1_700_000_000_000i64 + i as i64)
+            .bind(format!("file{i}.txt"))
+            .bind(hex::encode(sha2::Sha256::digest(&bytes)))
+            .execute(&pool)
+            .await
+            .unwrap();
+        items.push((id, bytes));
+    }
+    pool.close().await;
+    items
+}
+
+/// `kill -9` of a standalone import midway, then the same command again:
+/// it carries on, every item arrives once and byte-identical, and nothing
+/// is left over once the sweep has run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_killed_midway_resumes() {
+    const COUNT: usize = 3000;
+    let source = tempfile::tempdir().unwrap();
+    let items = synthetic_synapse(source.path(), COUNT).await;
+    let target = tempfile::tempdir().unwrap();
+    let media = target.path().join("media");
+    let hs = FakeHomeserver::start().await;
+    let config = target.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server_name: {SERVER_NAME}\ndata_dir: {}\nselfcheck_on_start: false\nhomeserver: {{url: '{}'}}\nmedia: {{orphan_grace: 0s}}\ndatastores:\n  - {{type: local, id: local, path: {}}}\n",
+            target.path().display(),
+            hs.url,
+            media.display()
+        ),
+    )
+    .unwrap();
+    let command = || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mxmedia"));
+        command
+            .args(["import", "synapse", "--config"])
+            .arg(&config)
+            .arg("--media-store")
+            .arg(source.path().join("media_store"))
+            .arg("--database")
+            .arg(source.path().join("homeserver.db"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    };
+    let mut first = command().spawn().unwrap();
+    let files = |dir: &Path| {
+        let mut out = Vec::new();
+        walk(dir, &mut out);
+        out.len()
+    };
+    let mut waited = 0;
+    while files(&media) < COUNT / 4 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        waited += 1;
+        assert!(waited < 60_000, "the import never got going");
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the import finished before the kill"
+        );
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let at_kill = files(&media);
+    println!("killed with {at_kill} of {COUNT} objects written");
+    assert!(
+        at_kill < COUNT + 1,
+        "the kill came too late to test anything"
+    );
+
+    let started = std::time::Instant::now();
+    let out = command().output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let report: Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
+    println!("resumed in {:?}: {report}", started.elapsed());
+    let done = report["local"].as_u64().unwrap() + report["already_here"].as_u64().unwrap();
+    assert_eq!(done, COUNT as u64, "{report}");
+    assert!(
+        report["already_here"].as_u64().unwrap() > 0,
+        "the second run carried on: {report}"
+    );
+
+    // Served byte-identical, each once; nothing orphaned once swept.
+    let (data, store) = (target.path().to_owned(), media.clone());
+    let server = TestServer::start_with(move |c| {
+        c.data_dir = data;
+        c.media.orphan_grace = std::time::Duration::ZERO;
+        c.datastores = vec![mxmedia::config::DatastoreConfig::Local(
+            mxmedia::config::LocalDatastoreConfig {
+                id: "local".into(),
+                path: Some(store),
+                ..Default::default()
+            },
+        )];
+    })
+    .await;
+    for (id, bytes) in items.iter().step_by(97) {
+        let resp = server
+            .http
+            .get(server.url(&format!(
+                "/_matrix/client/v1/media/download/{SERVER_NAME}/{id}"
+            )))
+            .bearer_auth(ALICE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{id}");
+        assert_eq!(resp.bytes().await.unwrap().as_ref(), bytes.as_slice());
+    }
+    let state = server.counts().await;
+    assert_eq!(state.media, COUNT as u64);
+    let swept = server.server().state().media.sweep().await.unwrap();
+    assert_eq!(swept.orphan_blobs + swept.staging_files, 0, "{swept:?}");
+    let fsck = server
+        .server()
+        .state()
+        .media
+        .fsck(&mxmedia::media::FsckRequest { repair: false })
+        .await
+        .unwrap();
+    assert!(
+        fsck.missing.is_empty() && fsck.orphans.is_empty(),
+        "{fsck:?}"
+    );
+    assert_eq!(
+        files(&media),
+        COUNT,
+        "one object per item, nothing left over"
+    );
+    assert_eq!(server.counts().await.blobs, COUNT as u64);
+}
