@@ -16,7 +16,7 @@ use std::{
 };
 
 use mxmedia::{app::Server, config::Config};
-use synapse::{Daemon, free_port, python, root, run, wait_until_up};
+use synapse::{Daemon, free_port, python, root, run, synapse_config, wait_until_up};
 
 mod common;
 #[path = "common/synapse.rs"]
@@ -33,51 +33,6 @@ fn nginx() -> PathBuf {
         .expect(
             "nginx is needed for the end-to-end tests: apt-get install nginx-light (.ci/run does)",
         )
-}
-
-/// Synapse configured as `docs/synapse.md` says: its media repository off.
-fn synapse_config(dir: &Path, port: u16) -> PathBuf {
-    let d = dir.display();
-    let config = format!(
-        r#"server_name: "{SERVER_NAME}"
-pid_file: "{d}/homeserver.pid"
-listeners:
-  - port: {port}
-    bind_addresses: ["127.0.0.1"]
-    type: http
-    tls: false
-    x_forwarded: true
-    resources:
-      - names: [client]
-        compress: false
-database:
-  name: sqlite3
-  args:
-    database: "{d}/homeserver.db"
-log_config: "{d}/log.yaml"
-media_store_path: "{d}/media_store"
-signing_key_path: "{d}/signing.key"
-enable_media_repo: false
-enable_registration: true
-enable_registration_without_verification: true
-report_stats: false
-trusted_key_servers: []
-suppress_key_server_warning: true
-macaroon_secret_key: "e2e-macaroon-secret"
-registration_shared_secret: "e2e-registration-secret"
-form_secret: "e2e-form-secret"
-rc_login:
-  address: {{per_second: 1000, burst_count: 1000}}
-  account: {{per_second: 1000, burst_count: 1000}}
-  failed_attempts: {{per_second: 1000, burst_count: 1000}}
-rc_registration: {{per_second: 1000, burst_count: 1000}}
-"#
-    );
-    let log = "version: 1\nformatters:\n  plain:\n    format: '%(asctime)s %(levelname)s %(name)s %(message)s'\nhandlers:\n  console:\n    class: logging.StreamHandler\n    formatter: plain\nroot:\n  level: WARNING\n  handlers: [console]\ndisable_existing_loggers: false\n";
-    std::fs::write(dir.join("log.yaml"), log).unwrap();
-    let path = dir.join("homeserver.yaml");
-    std::fs::write(&path, config).unwrap();
-    path
 }
 
 /// The tested nginx block from the docs, with only the certificate paths,
@@ -171,7 +126,8 @@ async fn matrix_clients_use_mxmedia_through_nginx_next_to_synapse() {
 
     // Synapse.
     let hs_port = free_port();
-    let hs_config = synapse_config(&hs_dir, hs_port);
+    // Configured as `docs/synapse.md` says: its media repository off.
+    let hs_config = synapse_config(&hs_dir, hs_port, SERVER_NAME, false);
     run(Command::new(&python)
         .args(["-m", "synapse.app.homeserver", "--generate-keys", "-c"])
         .arg(&hs_config)

@@ -12,57 +12,13 @@ mod common;
 mod synapse;
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
 };
 
 use common::*;
 use serde_json::{Value, json};
-use synapse::{Daemon, python, run, wait_until_up};
-
-fn synapse_config(dir: &Path, port: u16) -> PathBuf {
-    let d = dir.display();
-    let config = format!(
-        r#"server_name: "{SERVER_NAME}"
-pid_file: "{d}/homeserver.pid"
-listeners:
-  - port: {port}
-    bind_addresses: ["127.0.0.1"]
-    type: http
-    tls: false
-    resources:
-      - names: [client]
-        compress: false
-database:
-  name: sqlite3
-  args:
-    database: "{d}/homeserver.db"
-log_config: "{d}/log.yaml"
-media_store_path: "{d}/media_store"
-signing_key_path: "{d}/signing.key"
-enable_media_repo: true
-enable_registration: true
-enable_registration_without_verification: true
-registration_shared_secret: "import-registration-secret"
-report_stats: false
-trusted_key_servers: []
-suppress_key_server_warning: true
-macaroon_secret_key: "import-macaroon-secret"
-form_secret: "import-form-secret"
-rc_login:
-  address: {{per_second: 1000, burst_count: 1000}}
-  account: {{per_second: 1000, burst_count: 1000}}
-  failed_attempts: {{per_second: 1000, burst_count: 1000}}
-rc_registration: {{per_second: 1000, burst_count: 1000}}
-rc_media_create: {{per_second: 1000, burst_count: 1000}}
-"#
-    );
-    let log = "version: 1\nformatters:\n  plain:\n    format: '%(asctime)s %(levelname)s %(name)s %(message)s'\nhandlers:\n  console:\n    class: logging.StreamHandler\n    formatter: plain\nroot:\n  level: WARNING\n  handlers: [console]\ndisable_existing_loggers: false\n";
-    std::fs::write(dir.join("log.yaml"), log).unwrap();
-    let path = dir.join("homeserver.yaml");
-    std::fs::write(&path, config).unwrap();
-    path
-}
+use synapse::{Daemon, python, run, synapse_config, wait_until_up};
 
 /// Uploads of assorted types: (bytes, content type, file name).
 fn assorted() -> Vec<(Vec<u8>, &'static str, String)> {
@@ -101,7 +57,7 @@ async fn synapse_media_moves_in_verified_and_resumable() {
     let hs_dir = dir.path().join("synapse");
     std::fs::create_dir_all(&hs_dir).unwrap();
     let hs_port = free_port();
-    let hs_config = synapse_config(&hs_dir, hs_port);
+    let hs_config = synapse_config(&hs_dir, hs_port, SERVER_NAME, true);
     run(Command::new(&python)
         .args(["-m", "synapse.app.homeserver", "--generate-keys", "-c"])
         .arg(&hs_config)

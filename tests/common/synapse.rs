@@ -44,6 +44,55 @@ pub fn python() -> PathBuf {
     python
 }
 
+/// A plain-HTTP Synapse on 127.0.0.1:`port` named `server_name`, on
+/// SQLite under `dir`, with open registration, a registration secret (for
+/// `register_new_matrix_user`), rate limits out of the way, and its media
+/// repository on or off.
+pub fn synapse_config(dir: &Path, port: u16, server_name: &str, media_repo: bool) -> PathBuf {
+    let d = dir.display();
+    let config = format!(
+        r#"server_name: "{server_name}"
+pid_file: "{d}/homeserver.pid"
+listeners:
+  - port: {port}
+    bind_addresses: ["127.0.0.1"]
+    type: http
+    tls: false
+    x_forwarded: true
+    resources:
+      - names: [client]
+        compress: false
+database:
+  name: sqlite3
+  args:
+    database: "{d}/homeserver.db"
+log_config: "{d}/log.yaml"
+media_store_path: "{d}/media_store"
+signing_key_path: "{d}/signing.key"
+enable_media_repo: {media_repo}
+enable_registration: true
+enable_registration_without_verification: true
+registration_shared_secret: "test-registration-secret"
+report_stats: false
+trusted_key_servers: []
+suppress_key_server_warning: true
+macaroon_secret_key: "test-macaroon-secret"
+form_secret: "test-form-secret"
+rc_login:
+  address: {{per_second: 1000, burst_count: 1000}}
+  account: {{per_second: 1000, burst_count: 1000}}
+  failed_attempts: {{per_second: 1000, burst_count: 1000}}
+rc_registration: {{per_second: 1000, burst_count: 1000}}
+rc_media_create: {{per_second: 1000, burst_count: 1000}}
+"#
+    );
+    let log = "version: 1\nformatters:\n  plain:\n    format: '%(asctime)s %(levelname)s %(name)s %(message)s'\nhandlers:\n  console:\n    class: logging.StreamHandler\n    formatter: plain\nroot:\n  level: WARNING\n  handlers: [console]\ndisable_existing_loggers: false\n";
+    std::fs::write(dir.join("log.yaml"), log).unwrap();
+    let path = dir.join("homeserver.yaml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
 pub fn run(command: &mut Command) {
     let status = command.status().expect("start a setup command");
     assert!(status.success(), "{command:?} failed: {status}");
