@@ -57,11 +57,6 @@ const PACE: Pace = Pace {
 };
 
 impl MediaService {
-    /// Whether `key` is already here (so its bytes need not be read).
-    pub async fn has_media(&self, key: &MediaKey) -> Result<bool, MediaError> {
-        self.is_stored(key).await
-    }
-
     /// Stores one item from another media repository under its own id,
     /// with its metadata; refuses bytes whose digest differs from the
     /// recorded one (nothing is stored then).

@@ -242,8 +242,9 @@ impl MediaService {
         Ok(())
     }
 
-    /// Whether `key` has content here (a remote fetch is then not needed).
-    pub(super) async fn is_stored(&self, key: &MediaKey) -> Result<bool, MediaError> {
+    /// Whether `key` has content here (a remote fetch, or an import of it,
+    /// is then not needed).
+    pub async fn is_stored(&self, key: &MediaKey) -> Result<bool, MediaError> {
         let found = self.inner.meta.records.lookup(key).await?;
         Ok(matches!(found, ports::Lookup::Complete { .. }))
     }

@@ -245,7 +245,9 @@ impl SynapseImport {
         path: &Path,
         report: &mut ImportReport,
     ) -> Result<(), ImportError> {
-        if media.has_media(&item.key).await? {
+        // Checked before the file is opened, so a resumed run reads nothing
+        // it already imported.
+        if media.is_stored(&item.key).await? {
             report.already_here += 1;
             return Ok(());
         }
