@@ -49,6 +49,11 @@ enum Command {
         #[command(subcommand)]
         command: ImportCommand,
     },
+    /// Export media for another media repository.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
     /// Move and check stored blobs. Talks to the running server through its
     /// control socket, or does the work itself when no server runs.
     Storage {
@@ -71,6 +76,30 @@ enum ImportCommand {
         /// Synapse's database: a SQLite file or a postgres:// URL.
         #[arg(long)]
         database: String,
+        /// Read every item back from its datastore and check its digest.
+        #[arg(long)]
+        verify: bool,
+        /// Do not make thumbnails of imported images now (they are made on
+        /// request instead).
+        #[arg(long)]
+        no_thumbnails: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportCommand {
+    /// To Synapse: every media item and thumbnail written in Synapse's file
+    /// layout under `--media-store`, and the rows of Synapse's media tables to
+    /// SQL (load it into Synapse's database while Synapse is stopped).
+    Synapse {
+        #[arg(long, short, env = "MXMEDIA_CONFIG", default_value = "config.yaml")]
+        config: PathBuf,
+        /// The media store directory to fill (Synapse's `media_store_path`).
+        #[arg(long)]
+        media_store: PathBuf,
+        /// The SQL file to write.
+        #[arg(long)]
+        sql: PathBuf,
     },
 }
 
@@ -140,14 +169,28 @@ async fn main() -> ExitCode {
                     config,
                     media_store,
                     database,
+                    verify,
+                    no_thumbnails,
                 },
         } => {
-            cli::media::run(cli::media::MediaCli::import_synapse(
-                config,
+            let import = mxmedia::ops::synapse::SynapseImport {
                 media_store,
                 database,
-            ))
-            .await
+                verify,
+                skip_thumbnails: no_thumbnails,
+            };
+            cli::media::run(cli::media::MediaCli::import_synapse(config, import)).await
+        }
+        Command::Export {
+            command:
+                ExportCommand::Synapse {
+                    config,
+                    media_store,
+                    sql,
+                },
+        } => {
+            let export = mxmedia::ops::synapse::SynapseExport { media_store, sql };
+            cli::media::run(cli::media::MediaCli::export_synapse(config, export)).await
         }
         Command::Serve { config } => {
             cap_malloc_arenas();

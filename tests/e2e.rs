@@ -127,7 +127,7 @@ async fn matrix_clients_use_mxmedia_through_nginx_next_to_synapse() {
     // Synapse.
     let hs_port = free_port();
     // Configured as `docs/synapse.md` says: its media repository off.
-    let hs_config = synapse_config(&hs_dir, hs_port, SERVER_NAME, false);
+    let hs_config = synapse_config(&hs_dir, hs_port, SERVER_NAME, false, None);
     run(Command::new(&python)
         .args(["-m", "synapse.app.homeserver", "--generate-keys", "-c"])
         .arg(&hs_config)

@@ -11,6 +11,7 @@ use mxmedia::{
     ops::{
         control::{self, ControlError},
         media::{MediaCommand, execute},
+        synapse::{SynapseExport, SynapseImport},
     },
 };
 use serde_json::{Value, json};
@@ -128,6 +129,22 @@ pub enum MediaCli {
         /// Synapse's database: a SQLite file or a postgres:// URL.
         #[arg(long)]
         database: String,
+        /// Read every item back from its datastore and check its digest.
+        #[arg(long)]
+        verify: bool,
+        /// Do not make thumbnails of imported images now.
+        #[arg(long)]
+        no_thumbnails: bool,
+    },
+    /// Export media for Synapse: files in Synapse's layout under
+    /// `--media-store` and the rows of its media tables as SQL.
+    ExportSynapse {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        media_store: PathBuf,
+        #[arg(long)]
+        sql: PathBuf,
     },
     /// Run retention once with the configured lifetimes (`retention:`):
     /// `--dry-run` reports what it would delete, `--run` deletes.
@@ -153,14 +170,28 @@ pub enum MediaCli {
 
 impl MediaCli {
     /// `mxmedia import synapse …`, run like the media commands.
-    pub fn import_synapse(config: PathBuf, media_store: PathBuf, database: String) -> Self {
+    pub fn import_synapse(config: PathBuf, import: SynapseImport) -> Self {
         Self::ImportSynapse {
             common: Common {
                 config,
                 actor: None,
             },
-            media_store,
-            database,
+            media_store: import.media_store,
+            database: import.database,
+            verify: import.verify,
+            no_thumbnails: import.skip_thumbnails,
+        }
+    }
+
+    /// `mxmedia export synapse …`, run like the media commands.
+    pub fn export_synapse(config: PathBuf, export: SynapseExport) -> Self {
+        Self::ExportSynapse {
+            common: Common {
+                config,
+                actor: None,
+            },
+            media_store: export.media_store,
+            sql: export.sql,
         }
     }
 }
@@ -218,11 +249,26 @@ fn command_of(cli: MediaCli) -> Result<(Common, MediaCommand), String> {
             common,
             media_store,
             database,
+            verify,
+            no_thumbnails,
         } => (
             common,
-            MediaCommand::ImportSynapse(mxmedia::ops::synapse::SynapseImport {
-                media_store,
+            MediaCommand::ImportSynapse(SynapseImport {
+                media_store: absolute(&media_store)?,
                 database,
+                verify,
+                skip_thumbnails: no_thumbnails,
+            }),
+        ),
+        MediaCli::ExportSynapse {
+            common,
+            media_store,
+            sql,
+        } => (
+            common,
+            MediaCommand::ExportSynapse(SynapseExport {
+                media_store: absolute(&media_store)?,
+                sql: absolute(&sql)?,
             }),
         ),
         MediaCli::PurgeRemote {
@@ -236,6 +282,12 @@ fn command_of(cli: MediaCli) -> Result<(Common, MediaCommand), String> {
     })
 }
 
+/// Paths the server may use: the running server has its own working
+/// directory.
+fn absolute(path: &std::path::Path) -> Result<PathBuf, String> {
+    std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 fn spinner() -> ProgressBar {
     let bar = ProgressBar::new_spinner();
     if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]") {
@@ -244,11 +296,26 @@ fn spinner() -> ProgressBar {
     bar
 }
 
+/// A spinner with counts, or a bar with rate and ETA once the work says
+/// how much there is.
 fn show_progress(bar: &ProgressBar, progress: &Value) {
+    let bytes = progress["bytes"].as_u64().unwrap_or(0);
     bar.set_message(format!(
-        "{} media, {} bytes",
-        progress["media"], progress["bytes"]
+        "{} media, {}",
+        progress["media"],
+        bytesize::ByteSize(bytes)
     ));
+    if let (Some(total), Some(done)) = (progress["total"].as_u64(), progress["media"].as_u64()) {
+        if bar.length().is_none()
+            && let Ok(style) = ProgressStyle::with_template(
+                "{wide_bar} {pos}/{len} {per_sec} ETA {eta} {msg} [{elapsed_precise}]",
+            )
+        {
+            bar.set_style(style);
+        }
+        bar.set_length(total);
+        bar.set_position(done);
+    }
 }
 
 pub async fn run(cli: MediaCli) -> ExitCode {

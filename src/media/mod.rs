@@ -12,6 +12,7 @@ mod admin;
 pub mod catalog;
 mod disposition;
 mod download;
+mod export;
 mod fsck;
 mod gc;
 mod import;
@@ -42,6 +43,7 @@ use tokio::sync::Notify;
 
 pub use admin::{LocalPurge, MediaInfo, PurgeReport};
 pub use disposition::{disposition, is_inline};
+pub use export::Verified;
 pub use fsck::{FsckReport, FsckRequest};
 pub use gc::SweepReport;
 pub use import::{ImportItem, Imported};

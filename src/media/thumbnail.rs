@@ -177,41 +177,49 @@ impl MediaService {
             return;
         }
         let service = self.clone();
-        tokio::spawn(async move {
-            let metrics = &service.inner.metrics;
-            let download = match service
-                .open_download(&key, Rules::client(), std::time::Duration::ZERO)
-                .await
-            {
-                Ok(download) => download,
-                Err(error) => {
-                    metrics.pregeneration("skipped");
-                    return tracing::debug!(mxc = %key, %error, "no pre-generation");
-                }
-            };
-            let config = &service.inner.thumbnailer.config;
-            if download.record.size > config.max_source_size.as_u64()
-                || !download.record.content_type.starts_with("image/")
-            {
+        tokio::spawn(async move { service.pregenerate_now(&key).await });
+    }
+
+    /// Makes every configured size of `key` now, from one decode (images
+    /// within the source size cap only); how many it made. What it cannot
+    /// make is made on request later, so failures are counted, not raised.
+    pub async fn pregenerate_now(&self, key: &MediaKey) -> usize {
+        let metrics = &self.inner.metrics;
+        let download = match self
+            .open_download(key, Rules::client(), std::time::Duration::ZERO)
+            .await
+        {
+            Ok(download) => download,
+            Err(error) => {
                 metrics.pregeneration("skipped");
-                return;
+                tracing::debug!(mxc = %key, %error, "no pre-generation");
+                return 0;
             }
-            let wanted: Vec<_> = config
-                .sizes
-                .iter()
-                .map(|s| (*s, s.width, s.height))
-                .collect();
-            match service.produce(&download, &wanted, false).await {
-                Ok(made) => {
-                    metrics.pregeneration("made");
-                    tracing::debug!(mxc = %key, count = made.len(), "thumbnails pre-generated");
-                }
-                Err(error) => {
-                    metrics.pregeneration("refused");
-                    tracing::debug!(mxc = %key, %error, "pre-generation failed");
-                }
+        };
+        let config = &self.inner.thumbnailer.config;
+        if download.record.size > config.max_source_size.as_u64()
+            || !download.record.content_type.starts_with("image/")
+        {
+            metrics.pregeneration("skipped");
+            return 0;
+        }
+        let wanted: Vec<_> = config
+            .sizes
+            .iter()
+            .map(|s| (*s, s.width, s.height))
+            .collect();
+        match self.produce(&download, &wanted, false).await {
+            Ok(made) => {
+                metrics.pregeneration("made");
+                tracing::debug!(mxc = %key, count = made.len(), "thumbnails pre-generated");
+                made.len()
             }
-        });
+            Err(error) => {
+                metrics.pregeneration("refused");
+                tracing::debug!(mxc = %key, %error, "pre-generation failed");
+                0
+            }
+        }
     }
 
     /// The thumbnails `wanted` (size, and the request's own width and height

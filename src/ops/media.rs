@@ -61,6 +61,7 @@ pub enum MediaCommand {
     },
     /// Media from Synapse's media store and database.
     ImportSynapse(super::synapse::SynapseImport),
+    ExportSynapse(super::synapse::SynapseExport),
 }
 
 /// An `mxc://server/id` URI.
@@ -190,6 +191,18 @@ pub async fn execute(
             purge_json(&report, *dry_run)
         }
         MediaCommand::ImportSynapse(import) => import_synapse(media, import, progress).await?,
+        MediaCommand::ExportSynapse(export) => {
+            let mut progress = progress;
+            let report = export
+                .run(media, |r| {
+                    progress(json!({
+                        "media": r.local + r.remote + r.thumbnails,
+                        "bytes": r.bytes,
+                    }));
+                })
+                .await?;
+            serde_json::to_value(report).unwrap_or_default()
+        }
         MediaCommand::Retention { dry_run } => retention(media, *dry_run, progress).await?,
         MediaCommand::PurgeRemote { before, dry_run } => {
             let report = media
@@ -208,7 +221,8 @@ async fn import_synapse(
     let report = import
         .run(media, |r| {
             progress(json!({
-                "media": r.local + r.remote + r.already_here,
+                "media": r.done(),
+                "total": r.total,
                 "bytes": r.bytes,
             }));
         })

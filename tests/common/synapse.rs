@@ -45,11 +45,31 @@ pub fn python() -> PathBuf {
 }
 
 /// A plain-HTTP Synapse on 127.0.0.1:`port` named `server_name`, on
-/// SQLite under `dir`, with open registration, a registration secret (for
-/// `register_new_matrix_user`), rate limits out of the way, and its media
-/// repository on or off.
-pub fn synapse_config(dir: &Path, port: u16, server_name: &str, media_repo: bool) -> PathBuf {
+/// SQLite under `dir` or on the PostgreSQL database at `postgres` (a
+/// `postgres://user@host:port/name` URL), with open registration, a
+/// registration secret (for `register_new_matrix_user`), rate limits out of
+/// the way, and its media repository on or off.
+pub fn synapse_config(
+    dir: &Path,
+    port: u16,
+    server_name: &str,
+    media_repo: bool,
+    postgres: Option<&str>,
+) -> PathBuf {
     let d = dir.display();
+    let database = match postgres {
+        None => format!("  name: sqlite3\n  args:\n    database: \"{d}/homeserver.db\"\n"),
+        Some(url) => {
+            let url = url::Url::parse(url).unwrap();
+            format!(
+                "  name: psycopg2\n  args:\n    user: {}\n    host: {}\n    port: {}\n    database: {}\n    cp_min: 1\n    cp_max: 5\n",
+                url.username(),
+                url.host_str().unwrap(),
+                url.port().unwrap(),
+                url.path().trim_start_matches('/')
+            )
+        }
+    };
     let config = format!(
         r#"server_name: "{server_name}"
 pid_file: "{d}/homeserver.pid"
@@ -63,10 +83,7 @@ listeners:
       - names: [client]
         compress: false
 database:
-  name: sqlite3
-  args:
-    database: "{d}/homeserver.db"
-log_config: "{d}/log.yaml"
+{database}log_config: "{d}/log.yaml"
 media_store_path: "{d}/media_store"
 signing_key_path: "{d}/signing.key"
 enable_media_repo: {media_repo}

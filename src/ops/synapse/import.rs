@@ -6,16 +6,23 @@
 //! recorded (Synapse ≥ 1.128). Items already here are skipped without
 //! reading their file, so an interrupted import is simply run again, and a
 //! run after Synapse received more uploads imports only the new ones.
-//! Thumbnails are not carried: mxmedia makes them again on request.
+//! Thumbnails are made again by mxmedia's own pipeline as each image
+//! arrives (Synapse's own are not copied: their sizes and keys follow
+//! Synapse's configuration, not ours). `verify` reads every item back from
+//! the datastore it landed in.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyPool, Row, any::AnyRow};
 
+use super::{columns, database_url, flag, millis, sharded, text};
 use crate::{
     ids::{MediaKey, Sha256Digest, UnixMillis},
-    media::{ImportItem, Imported, MediaError, MediaService, ports::Origin},
+    media::{ImportItem, Imported, MediaError, MediaService, Verified, ports::Origin},
     storage::file_stream,
 };
 
@@ -29,11 +36,21 @@ pub struct SynapseImport {
     pub media_store: PathBuf,
     /// A SQLite database file, or a `postgres://` URL.
     pub database: String,
+    /// Read every item (imported now or before) back from its datastore
+    /// and compare its digest.
+    #[serde(default)]
+    pub verify: bool,
+    /// Do not make thumbnails of imported images now (they are then made
+    /// on request).
+    #[serde(default)]
+    pub skip_thumbnails: bool,
 }
 
 /// What an import run did.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ImportReport {
+    /// Rows in Synapse's media tables when the run started.
+    pub total: u64,
     pub local: u64,
     pub remote: u64,
     pub bytes: u64,
@@ -45,6 +62,24 @@ pub struct ImportReport {
     pub missing_files: Vec<String>,
     /// Rows that could not be imported, with why.
     pub failed: Vec<String>,
+    /// Thumbnails made of imported images.
+    pub thumbnails_made: u64,
+    /// Items read back intact from their datastore (with `verify`).
+    pub verified: u64,
+    /// Items whose read-back failed, with what was found.
+    pub verify_failed: Vec<String>,
+}
+
+impl ImportReport {
+    /// Rows dealt with so far, whatever became of them.
+    pub fn done(&self) -> u64 {
+        self.local
+            + self.remote
+            + self.already_here
+            + self.skipped_url_cache
+            + self.missing_files.len() as u64
+            + self.failed.len() as u64
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,105 +90,64 @@ pub enum ImportError {
     Media(#[from] MediaError),
 }
 
-/// The connection URL of `database`: a URL as given, a file path as SQLite
-/// opened read-only.
-fn database_url(database: &str) -> String {
-    if database.contains("://") {
-        database.to_owned()
-    } else {
-        format!("sqlite://{database}?mode=ro")
+/// The report and how often the caller hears of it.
+struct Tracker<F> {
+    report: ImportReport,
+    progress: F,
+    last: Instant,
+}
+
+impl<F: FnMut(&ImportReport)> Tracker<F> {
+    /// Tells the caller, at most a few times a second.
+    fn tick(&mut self) {
+        if self.last.elapsed() >= PROGRESS_EVERY {
+            self.last = Instant::now();
+            (self.progress)(&self.report);
+        }
     }
 }
 
-fn text(row: &AnyRow, column: &str) -> Option<String> {
-    row.try_get::<Option<String>, _>(column).ok().flatten()
-}
-
-fn number(row: &AnyRow, column: &str) -> Option<i64> {
-    row.try_get::<Option<i64>, _>(column).ok().flatten()
-}
-
-/// A boolean column, stored as a boolean (PostgreSQL) or an integer (SQLite);
-/// false when the column does not exist in this Synapse version.
-fn flag(row: &AnyRow, column: &str) -> bool {
-    row.try_get::<Option<bool>, _>(column)
-        .ok()
-        .flatten()
-        .or_else(|| number(row, column).map(|n| n != 0))
-        .unwrap_or(false)
-}
-
-fn millis(row: &AnyRow, column: &str) -> Option<UnixMillis> {
-    number(row, column)
-        .and_then(|n| u64::try_from(n).ok())
-        .map(UnixMillis)
-}
-
-/// Synapse's file layout: `aa/bb/rest` of an id under `dir`.
-fn sharded(dir: &Path, id: &str) -> Option<PathBuf> {
-    let (a, b, rest) = (id.get(0..2)?, id.get(2..4)?, id.get(4..)?);
-    if rest.is_empty()
-        || [a, b, rest]
-            .iter()
-            .any(|p| p.contains(['/', '\\']) || p.contains(".."))
-    {
-        return None;
-    }
-    Some(dir.join(a).join(b).join(rest))
-}
-
-/// Whether `table` has `column` (columns were added across Synapse
-/// versions: `authenticated` in 1.111, `sha256` in 1.128).
-async fn has_column(pool: &AnyPool, table: &str, column: &str) -> bool {
-    // Built from this file's constant table and column names only.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {column} FROM {table} LIMIT 1"
-    )))
-    .fetch_all(pool)
-    .await
-    .is_ok()
-}
-
-/// The columns read from `table`: `always`, plus the optional ones this
-/// Synapse has. Booleans are read as integers (both engines agree on those).
-async fn columns(pool: &AnyPool, table: &str, always: &str) -> String {
-    let mut out = always.to_owned();
-    if has_column(pool, table, "authenticated").await {
-        out.push_str(", CAST(authenticated AS INTEGER) AS authenticated");
-    }
-    if has_column(pool, table, "sha256").await {
-        out.push_str(", sha256");
-    }
-    out
-}
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 impl SynapseImport {
-    /// Runs the import; `progress` hears the report after every page.
+    /// Runs the import; `progress` hears the report a few times a second.
     pub async fn run(
         &self,
         media: &MediaService,
-        mut progress: impl FnMut(&ImportReport),
+        progress: impl FnMut(&ImportReport),
     ) -> Result<ImportReport, ImportError> {
         sqlx::any::install_default_drivers();
         let pool = sqlx::any::AnyPoolOptions::new()
             .max_connections(2)
             .connect(&database_url(&self.database))
             .await?;
-        let mut report = ImportReport::default();
-        self.import_local(&pool, media, &mut report, &mut progress)
-            .await?;
-        self.import_remote(&pool, media, &mut report, &mut progress)
-            .await?;
+        let mut tracker = Tracker {
+            report: ImportReport::default(),
+            progress,
+            last: Instant::now(),
+        };
+        for table in ["local_media_repository", "remote_media_cache"] {
+            let count: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT COUNT(*) AS n FROM {table}"
+            )))
+            .fetch_one(&pool)
+            .await?
+            .try_get("n")?;
+            tracker.report.total += u64::try_from(count).unwrap_or(0);
+        }
+        (tracker.progress)(&tracker.report);
+        self.import_local(&pool, media, &mut tracker).await?;
+        self.import_remote(&pool, media, &mut tracker).await?;
         pool.close().await;
-        Ok(report)
+        (tracker.progress)(&tracker.report);
+        Ok(tracker.report)
     }
 
-    async fn import_local(
+    async fn import_local<F: FnMut(&ImportReport)>(
         &self,
         pool: &AnyPool,
         media: &MediaService,
-        report: &mut ImportReport,
-        progress: &mut impl FnMut(&ImportReport),
+        tracker: &mut Tracker<F>,
     ) -> Result<(), ImportError> {
         let dir = self.media_store.join("local_content");
         let table = "local_media_repository";
@@ -174,29 +168,28 @@ impl SynapseImport {
             for row in &rows {
                 let id = text(row, "media_id").unwrap_or_default();
                 if text(row, "url_cache").is_some() {
-                    report.skipped_url_cache += 1;
+                    tracker.report.skipped_url_cache += 1;
                     continue;
                 }
                 let key = MediaKey::parse(media.server_name().as_str(), &id);
                 let (Ok(key), Some(path)) = (key, sharded(&dir, &id)) else {
-                    report
+                    tracker
+                        .report
                         .failed
                         .push(format!("{id}: not a media id mxmedia accepts"));
                     continue;
                 };
                 let item = item_of(row, key, Origin::Local);
-                self.import_one(media, item, &path, report).await?;
+                self.import_one(media, item, &path, tracker).await?;
             }
-            progress(report);
         }
     }
 
-    async fn import_remote(
+    async fn import_remote<F: FnMut(&ImportReport)>(
         &self,
         pool: &AnyPool,
         media: &MediaService,
-        report: &mut ImportReport,
-        progress: &mut impl FnMut(&ImportReport),
+        tracker: &mut Tracker<F>,
     ) -> Result<(), ImportError> {
         let table = "remote_media_cache";
         let select = columns(pool, table, "media_origin, media_id, media_type, created_ts, upload_name, filesystem_id, last_access_ts, quarantined_by").await;
@@ -226,56 +219,75 @@ impl SynapseImport {
                 let (Ok(key), Some(path), false) =
                     (key, sharded(&dir, &file_id), server.contains(['/', '\\']))
                 else {
-                    report.failed.push(format!(
+                    tracker.report.failed.push(format!(
                         "{server}/{media_id}: not a media id mxmedia accepts"
                     ));
                     continue;
                 };
                 let item = item_of(row, key, Origin::Remote);
-                self.import_one(media, item, &path, report).await?;
+                self.import_one(media, item, &path, tracker).await?;
             }
-            progress(report);
         }
     }
 
-    async fn import_one(
+    async fn import_one<F: FnMut(&ImportReport)>(
         &self,
         media: &MediaService,
         item: ImportItem,
         path: &Path,
-        report: &mut ImportReport,
+        tracker: &mut Tracker<F>,
     ) -> Result<(), ImportError> {
+        let (key, expected, origin) = (item.key.clone(), item.sha256, item.origin);
+        let report = &mut tracker.report;
         // Checked before the file is opened, so a resumed run reads nothing
         // it already imported.
-        if media.is_stored(&item.key).await? {
+        let stored = if media.is_stored(&key).await? {
             report.already_here += 1;
-            return Ok(());
-        }
-        let file = match std::fs::File::open(path) {
-            Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                report.missing_files.push(item.key.to_string());
-                return Ok(());
-            }
-            Err(error) => {
-                report.failed.push(format!("{}: {error}", item.key));
-                return Ok(());
-            }
-        };
-        let len = file.metadata().map_or(0, |m| m.len());
-        let origin = item.origin;
-        match media.import(item, file_stream(file, 0..len)).await {
-            Ok(Imported::Stored { size, .. }) => {
-                report.bytes += size;
-                match origin {
-                    Origin::Local => report.local += 1,
-                    Origin::Remote => report.remote += 1,
+            true
+        } else {
+            match std::fs::File::open(path) {
+                Ok(file) => {
+                    let len = file.metadata().map_or(0, |m| m.len());
+                    match media.import(item, file_stream(file, 0..len)).await {
+                        Ok(Imported::Stored { size, .. }) => {
+                            report.bytes += size;
+                            match origin {
+                                Origin::Local => report.local += 1,
+                                Origin::Remote => report.remote += 1,
+                            }
+                            if !self.skip_thumbnails {
+                                report.thumbnails_made += media.pregenerate_now(&key).await as u64;
+                            }
+                            true
+                        }
+                        Ok(Imported::AlreadyHere) => {
+                            report.already_here += 1;
+                            true
+                        }
+                        Err(MediaError::Invalid(why)) => {
+                            report.failed.push(why);
+                            false
+                        }
+                        Err(other) => return Err(other.into()),
+                    }
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    report.missing_files.push(key.to_string());
+                    false
+                }
+                Err(error) => {
+                    report.failed.push(format!("{key}: {error}"));
+                    false
                 }
             }
-            Ok(Imported::AlreadyHere) => report.already_here += 1,
-            Err(MediaError::Invalid(why)) => report.failed.push(why),
-            Err(other) => return Err(other.into()),
+        };
+        if stored && self.verify {
+            match media.verify_stored(&key, expected).await? {
+                Verified::Intact => report.verified += 1,
+                other => report.verify_failed.push(format!("{key}: {other:?}")),
+            }
         }
+        tracker.tick();
         Ok(())
     }
 }
@@ -296,30 +308,5 @@ fn item_of(row: &AnyRow, key: MediaKey, origin: Origin) -> ImportItem {
         protected: flag(row, "safe_from_quarantine"),
         requires_auth: flag(row, "authenticated"),
         sha256: text(row, "sha256").and_then(|h| Sha256Digest::try_from(h).ok()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn synapse_paths_are_sharded_and_safe() {
-        let dir = Path::new("/store/local_content");
-        assert_eq!(
-            sharded(dir, "abcdefghijkl"),
-            Some(PathBuf::from("/store/local_content/ab/cd/efghijkl"))
-        );
-        for bad in ["abc", "abcd", "ab/cdefg", "ab..cdefg", "abcd..x"] {
-            assert_eq!(sharded(dir, bad), None, "{bad}");
-        }
-        assert_eq!(
-            database_url("/var/lib/synapse/homeserver.db"),
-            "sqlite:///var/lib/synapse/homeserver.db?mode=ro"
-        );
-        assert_eq!(
-            database_url("postgres://synapse@localhost/synapse"),
-            "postgres://synapse@localhost/synapse"
-        );
     }
 }
