@@ -84,6 +84,15 @@ enum ImportCommand {
         #[arg(long)]
         no_thumbnails: bool,
     },
+    /// From matrix-media-repo's export: every part of one export (the
+    /// gzipped tar files; one of them holds `manifest.json`). Resumable.
+    Mmr {
+        #[arg(long, short, env = "MXMEDIA_CONFIG", default_value = "config.yaml")]
+        config: PathBuf,
+        /// The export's parts.
+        #[arg(required = true)]
+        archives: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -180,6 +189,12 @@ async fn main() -> ExitCode {
                 skip_thumbnails: no_thumbnails,
             };
             cli::media::run(cli::media::MediaCli::import_synapse(config, import)).await
+        }
+        Command::Import {
+            command: ImportCommand::Mmr { config, archives },
+        } => {
+            let import = mxmedia::ops::mmr::MmrImport { archives };
+            cli::media::run(cli::media::MediaCli::import_mmr(config, import)).await
         }
         Command::Export {
             command:

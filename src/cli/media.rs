@@ -11,6 +11,7 @@ use mxmedia::{
     ops::{
         control::{self, ControlError},
         media::{MediaCommand, execute},
+        mmr::MmrImport,
         synapse::{SynapseExport, SynapseImport},
     },
 };
@@ -136,6 +137,13 @@ pub enum MediaCli {
         #[arg(long)]
         no_thumbnails: bool,
     },
+    /// Import media from matrix-media-repo's export archive parts.
+    ImportMmr {
+        #[command(flatten)]
+        common: Common,
+        #[arg(required = true)]
+        archives: Vec<PathBuf>,
+    },
     /// Export media for Synapse: files in Synapse's layout under
     /// `--media-store` and the rows of its media tables as SQL.
     ExportSynapse {
@@ -180,6 +188,17 @@ impl MediaCli {
             database: import.database,
             verify: import.verify,
             no_thumbnails: import.skip_thumbnails,
+        }
+    }
+
+    /// `mxmedia import mmr …`, run like the media commands.
+    pub fn import_mmr(config: PathBuf, import: MmrImport) -> Self {
+        Self::ImportMmr {
+            common: Common {
+                config,
+                actor: None,
+            },
+            archives: import.archives,
         }
     }
 
@@ -258,6 +277,15 @@ fn command_of(cli: MediaCli) -> Result<(Common, MediaCommand), String> {
                 database,
                 verify,
                 skip_thumbnails: no_thumbnails,
+            }),
+        ),
+        MediaCli::ImportMmr { common, archives } => (
+            common,
+            MediaCommand::ImportMmr(MmrImport {
+                archives: archives
+                    .iter()
+                    .map(|a| absolute(a))
+                    .collect::<Result<_, _>>()?,
             }),
         ),
         MediaCli::ExportSynapse {

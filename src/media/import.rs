@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::{
     MediaError, MediaService,
     meter::{Meter, Pace},
-    ports::{Commit, CommitMode, MediaRecord, NewBlob, Origin, QuarantineChange},
+    ports::{Commit, CommitMode, Lookup, MediaRecord, NewBlob, Origin, QuarantineChange},
     upload::{BlobGuard, write_detached},
 };
 use crate::{
@@ -41,8 +41,13 @@ pub struct ImportItem {
 /// What became of one item.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Imported {
-    /// Stored now: its size and digest.
-    Stored { size: u64, sha256: Sha256Digest },
+    /// Stored now: its size and digest, and whether its bytes were here
+    /// already (another item's).
+    Stored {
+        size: u64,
+        sha256: Sha256Digest,
+        deduplicated: bool,
+    },
     /// Already here (an earlier run, or a concurrent one): left alone.
     AlreadyHere,
 }
@@ -85,6 +90,69 @@ impl MediaService {
                 expected.to_hex()
             )));
         }
+        let blob = NewBlob {
+            datastore: store.id().clone(),
+            key: guard.key.clone(),
+        };
+        let imported = self.commit_import(item, size, sha256, &blob).await?;
+        if let Imported::Stored {
+            deduplicated: false,
+            ..
+        } = imported
+        {
+            guard.disarm();
+        }
+        Ok(imported)
+    }
+
+    /// Stores one item whose bytes are those of `source`, stored already
+    /// (an archive that holds one file for several ids): nothing is read.
+    pub async fn import_same_bytes(
+        &self,
+        item: ImportItem,
+        source: &MediaKey,
+    ) -> Result<Imported, MediaError> {
+        if self.is_stored(&item.key).await? {
+            return Ok(Imported::AlreadyHere);
+        }
+        let Lookup::Complete {
+            record,
+            blob: Some(blob),
+        } = self.inner.meta.records.lookup(source).await?
+        else {
+            return Err(MediaError::Invalid(format!(
+                "{}: its bytes were to come from {source}, which is not stored",
+                item.key
+            )));
+        };
+        if let Some(expected) = item.sha256
+            && expected != record.sha256
+        {
+            return Err(MediaError::Invalid(format!(
+                "{}: the source recorded SHA-256 {}, the bytes it shares have {}",
+                item.key,
+                expected.to_hex(),
+                record.sha256.to_hex()
+            )));
+        }
+        let existing = NewBlob {
+            datastore: blob.datastore,
+            key: blob.key,
+        };
+        self.commit_import(item, record.size, record.sha256, &existing)
+            .await
+    }
+
+    /// Commits an imported item's record on `blob` (deduplicated when its
+    /// digest is stored already), then quarantines every copy of its bytes
+    /// if the source had it quarantined.
+    async fn commit_import(
+        &self,
+        item: ImportItem,
+        size: u64,
+        sha256: Sha256Digest,
+        blob: &NewBlob,
+    ) -> Result<Imported, MediaError> {
         let record = MediaRecord {
             sha256,
             size,
@@ -99,26 +167,18 @@ impl MediaService {
             protected: item.protected,
             last_access: item.last_access,
         };
-        let blob = NewBlob {
-            datastore: store.id().clone(),
-            key: guard.key.clone(),
-        };
         let records = &self.inner.meta.records;
-        match records
-            .commit(&item.key, &record, &blob, &CommitMode::Fresh, None)
+        let deduplicated = match records
+            .commit(&item.key, &record, blob, &CommitMode::Fresh, None)
             .await?
         {
-            Commit::Done { deduplicated } => {
-                if !deduplicated {
-                    guard.disarm();
-                }
-            }
+            Commit::Done { deduplicated } => deduplicated,
             Commit::Taken => return Ok(Imported::AlreadyHere),
             other => {
                 tracing::warn!(mxc = %item.key, outcome = ?other, "import not committed");
                 return Err(MediaError::Internal("an import commit was refused"));
             }
-        }
+        };
         if let Some(by) = item.quarantined_by {
             // Every copy of these bytes, and later uploads of them, too.
             let change = QuarantineChange::Quarantine { by };
@@ -129,6 +189,10 @@ impl MediaService {
                 .await?;
         }
         self.inner.committed.notify_waiters();
-        Ok(Imported::Stored { size, sha256 })
+        Ok(Imported::Stored {
+            size,
+            sha256,
+            deduplicated,
+        })
     }
 }

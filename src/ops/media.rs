@@ -62,6 +62,7 @@ pub enum MediaCommand {
     /// Media from Synapse's media store and database.
     ImportSynapse(super::synapse::SynapseImport),
     ExportSynapse(super::synapse::SynapseExport),
+    ImportMmr(super::mmr::MmrImport),
 }
 
 /// An `mxc://server/id` URI.
@@ -191,18 +192,8 @@ pub async fn execute(
             purge_json(&report, *dry_run)
         }
         MediaCommand::ImportSynapse(import) => import_synapse(media, import, progress).await?,
-        MediaCommand::ExportSynapse(export) => {
-            let mut progress = progress;
-            let report = export
-                .run(media, |r| {
-                    progress(json!({
-                        "media": r.local + r.remote + r.thumbnails,
-                        "bytes": r.bytes,
-                    }));
-                })
-                .await?;
-            serde_json::to_value(report).unwrap_or_default()
-        }
+        MediaCommand::ImportMmr(import) => import_mmr(media, import, progress).await?,
+        MediaCommand::ExportSynapse(export) => export_synapse(media, export, progress).await?,
         MediaCommand::Retention { dry_run } => retention(media, *dry_run, progress).await?,
         MediaCommand::PurgeRemote { before, dry_run } => {
             let report = media
@@ -233,6 +224,39 @@ async fn import_synapse(
                 MediaError::Invalid(format!("Synapse's database: {e}"))
             }
         })?;
+    Ok(serde_json::to_value(report).unwrap_or_default())
+}
+
+async fn import_mmr(
+    media: &MediaService,
+    import: &super::mmr::MmrImport,
+    mut progress: impl FnMut(Value),
+) -> Result<Value, MediaError> {
+    let report = import
+        .run(media, |r| {
+            progress(json!({
+                "media": r.local + r.remote + r.already_here + r.failed.len() as u64,
+                "total": r.total,
+                "bytes": r.bytes,
+            }));
+        })
+        .await?;
+    Ok(serde_json::to_value(report).unwrap_or_default())
+}
+
+async fn export_synapse(
+    media: &MediaService,
+    export: &super::synapse::SynapseExport,
+    mut progress: impl FnMut(Value),
+) -> Result<Value, MediaError> {
+    let report = export
+        .run(media, |r| {
+            progress(json!({
+                "media": r.local + r.remote + r.thumbnails,
+                "bytes": r.bytes,
+            }));
+        })
+        .await?;
     Ok(serde_json::to_value(report).unwrap_or_default())
 }
 

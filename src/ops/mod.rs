@@ -5,4 +5,5 @@
 
 pub mod control;
 pub mod media;
+pub mod mmr;
 pub mod synapse;
