@@ -15,13 +15,21 @@ mod import;
 pub use export::{ExportReport, SynapseExport};
 pub use import::{ImportError, ImportReport, SynapseImport};
 
-/// The connection URL of `database`: a URL as given, a file path as SQLite
-/// opened read-only.
+/// The connection URL of `database`: a file path as SQLite opened
+/// read-only, a PostgreSQL URL with read-only transactions.
 pub(super) fn database_url(database: &str) -> String {
-    if database.contains("://") {
-        database.to_owned()
-    } else {
-        format!("sqlite://{database}?mode=ro")
+    if !database.contains("://") {
+        return format!("sqlite://{database}?mode=ro");
+    }
+    // PostgreSQL: every transaction of the session read-only, so nothing
+    // here can write to Synapse's database, whatever the role may do.
+    match url::Url::parse(database) {
+        Ok(mut url) if url.scheme().starts_with("postgres") => {
+            url.query_pairs_mut()
+                .append_pair("options", "-c default_transaction_read_only=on");
+            url.into()
+        }
+        _ => database.to_owned(),
     }
 }
 
@@ -106,8 +114,8 @@ mod tests {
             "sqlite:///var/lib/synapse/homeserver.db?mode=ro"
         );
         assert_eq!(
-            database_url("postgres://synapse@localhost/synapse"),
-            "postgres://synapse@localhost/synapse"
+            database_url("postgres://synapse@localhost/synapse?sslmode=disable"),
+            "postgres://synapse@localhost/synapse?sslmode=disable&options=-c+default_transaction_read_only%3Don"
         );
     }
 }
