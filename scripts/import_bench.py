@@ -134,11 +134,12 @@ def main():
                 elapsed, report = run_import(binary, store, target, extra)
                 assert report["local"] == count, report
                 rows.append((name, label, count / elapsed, total / elapsed / 1e6, elapsed))
-                print(f"{name}, {label}: {count / elapsed:,.0f} items/s, "
+                print(f"{name}, {label}: {count / elapsed:,.2f} items/s, "
                       f"{total / elapsed / 1e6:,.1f} MB/s ({elapsed:.1f} s)", flush=True)
     table = ["| media store | run | items/s | MB/s | seconds |", "|---|---|---:|---:|---:|"]
     for name, label, rate, mbs, elapsed in rows:
-        table.append(f"| {name} | `{label}` | {rate:,.0f} | {mbs:,.1f} | {elapsed:.1f} |")
+        shown = f"{rate:,.0f}" if rate >= 10 else f"{rate:.2f}"
+        table.append(f"| {name} | `{label}` | {shown} | {mbs:,.1f} | {elapsed:.1f} |")
     text = "\n".join(table)
     print(text)
     benchdoc.replace_section(

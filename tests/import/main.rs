@@ -48,3 +48,21 @@ pub fn files_under(dir: &Path) -> usize {
     walk(dir, &mut out);
     out.len()
 }
+
+/// A config for the `mxmedia` command line naming the running test
+/// server's data directory and datastores, so commands go through its
+/// control socket.
+pub fn cli_config(t: &TestServer) -> std::path::PathBuf {
+    let config = t.dir.path().join("import.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server_name: {SERVER_NAME}\ndata_dir: {}\nhomeserver: {{url: '{}'}}\nselfcheck_on_start: false\n{}",
+            t.dir.path().display(),
+            t.hs.url,
+            datastores_yaml(backend(), t.s3.as_ref())
+        ),
+    )
+    .unwrap();
+    config
+}

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::{common::*, mxmedia, sha256_hex};
+use super::{cli_config, common::*, mxmedia, sha256_hex};
 
 /// One gzipped tar part holding `files` (name, bytes).
 fn part(path: &Path, files: &[(String, Vec<u8>)]) {
@@ -136,17 +136,7 @@ async fn a_matrix_media_repo_export_moves_in() {
     part(&parts[0], &first);
     part(&parts[1], &second);
 
-    let config = t.dir.path().join("import.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "server_name: {SERVER_NAME}\ndata_dir: {}\nhomeserver: {{url: '{}'}}\nselfcheck_on_start: false\n{}",
-            t.dir.path().display(),
-            t.hs.url,
-            datastores_yaml(backend(), t.s3.as_ref())
-        ),
-    )
-    .unwrap();
+    let config = cli_config(&t);
     // The part with the manifest given last: any order works.
     let import = || {
         mxmedia(vec![

@@ -9,7 +9,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use super::{common::*, mxmedia, postgres};
+use super::{cli_config, common::*, mxmedia, postgres};
 use crate::synapse::{Daemon, python, run, synapse_config, wait_until_up};
 
 /// Uploads of assorted types: (bytes, content type, file name); four
@@ -236,17 +236,7 @@ async fn round_trip(on_postgres: bool) {
         c.thumbnails.dynamic = false;
     })
     .await;
-    let config = t.dir.path().join("import.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "server_name: {SERVER_NAME}\ndata_dir: {}\nhomeserver: {{url: '{}'}}\nselfcheck_on_start: false\n{}",
-            t.dir.path().display(),
-            t.hs.url,
-            datastores_yaml(backend(), t.s3.as_ref())
-        ),
-    )
-    .unwrap();
+    let config = cli_config(&t);
     let import = || {
         mxmedia(vec![
             "import".into(),

@@ -12,10 +12,11 @@
 //! the datastore it landed in.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyPool, Row, any::AnyRow};
 
@@ -28,6 +29,8 @@ use crate::{
 
 /// Rows read per database round trip.
 const PAGE: i64 = 500;
+/// Items imported at once.
+const IN_FLIGHT: usize = 8;
 
 /// What to import from where.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -139,6 +142,10 @@ impl SynapseImport {
         self.import_local(&pool, media, &mut tracker).await?;
         self.import_remote(&pool, media, &mut tracker).await?;
         pool.close().await;
+        let report = &mut tracker.report;
+        report.missing_files.sort();
+        report.failed.sort();
+        report.verify_failed.sort();
         (tracker.progress)(&tracker.report);
         Ok(tracker.report)
     }
@@ -165,6 +172,7 @@ impl SynapseImport {
                 return Ok(());
             };
             after = text(last, "media_id").unwrap_or_default();
+            let mut jobs = Vec::with_capacity(rows.len());
             for row in &rows {
                 let id = text(row, "media_id").unwrap_or_default();
                 if text(row, "url_cache").is_some() {
@@ -179,9 +187,9 @@ impl SynapseImport {
                         .push(format!("{id}: not a media id mxmedia accepts"));
                     continue;
                 };
-                let item = item_of(row, key, Origin::Local);
-                self.import_one(media, item, &path, tracker).await?;
+                jobs.push((item_of(row, key, Origin::Local), path));
             }
+            self.import_page(media, jobs, tracker).await?;
         }
     }
 
@@ -210,6 +218,7 @@ impl SynapseImport {
             };
             origin = text(last, "media_origin").unwrap_or_default();
             id = text(last, "media_id").unwrap_or_default();
+            let mut jobs = Vec::with_capacity(rows.len());
             for row in &rows {
                 let server = text(row, "media_origin").unwrap_or_default();
                 let media_id = text(row, "media_id").unwrap_or_default();
@@ -224,72 +233,109 @@ impl SynapseImport {
                     ));
                     continue;
                 };
-                let item = item_of(row, key, Origin::Remote);
-                self.import_one(media, item, &path, tracker).await?;
+                jobs.push((item_of(row, key, Origin::Remote), path));
             }
+            self.import_page(media, jobs, tracker).await?;
         }
     }
 
-    async fn import_one<F: FnMut(&ImportReport)>(
+    /// Imports one page's items, a few at a time (their writes and
+    /// fsyncs overlap), folding each outcome into the report as it ends.
+    async fn import_page<F: FnMut(&ImportReport)>(
+        &self,
+        media: &MediaService,
+        jobs: Vec<(ImportItem, PathBuf)>,
+        tracker: &mut Tracker<F>,
+    ) -> Result<(), ImportError> {
+        let mut outcomes = futures::stream::iter(jobs)
+            .map(|(item, path)| self.import_one(media, item, path))
+            .buffer_unordered(IN_FLIGHT);
+        while let Some(done) = outcomes.next().await {
+            let (key, outcome, verified) = done?;
+            let report = &mut tracker.report;
+            match outcome {
+                Outcome::AlreadyHere => report.already_here += 1,
+                Outcome::Stored {
+                    size,
+                    origin,
+                    thumbnails,
+                } => {
+                    report.bytes += size;
+                    report.thumbnails_made += thumbnails;
+                    match origin {
+                        Origin::Local => report.local += 1,
+                        Origin::Remote => report.remote += 1,
+                    }
+                }
+                Outcome::Missing => report.missing_files.push(key.to_string()),
+                Outcome::Failed(why) => report.failed.push(why),
+            }
+            match verified {
+                None => {}
+                Some(Verified::Intact) => report.verified += 1,
+                Some(other) => report.verify_failed.push(format!("{key}: {other:?}")),
+            }
+            tracker.tick();
+        }
+        Ok(())
+    }
+
+    /// One item: what became of it, and its read-back with `verify`.
+    async fn import_one(
         &self,
         media: &MediaService,
         item: ImportItem,
-        path: &Path,
-        tracker: &mut Tracker<F>,
-    ) -> Result<(), ImportError> {
+        path: PathBuf,
+    ) -> Result<(MediaKey, Outcome, Option<Verified>), ImportError> {
         let (key, expected, origin) = (item.key.clone(), item.sha256, item.origin);
-        let report = &mut tracker.report;
         // Checked before the file is opened, so a resumed run reads nothing
         // it already imported.
-        let stored = if media.is_stored(&key).await? {
-            report.already_here += 1;
-            true
+        let outcome = if media.is_stored(&key).await? {
+            Outcome::AlreadyHere
         } else {
-            match std::fs::File::open(path) {
+            match std::fs::File::open(&path) {
                 Ok(file) => {
                     let len = file.metadata().map_or(0, |m| m.len());
                     match media.import(item, file_stream(file, 0..len)).await {
-                        Ok(Imported::Stored { size, .. }) => {
-                            report.bytes += size;
-                            match origin {
-                                Origin::Local => report.local += 1,
-                                Origin::Remote => report.remote += 1,
-                            }
-                            if !self.skip_thumbnails {
-                                report.thumbnails_made += media.pregenerate_now(&key).await as u64;
-                            }
-                            true
-                        }
-                        Ok(Imported::AlreadyHere) => {
-                            report.already_here += 1;
-                            true
-                        }
-                        Err(MediaError::Invalid(why)) => {
-                            report.failed.push(why);
-                            false
-                        }
+                        Ok(Imported::Stored { size, .. }) => Outcome::Stored {
+                            size,
+                            origin,
+                            thumbnails: if self.skip_thumbnails {
+                                0
+                            } else {
+                                media.pregenerate_now(&key).await as u64
+                            },
+                        },
+                        Ok(Imported::AlreadyHere) => Outcome::AlreadyHere,
+                        Err(MediaError::Invalid(why)) => Outcome::Failed(why),
                         Err(other) => return Err(other.into()),
                     }
                 }
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                    report.missing_files.push(key.to_string());
-                    false
-                }
-                Err(error) => {
-                    report.failed.push(format!("{key}: {error}"));
-                    false
-                }
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Outcome::Missing,
+                Err(error) => Outcome::Failed(format!("{key}: {error}")),
             }
         };
-        if stored && self.verify {
-            match media.verify_stored(&key, expected).await? {
-                Verified::Intact => report.verified += 1,
-                other => report.verify_failed.push(format!("{key}: {other:?}")),
-            }
-        }
-        tracker.tick();
-        Ok(())
+        let stored = matches!(outcome, Outcome::AlreadyHere | Outcome::Stored { .. });
+        let verified = if stored && self.verify {
+            Some(media.verify_stored(&key, expected).await?)
+        } else {
+            None
+        };
+        Ok((key, outcome, verified))
     }
+}
+
+/// What became of one row.
+enum Outcome {
+    AlreadyHere,
+    Stored {
+        size: u64,
+        origin: Origin,
+        thumbnails: u64,
+    },
+    /// Its file is not in the media store.
+    Missing,
+    Failed(String),
 }
 
 /// The import item of a `local_media_repository` or `remote_media_cache` row.
