@@ -61,6 +61,8 @@ pub enum AppError {
     },
     #[error("homeserver.admin_token: {0}")]
     Secret(#[from] crate::config::secret::SecretError),
+    #[error(transparent)]
+    Previews(#[from] crate::preview::PreviewSetupError),
     #[error("listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -94,6 +96,15 @@ fn open_metadata(config: &Config) -> Result<(Metadata, ClosedProbe), AppError> {
     }
 }
 
+/// The URL previewer, when previews are on.
+fn previewer(config: &Config) -> Result<Option<crate::media::PreviewWiring>, AppError> {
+    if !config.url_previews.enabled {
+        return Ok(None);
+    }
+    let previewer = crate::preview::HttpPreviewer::new(&config.url_previews)?;
+    Ok(Some((Arc::new(previewer), config.url_previews.clone())))
+}
+
 fn build_with_probe(config: &Config) -> Result<(AppState, ClosedProbe), AppError> {
     let (metadata, closed) = open_metadata(config)?;
     let metrics = Metrics::new();
@@ -125,6 +136,7 @@ fn build_with_probe(config: &Config) -> Result<(AppState, ClosedProbe), AppError
                 auth.homeserver_client(),
                 config.homeserver.url.clone(),
             )),
+            previewer: previewer(config)?,
             metrics: metrics.clone(),
         },
         config.media.clone(),

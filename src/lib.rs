@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod multipart;
 pub mod net;
 pub mod ops;
+pub mod preview;
 pub mod repo;
 pub mod storage;
 pub mod telemetry;

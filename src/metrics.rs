@@ -67,6 +67,10 @@ pub const REFUSAL_REASONS: [&str; 7] = [
 /// How a background pre-generation of thumbnails ended.
 pub const PREGENERATION_OUTCOMES: [&str; 3] = ["made", "refused", "skipped"];
 
+/// How a URL preview went: a page, an image, something else (nothing to
+/// show), a failure, and answers served (from the cache or fresh).
+pub const PREVIEW_OUTCOMES: [&str; 5] = ["page", "image", "other", "failed", "served"];
+
 /// Moderation actions, the `action` label of `moderation_actions`.
 pub const MODERATION_ACTIONS: [&str; 10] = [
     "quarantine",
@@ -140,6 +144,7 @@ struct Inner {
     thumbnails_generated: Family<KindLabels, Counter>,
     thumbnails_refused: Family<ReasonLabels, Counter>,
     pregenerations: Family<OutcomeLabels, Counter>,
+    previews: Family<OutcomeLabels, Counter>,
     moderation: Family<ModerationLabels, Counter>,
     retention_deleted: Family<KindLabels, Counter>,
     retention_freed: Family<KindLabels, Counter>,
@@ -246,6 +251,12 @@ impl Metrics {
             "Background thumbnail pre-generations after upload, by outcome",
             Family::<OutcomeLabels, Counter>::default(),
         );
+        let previews = register(
+            &mut registry,
+            "url_previews",
+            "URL previews made (page, image, other, failed) and served",
+            Family::<OutcomeLabels, Counter>::default(),
+        );
         let moderation = register(
             &mut registry,
             "moderation_actions",
@@ -303,6 +314,7 @@ impl Metrics {
                 thumbnails_generated,
                 thumbnails_refused,
                 pregenerations,
+                previews,
                 moderation,
                 retention_deleted,
                 retention_freed,
@@ -334,6 +346,9 @@ impl Metrics {
             let _ = inner
                 .pregenerations
                 .get_or_create(&OutcomeLabels { outcome });
+        }
+        for outcome in PREVIEW_OUTCOMES {
+            let _ = inner.previews.get_or_create(&OutcomeLabels { outcome });
         }
         for kind in RETENTION_KINDS {
             let _ = inner.retention_deleted.get_or_create(&KindLabels { kind });
@@ -411,6 +426,14 @@ impl Metrics {
     pub fn pregeneration(&self, outcome: &'static str) {
         self.inner
             .pregenerations
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// A URL preview step: `outcome` is one of `PREVIEW_OUTCOMES`.
+    pub fn preview(&self, outcome: &'static str) {
+        self.inner
+            .previews
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }

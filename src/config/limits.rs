@@ -136,6 +136,9 @@ pub struct RateLimitConfig {
     pub thumbnails: Option<Rate>,
     /// Fetches of other servers' media.
     pub remote_fetches: Option<Rate>,
+    /// URL previews asked for (cached answers count too). Default: 1 per
+    /// second with bursts of 10, per user and per address.
+    pub previews: Option<Rate>,
     /// Buckets kept at most (least recently used go first), whatever the
     /// number of users and addresses. Default 100000.
     pub max_tracked: u64,
@@ -148,6 +151,10 @@ impl Default for RateLimitConfig {
             downloads: None,
             thumbnails: None,
             remote_fetches: None,
+            previews: Some(Rate {
+                per_second: 1.0,
+                burst: 10,
+            }),
             max_tracked: 100_000,
         }
     }
@@ -193,6 +200,7 @@ pub(super) fn check(
         ("downloads", rates.downloads),
         ("thumbnails", rates.thumbnails),
         ("remote_fetches", rates.remote_fetches),
+        ("previews", rates.previews),
     ] {
         if let Some(rate) = rate
             && (rate.burst == 0 || !(rate.per_second > 0.0 && rate.per_second.is_finite()))

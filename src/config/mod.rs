@@ -4,6 +4,7 @@
 
 mod limits;
 mod load;
+mod previews;
 pub mod secret;
 pub mod storage;
 
@@ -18,6 +19,7 @@ use crate::thumbnail::{Method, Spec};
 
 pub use limits::{Limits, QuotaConfig, Rate, RateLimitConfig, RetentionConfig, UserClass, Window};
 pub use load::ConfigError;
+pub use previews::{OEmbedConfig, OEmbedProvider, UrlPreviewConfig};
 pub use secret::Secret;
 pub use storage::{
     DatastoreConfig, DatastoreKind, LocalDatastoreConfig, RedirectConfig, S3DatastoreConfig,
@@ -90,6 +92,9 @@ pub struct Config {
     /// Request rates per user and per client address.
     #[serde(default)]
     pub rate_limits: RateLimitConfig,
+    /// Link previews (`/preview_url`), off by default.
+    #[serde(default)]
+    pub url_previews: UrlPreviewConfig,
 }
 
 /// Thumbnail sizes and the budgets that keep generation safe.
@@ -595,6 +600,7 @@ impl Config {
             has_token,
             &mut problems,
         );
+        previews::check(&self.url_previews, &mut problems);
         problems
     }
 }

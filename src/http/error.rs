@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use crate::{
     auth::AuthError,
-    media::{FetchError, MediaError, ports::HomeserverError},
+    media::{
+        FetchError, MediaError,
+        ports::{HomeserverError, PreviewError},
+    },
     storage::StorageError,
     thumbnail::ThumbnailError,
 };
@@ -182,6 +185,13 @@ fn media_verdict(error: &MediaError) -> Verdict<'_> {
         )
         .saying(error.clone()),
         M::Homeserver(HomeserverError::Unavailable(_)) => Verdict::new(S::BAD_GATEWAY, "M_UNKNOWN"),
+        // Synapse's answers: a blocked URL is forbidden, a failed fetch a
+        // bad gateway, each saying why.
+        M::Preview(PreviewError::Blocked(why)) => {
+            Verdict::new(S::FORBIDDEN, "M_FORBIDDEN").saying(why.clone())
+        }
+        M::Preview(PreviewError::Failed(why)) => Verdict::new(S::BAD_GATEWAY, "M_UNKNOWN")
+            .saying(format!("Failed to download content: {why}")),
     }
 }
 

@@ -140,7 +140,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The media config (per user class) and MSC4034's usage.
+/// The media config (per user class), URL previews and MSC4034's usage.
 fn config_routes() -> Router<AppState> {
     use routes::config;
     Router::new()
@@ -151,6 +151,23 @@ fn config_routes() -> Router<AppState> {
         .route("/_matrix/media/v3/config", get(config::get_media_config))
         .route("/_matrix/media/v1/config", get(config::get_media_config))
         .route("/_matrix/media/r0/config", get(config::get_media_config))
+        // URL previews (404 M_UNRECOGNIZED while off).
+        .route(
+            "/_matrix/client/v1/media/preview_url",
+            get(routes::preview::preview_url),
+        )
+        .route(
+            "/_matrix/media/v3/preview_url",
+            get(routes::preview::preview_url),
+        )
+        .route(
+            "/_matrix/media/v1/preview_url",
+            get(routes::preview::preview_url),
+        )
+        .route(
+            "/_matrix/media/r0/preview_url",
+            get(routes::preview::preview_url),
+        )
         // Usage against the quota (MSC4034, unstable).
         .route(
             "/_matrix/media/unstable/org.matrix.msc4034/config",

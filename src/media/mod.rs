@@ -21,6 +21,7 @@ mod moderation;
 mod name;
 mod ownership;
 pub mod ports;
+mod preview;
 mod quota;
 mod rates;
 pub mod records;
@@ -51,6 +52,7 @@ pub use meter::Pace;
 pub use moderation::{UsageQuery, UsageReport, UserUsage};
 pub use name::clean_filename;
 pub use ownership::{Claim, OwnershipError};
+pub use preview::PreviewRequest;
 pub use quota::{UsageView, UserClass};
 pub use remote::FetchError;
 pub use retention::{Freed, RetentionReport};
@@ -120,6 +122,9 @@ pub enum MediaError {
     /// The homeserver could not answer what only it knows.
     #[error(transparent)]
     Homeserver(#[from] HomeserverError),
+    /// A URL could not be previewed.
+    #[error(transparent)]
+    Preview(#[from] ports::PreviewError),
 }
 
 impl From<OwnershipError> for MediaError {
@@ -149,6 +154,7 @@ struct Inner {
     quotas: quota::QuotaPolicy,
     rates: rates::RateLimiter,
     accesses: access::AccessLog,
+    previews: Option<preview::Previews>,
     /// Woken on every commit, so downloads waiting on pending media retry.
     committed: Notify,
     /// Blobs being written right now; the orphan sweep must not touch them.
@@ -167,6 +173,9 @@ pub struct Policies {
     pub homeserver_token: Option<crate::auth::Credentials>,
 }
 
+/// The URL previewer and its budgets.
+pub type PreviewWiring = (Arc<dyn ports::Previewer>, crate::config::UrlPreviewConfig);
+
 /// The adapters and shared parts the core is built from (see `app.rs`).
 pub struct Wiring {
     pub server_name: OwnedServerName,
@@ -178,6 +187,8 @@ pub struct Wiring {
     pub remote: Arc<dyn RemoteSource>,
     /// What only the homeserver knows (room media, avatars, names).
     pub homeserver: Arc<dyn Homeserver>,
+    /// Fetches for URL previews, when they are on.
+    pub previewer: Option<PreviewWiring>,
     pub metrics: crate::metrics::Metrics,
 }
 
@@ -205,6 +216,9 @@ impl MediaService {
                 accesses: access::AccessLog::new(policies.retention.access_granularity),
                 quotas,
                 rates: rates::RateLimiter::new(&policies.rate_limits),
+                previews: wiring
+                    .previewer
+                    .map(|(previewer, config)| preview::Previews::new(previewer, &config)),
                 policies,
                 metrics: wiring.metrics,
                 committed: Notify::new(),

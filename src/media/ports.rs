@@ -321,3 +321,44 @@ pub trait Homeserver: Send + Sync {
         acting: &Credentials,
     ) -> Result<Option<String>, HomeserverError>;
 }
+
+/// What a previewed URL turned out to be.
+pub enum Fetched {
+    /// An HTML page (or an oEmbed answer): its Open Graph properties, and
+    /// the image that stands for it.
+    Page {
+        og: Vec<(String, String)>,
+        image: Option<url::Url>,
+    },
+    /// An image: its type, declared length and bytes (the caller caps them).
+    Media {
+        content_type: String,
+        length: Option<u64>,
+        body: crate::storage::ByteStream,
+    },
+    /// Anything else: nothing to show (its body is not read).
+    Other,
+}
+
+/// Why a URL could not be previewed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PreviewError {
+    /// Configuration forbids it (a URL pattern, an address refused).
+    #[error("{0}")]
+    Blocked(String),
+    /// Unreachable, an error status, a timeout.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Fetches what a URL preview shows, through the address guard, within the
+/// configured budgets.
+#[async_trait]
+pub trait Previewer: Send + Sync {
+    /// Whether configuration lets `url` be previewed at all.
+    fn permits(&self, url: &url::Url) -> bool;
+    /// The page (or image) at `url`.
+    async fn page(&self, url: &url::Url) -> Result<Fetched, PreviewError>;
+    /// The image at `url`; `Other` when it is not one.
+    async fn image(&self, url: &url::Url) -> Result<Fetched, PreviewError>;
+}

@@ -23,6 +23,8 @@ pub enum Family {
     Downloads,
     Thumbnails,
     RemoteFetches,
+    /// URL previews asked for (cached ones too).
+    Previews,
 }
 
 impl Family {
@@ -32,6 +34,7 @@ impl Family {
             Self::Downloads => "downloads",
             Self::Thumbnails => "thumbnails",
             Self::RemoteFetches => "remote_fetches",
+            Self::Previews => "previews",
         }
     }
 }
@@ -86,6 +89,7 @@ impl RateLimiter {
             Family::Downloads => self.config.downloads,
             Family::Thumbnails => self.config.thumbnails,
             Family::RemoteFetches => self.config.remote_fetches,
+            Family::Previews => self.config.previews,
         }
     }
 

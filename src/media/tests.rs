@@ -89,6 +89,7 @@ pub(super) async fn core(tweak: impl FnOnce(&mut MediaConfig)) -> Core {
     let repo = SledRepo::open(&dir.path().join("db"), 8 << 20).unwrap();
     let media = MediaService::new(
         Wiring {
+            previewer: None,
             server_name: "core.test".try_into().unwrap(),
             metadata: Metadata::new(Arc::new(repo)),
             stores,

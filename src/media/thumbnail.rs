@@ -61,6 +61,17 @@ pub(super) struct Thumbnailer {
 }
 
 impl Thumbnailer {
+    /// The decoding budgets of the configuration.
+    pub(super) fn limits(&self) -> Limits {
+        let config = &self.config;
+        Limits {
+            max_pixels: config.max_pixels,
+            max_frames: config.max_frames,
+            max_bytes: config.max_job_memory.as_u64(),
+            max_animation_pixels: config.max_animation_pixels,
+        }
+    }
+
     pub(super) fn new(config: ThumbnailConfig) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         let permits = if config.concurrency == 0 {
@@ -258,13 +269,7 @@ impl MediaService {
         wanted: &[(Spec, u32, u32)],
         animated: bool,
     ) -> Result<Vec<Thumb>, MediaError> {
-        let config = &self.inner.thumbnailer.config;
-        let limits = Limits {
-            max_pixels: config.max_pixels,
-            max_frames: config.max_frames,
-            max_bytes: config.max_job_memory.as_u64(),
-            max_animation_pixels: config.max_animation_pixels,
-        };
+        let limits = self.inner.thumbnailer.limits();
         // Sniff and read the header from a small read: a non-image or an
         // oversized picture is refused without reading the rest.
         let head_len = download.record.size.min(HEAD_READ);

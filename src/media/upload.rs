@@ -74,6 +74,11 @@ pub enum UploadTarget {
         key: MediaKey,
         pace: Pace,
     },
+    /// Local media this server fetched from the web itself (a URL
+    /// preview's image), with no uploader; `pace` replaces the limits.
+    Fetched {
+        pace: Pace,
+    },
 }
 
 /// Deletes the blob when dropped unless `disarm`ed. Covers `?` returns,
@@ -192,14 +197,14 @@ impl MediaService {
             .1)
     }
 
-    async fn store(
+    pub(super) async fn store(
         &self,
         uploader: Option<&UserId>,
         meta: UploadMeta,
         body: ByteStream,
         target: UploadTarget,
     ) -> Result<(MediaKey, u64), MediaError> {
-        if !matches!(target, UploadTarget::Remote { .. }) {
+        if matches!(target, UploadTarget::New | UploadTarget::Reserved(_)) {
             self.rate_check(Family::Uploads, uploader, meta.client)?;
         }
         let (mut pace, kind) = self.pace_and_kind(&target, uploader);
@@ -211,7 +216,9 @@ impl MediaService {
             .quota_cap(&target, uploader, meta.declared_length, &mut pace)
             .await?;
         let mode = match &target {
-            UploadTarget::New | UploadTarget::Remote { .. } => CommitMode::Fresh,
+            UploadTarget::New | UploadTarget::Remote { .. } | UploadTarget::Fetched { .. } => {
+                CommitMode::Fresh
+            }
             UploadTarget::Reserved(key) => {
                 let Some(uploader) = uploader else {
                     return Err(MediaError::Forbidden(NOT_OWNER));
@@ -269,7 +276,9 @@ impl MediaService {
         };
         let remote = matches!(target, UploadTarget::Remote { .. });
         let key = match target {
-            UploadTarget::New => MediaKey::new(self.inner.server_name.clone(), MediaId::generate()),
+            UploadTarget::New | UploadTarget::Fetched { .. } => {
+                MediaKey::new(self.inner.server_name.clone(), MediaId::generate())
+            }
             UploadTarget::Reserved(key) | UploadTarget::Remote { key, .. } => key,
         };
         let (key, outcome) = self
@@ -372,7 +381,7 @@ impl MediaService {
         pace: &mut Pace,
     ) -> Result<(Option<Quota>, Option<u64>), MediaError> {
         let quota = match (target, uploader) {
-            (UploadTarget::Remote { .. }, _) | (_, None) => None,
+            (UploadTarget::Remote { .. } | UploadTarget::Fetched { .. }, _) | (_, None) => None,
             (_, Some(user)) => self.quota_for(user),
         };
         let mut room = None;
@@ -396,6 +405,7 @@ impl MediaService {
         let config = &self.inner.config;
         match target {
             UploadTarget::Remote { pace, .. } => (*pace, DatastoreKind::RemoteMedia),
+            UploadTarget::Fetched { pace } => (*pace, DatastoreKind::LocalMedia),
             _ => (
                 Pace {
                     limit: self.upload_limit(uploader),

@@ -16,6 +16,7 @@ pub mod config;
 pub mod download;
 pub mod federation;
 pub mod health;
+pub mod preview;
 pub mod thumbnail;
 pub mod upload;
 
