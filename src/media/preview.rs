@@ -206,16 +206,19 @@ impl MediaService {
             Ok(Lookup::Complete { record, .. }) if !record.quarantined => {}
             _ => return Map::new(),
         }
+        // Shown only when its header reads as an image within the pixel
+        // budget (a decompression bomb is stored, never shown).
+        let head = head.lock().unwrap_or_else(PoisonError::into_inner);
+        let limits = self.inner.thumbnailer.limits();
+        let Ok(Some((_, width, height))) = thumbnail::probe_head(&head, limits) else {
+            return Map::new();
+        };
         let mut og = Map::new();
         og.insert("og:image".to_owned(), json!(key.to_string()));
         og.insert("og:image:type".to_owned(), json!(content_type));
+        og.insert("og:image:width".to_owned(), json!(width));
+        og.insert("og:image:height".to_owned(), json!(height));
         og.insert("matrix:image:size".to_owned(), json!(size));
-        let head = head.lock().unwrap_or_else(PoisonError::into_inner);
-        let limits = self.inner.thumbnailer.limits();
-        if let Ok(Some((_, width, height))) = thumbnail::probe_head(&head, limits) {
-            og.insert("og:image:width".to_owned(), json!(width));
-            og.insert("og:image:height".to_owned(), json!(height));
-        }
         og
     }
 }

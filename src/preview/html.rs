@@ -63,8 +63,10 @@ impl Found {
     }
 }
 
+/// A value as the page meant it (entities decoded), trimmed and capped.
 fn capped(value: &str) -> String {
-    let mut out: String = value.chars().take(MAX_VALUE).collect();
+    let decoded = html_escape::decode_html_entities(value);
+    let mut out: String = decoded.chars().take(MAX_VALUE).collect();
     out.truncate(out.trim_end().len());
     out.trim_start().to_owned()
 }
@@ -300,7 +302,8 @@ impl PageParser {
     pub fn found(&self) -> Found {
         with(&self.state, |s| {
             let mut found = s.found.clone();
-            collapse_into(&mut found.text, &s.paragraph_text, MAX_DESCRIPTION);
+            let text = html_escape::decode_html_entities(&s.paragraph_text);
+            collapse_into(&mut found.text, &text, MAX_DESCRIPTION);
             found
         })
     }

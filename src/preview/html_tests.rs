@@ -137,3 +137,14 @@ fn the_encoding_comes_from_bom_header_meta_or_the_bytes() {
         encoding_rs::UTF_8
     );
 }
+
+#[test]
+fn entities_are_decoded_in_values_titles_and_text() {
+    let found = parse(
+        "<title>Fish &amp; chips &#8212; caf&eacute;</title><meta property='og:title' content='It&#39;s &quot;here&quot;'><p>a &lt;b&gt; c</p>",
+        5,
+    );
+    assert_eq!(found.title.as_deref(), Some("Fish & chips \u{2014} café"));
+    assert_eq!(found.property("og:title"), Some("It's \"here\""));
+    assert_eq!(found.text, "a <b> c");
+}
