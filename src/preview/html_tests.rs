@@ -1,4 +1,5 @@
 use super::*;
+use crate::preview::charset::encoding_of;
 
 fn parse(page: &str, chunk: usize) -> Found {
     let mut parser = PageParser::new();

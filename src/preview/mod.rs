@@ -6,6 +6,7 @@
 //! to their byte cap and parsed as they arrive, everything within the
 //! configured time.
 
+mod charset;
 mod html;
 mod oembed;
 
@@ -17,7 +18,10 @@ use futures::{StreamExt, TryStreamExt};
 use regex::RegexSet;
 use url::Url;
 
-use self::html::{Found, PageParser, encoding_of};
+use self::{
+    charset::encoding_of,
+    html::{Found, PageParser},
+};
 use crate::{
     config::UrlPreviewConfig,
     federation::{AddressGuard, GuardedResolver},
