@@ -97,8 +97,10 @@ impl MediaService {
         request: &PreviewRequest<'_>,
     ) -> Result<Arc<Map<String, Value>>, MediaError> {
         let previews = self.inner.previews.as_ref().ok_or(MediaError::NotFound)?;
-        let url = Url::parse(request.url.trim())
+        let mut url = Url::parse(request.url.trim())
             .map_err(|e| MediaError::Invalid(format!("Invalid URL: {e}")))?;
+        // A fragment is never sent: one page, one cache entry.
+        url.set_fragment(None);
         if !previews.previewer.permits(&url) {
             return Err(MediaError::Preview(PreviewError::Blocked(
                 "URL blocked by the URL preview patterns".to_owned(),

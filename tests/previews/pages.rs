@@ -123,6 +123,7 @@ async fn titles_decode_in_their_own_charset() {
         ("/latin1", "Café crème"),
         ("/koi8", "Привет"),
         ("/no-charset", "naïve"),
+        ("/bogus-charset", "résumé"),
         ("/utf16", "Sixteen \u{263A}"),
     ] {
         let og = preview_ok(&t, &site.url(page)).await;
@@ -140,6 +141,8 @@ async fn concurrent_requests_share_one_fetch_and_answers_are_cached() {
     assert_eq!(site.seen.hits("/slow"), 1);
     preview_ok(&t, &url).await;
     assert_eq!(site.seen.hits("/slow"), 1, "served from the cache");
+    preview_ok(&t, &format!("{url}#another-fragment")).await;
+    assert_eq!(site.seen.hits("/slow"), 1, "a fragment is the same page");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -179,6 +179,11 @@ async fn page(
             b"<meta charset=\"koi8-r\"><title>\xF0\xD2\xC9\xD7\xC5\xD4</title>".to_vec(),
         ),
         "no-charset" => typed("text/html", b"<title>na\xEFve</title>".to_vec()),
+        "bogus-charset" => (
+            [(header::CONTENT_TYPE, "text/html; charset=x-no-such-thing")],
+            b"<title>r\xE9sum\xE9</title>".to_vec(),
+        )
+            .into_response(),
         "utf16" => {
             let mut body = vec![0xFF, 0xFE];
             for unit in "<title>Sixteen \u{263A}</title>".encode_utf16() {
