@@ -22,7 +22,7 @@ use tracing::Level;
 use crate::{
     auth::{AuthError, Authenticator},
     cache::HotCache,
-    config::{Config, DatabaseConfig},
+    config::{Config, DatabaseConfig, Secret},
     federation::Federation,
     homeserver::Directory,
     http::{
@@ -32,7 +32,7 @@ use crate::{
     media::ports::{Metadata, RepoError},
     media::{MediaService, Wiring},
     metrics::Metrics,
-    repo::sled::SledRepo,
+    repo::{postgres::PgRepo, sled::SledRepo},
     storage::{Backend, SelfcheckError, SelfcheckReport, StorageError, build_datastores},
 };
 
@@ -63,6 +63,8 @@ pub enum AppError {
     Secret(#[from] crate::config::secret::SecretError),
     #[error(transparent)]
     Previews(#[from] crate::preview::PreviewSetupError),
+    #[error("database: type postgres needs url or url_file")]
+    NoDatabaseUrl,
     #[error("listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -78,18 +80,29 @@ impl From<crate::media::OwnershipError> for AppError {
 }
 
 /// Opens the stores and builds the services for `config`.
-pub fn build_state(config: &Config) -> Result<AppState, AppError> {
-    Ok(build_with_probe(config)?.0)
+pub async fn build_state(config: &Config) -> Result<AppState, AppError> {
+    Ok(build_with_probe(config).await?.0)
 }
 
 /// Says whether the metadata store is closed (every handle dropped).
 type ClosedProbe = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// The metadata adapter `config` names, behind the core's ports.
-fn open_metadata(config: &Config) -> Result<(Metadata, ClosedProbe), AppError> {
+async fn open_metadata(config: &Config) -> Result<(Metadata, ClosedProbe), AppError> {
     match &config.database {
         DatabaseConfig::Sled { cache_capacity, .. } => {
             let repo = SledRepo::open(&config.sled_path(), cache_capacity.as_u64())?;
+            let probe = Box::new(repo.closed_probe());
+            Ok((Metadata::new(Arc::new(repo)), probe))
+        }
+        DatabaseConfig::Postgres {
+            url,
+            url_file,
+            max_connections,
+        } => {
+            let url = Secret::resolve(url.as_ref(), url_file.as_deref())?
+                .ok_or(AppError::NoDatabaseUrl)?;
+            let repo = PgRepo::open(url.expose(), *max_connections).await?;
             let probe = Box::new(repo.closed_probe());
             Ok((Metadata::new(Arc::new(repo)), probe))
         }
@@ -105,8 +118,8 @@ fn previewer(config: &Config) -> Result<Option<crate::media::PreviewWiring>, App
     Ok(Some((Arc::new(previewer), config.url_previews.clone())))
 }
 
-fn build_with_probe(config: &Config) -> Result<(AppState, ClosedProbe), AppError> {
-    let (metadata, closed) = open_metadata(config)?;
+async fn build_with_probe(config: &Config) -> Result<(AppState, ClosedProbe), AppError> {
+    let (metadata, closed) = open_metadata(config).await?;
     let metrics = Metrics::new();
     let stores = build_datastores(&config.datastores, &config.data_dir)?.instrument(&metrics);
     let remote_stores = stores.iter().any(|s| s.backend() != Backend::Local);
@@ -178,6 +191,24 @@ fn policies(config: &Config) -> Result<crate::media::Policies, AppError> {
 pub fn database_label(config: &Config) -> String {
     match &config.database {
         DatabaseConfig::Sled { .. } => format!("sled at {}", config.sled_path().display()),
+        DatabaseConfig::Postgres { url, .. } => {
+            // Where, never with the password.
+            let place = url
+                .as_ref()
+                .and_then(|u| url::Url::parse(u.expose()).ok())
+                .map(|u| {
+                    format!(
+                        "{}:{}{}",
+                        u.host_str().unwrap_or("localhost"),
+                        u.port().unwrap_or(5432),
+                        u.path()
+                    )
+                });
+            format!(
+                "PostgreSQL at {}",
+                place.unwrap_or_else(|| "its url_file".to_owned())
+            )
+        }
     }
 }
 
@@ -304,7 +335,7 @@ impl Server {
             addr: config.listen,
             source,
         })?;
-        let (state, closed) = build_with_probe(config)?;
+        let (state, closed) = build_with_probe(config).await?;
         if config.selfcheck_on_start {
             for report in selfcheck(&state).await? {
                 tracing::info!(

@@ -342,7 +342,7 @@ mod storage {
 
     async fn adopt(config: &mxmedia::config::Config, datastore: &str) -> ExitCode {
         let id = mxmedia::ids::DatastoreId(datastore.to_owned());
-        let outcome = match mxmedia::app::build_state(config) {
+        let outcome = match mxmedia::app::build_state(config).await {
             Ok(state) => state
                 .media
                 .adopt_datastore(&id, &mxmedia::app::database_label(config))
@@ -397,7 +397,7 @@ mod storage {
         .await;
         let outcome: Result<SyncProgress, String> = match asked {
             Ok(report) => Ok(report),
-            Err(ControlError::NotRunning(_)) => match mxmedia::app::build_state(config) {
+            Err(ControlError::NotRunning(_)) => match mxmedia::app::build_state(config).await {
                 Ok(state) => state
                     .media
                     .sync(request, |p| {
@@ -451,7 +451,7 @@ mod storage {
         .await;
         let outcome: Result<FsckReport, String> = match asked {
             Ok(report) => Ok(report),
-            Err(ControlError::NotRunning(_)) => match mxmedia::app::build_state(config) {
+            Err(ControlError::NotRunning(_)) => match mxmedia::app::build_state(config).await {
                 Ok(state) => state.media.fsck(request).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             },

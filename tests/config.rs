@@ -372,7 +372,7 @@ async fn serve_stops_gracefully_on_sigterm() {
     // The metadata was flushed: a new server on the same data sees the upload.
     let cfg = Config::load(&config).unwrap();
     assert_eq!(cfg.data_dir, dir.path().join("./state"));
-    let state = mxmedia::app::build_state(&cfg).unwrap();
+    let state = mxmedia::app::build_state(&cfg).await.unwrap();
     assert_eq!(state.media.counts().await.unwrap().media, 1);
 }
 

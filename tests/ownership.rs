@@ -63,7 +63,7 @@ async fn filled_store() -> (FakeHomeserver, tempfile::TempDir, std::path::PathBu
 /// Hands the datastore `local` to the database of `config` on purpose, as
 /// `mxmedia storage adopt` does; the returned state holds that database open.
 async fn adopt(config: &Config) -> mxmedia::http::AppState {
-    let state = mxmedia::app::build_state(config).unwrap();
+    let state = mxmedia::app::build_state(config).await.unwrap();
     state
         .media
         .adopt_datastore(

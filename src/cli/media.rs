@@ -419,7 +419,9 @@ async fn ask_or_run(
     match asked {
         Ok(result) => Ok(result),
         Err(ControlError::NotRunning(_)) => {
-            let state = mxmedia::app::build_state(config).map_err(|e| e.to_string())?;
+            let state = mxmedia::app::build_state(config)
+                .await
+                .map_err(|e| e.to_string())?;
             let result = execute(&state.media, command, actor, |p| show_progress(bar, &p))
                 .await
                 .map_err(|e| e.to_string());

@@ -77,6 +77,7 @@ impl Config {
         fix_opt(&mut self.federation.extra_ca_path);
         match &mut self.database {
             super::DatabaseConfig::Sled { path, .. } => fix_opt(path),
+            super::DatabaseConfig::Postgres { url_file, .. } => fix_opt(url_file),
         }
         for store in &mut self.datastores {
             store.resolve_paths(&fix_opt);

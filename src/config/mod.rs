@@ -265,6 +265,22 @@ pub enum DatabaseConfig {
         #[serde(default = "default_sled_cache")]
         cache_capacity: ByteSize,
     },
+    /// PostgreSQL, which any number of mxmedia instances may share.
+    Postgres {
+        /// `postgres://user:password@host:port/database`.
+        #[serde(default)]
+        url: Option<Secret>,
+        /// A file holding the URL instead.
+        #[serde(default)]
+        url_file: Option<PathBuf>,
+        /// Connections this instance keeps at most. Default 16.
+        #[serde(default = "default_pg_connections")]
+        max_connections: u32,
+    },
+}
+
+fn default_pg_connections() -> u32 {
+    16
 }
 
 fn default_sled_cache() -> ByteSize {
@@ -506,9 +522,10 @@ impl Config {
     /// Directory of the sled database.
     pub fn sled_path(&self) -> PathBuf {
         match &self.database {
-            DatabaseConfig::Sled { path, .. } => {
-                path.clone().unwrap_or_else(|| self.data_dir.join("db"))
-            }
+            DatabaseConfig::Sled {
+                path: Some(path), ..
+            } => path.clone(),
+            _ => self.data_dir.join("db"),
         }
     }
 
@@ -585,6 +602,15 @@ impl Config {
             problems.push("thumbnails.max_pixels: must be greater than zero".to_owned());
         }
         storage::check_datastores(&self.datastores, &mut problems);
+        if let DatabaseConfig::Postgres { url, url_file, .. } = &self.database {
+            match (url, url_file) {
+                (None, None) => problems
+                    .push("database.url, database.url_file: type postgres needs one".to_owned()),
+                (Some(_), Some(_)) => problems
+                    .push("database.url, database.url_file: give one, not both".to_owned()),
+                _ => {}
+            }
+        }
         let has_token =
             self.homeserver.admin_token.is_some() || self.homeserver.admin_token_file.is_some();
         if self.homeserver.admin_token.is_some() && self.homeserver.admin_token_file.is_some() {

@@ -3,4 +3,5 @@
 
 #[cfg(test)]
 pub mod contract;
+pub mod postgres;
 pub mod sled;

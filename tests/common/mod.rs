@@ -3,19 +3,23 @@
 //! (`homeserver.rs`), a real S3 server in-process (`s3.rs`), and raw socket
 //! helpers (`sockets.rs`).
 //!
-//! The same contract tests run on both datastores: a test binary whose name
-//! starts with `s3_` (see `tests/s3_contract.rs`) uses S3, others the local
-//! directory; `MXMEDIA_TEST_BACKEND=s3|local` overrides that.
+//! The same contract tests run on both datastores and both metadata stores:
+//! a test binary whose name starts with `s3_` (see `tests/s3_contract.rs`)
+//! uses S3, others the local directory (`MXMEDIA_TEST_BACKEND=s3|local`
+//! overrides that); one whose name contains `pg_` keeps its metadata in a
+//! real PostgreSQL (`postgres.rs`), others in sled
+//! (`MXMEDIA_TEST_DATABASE=postgres|sled` overrides that).
 #![allow(dead_code)]
 
 mod homeserver;
+mod postgres;
 mod s3;
 mod server;
 mod sockets;
 
 // Each test binary uses its own subset.
 #[allow(unused_imports)]
-pub use self::{homeserver::*, s3::*, server::*, sockets::*};
+pub use self::{homeserver::*, postgres::Postgres, s3::*, server::*, sockets::*};
 
 /// A picture of `width` x `height` with a gradient (so it compresses like
 /// a photo) in `format`; `shade` makes pictures with different bytes.

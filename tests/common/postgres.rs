@@ -5,8 +5,9 @@
 //! database. The cluster is stopped and its directory removed when the
 //! test binary exits, however it exits: a small shell keeps the server and
 //! waits on a pipe from this process, which the kernel closes at exit.
-// Each test binary uses its own subset of these helpers.
-#![allow(dead_code)]
+// Each test binary uses its own subset of these helpers; the metadata
+// contract suite of the PostgreSQL adapter includes this file too.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::pedantic)]
 
 use std::{
     path::PathBuf,
@@ -92,7 +93,10 @@ impl Postgres {
             rand::random::<u32>()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let port = super::free_port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
         let mut command = if is_root() {
             // initdb refuses to run as root: the cluster belongs to `postgres`.
             Command::new("chown")

@@ -34,6 +34,28 @@ pub fn backend() -> TestBackend {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestDatabase {
+    Sled,
+    Postgres,
+}
+
+/// Which metadata store this test binary runs the contract against.
+pub fn database() -> TestDatabase {
+    match std::env::var("MXMEDIA_TEST_DATABASE").as_deref() {
+        Ok("postgres") => return TestDatabase::Postgres,
+        Ok("sled") => return TestDatabase::Sled,
+        _ => {}
+    }
+    let exe = std::env::current_exe().unwrap();
+    let name = exe.file_name().unwrap().to_string_lossy().into_owned();
+    if name.contains("pg_") {
+        TestDatabase::Postgres
+    } else {
+        TestDatabase::Sled
+    }
+}
+
 /// A real S3 server (s3s + s3s-fs) on 127.0.0.1 that checks SigV4
 /// signatures. It can be stopped (every connection dropped) and resumed on
 /// the same port, to play an outage.

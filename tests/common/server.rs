@@ -12,7 +12,8 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 use super::{
-    FakeHomeserver, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server, TestBackend, backend,
+    FakeHomeserver, Postgres, S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server, TestBackend,
+    TestDatabase, backend, database,
 };
 
 pub const SERVER_NAME: &str = "test.local";
@@ -107,6 +108,11 @@ impl TestServer {
             TestBackend::Local => None,
         };
         let mut config = test_config_with(dir.path(), &hs.url, backend, s3.as_ref());
+        if database() == TestDatabase::Postgres {
+            let url = Postgres::get().database("mxmedia").await;
+            config.database =
+                serde_norway::from_str(&format!("{{type: postgres, url: '{url}'}}")).unwrap();
+        }
         tweak(&mut config);
         let (server, base) = Self::launch(&config).await;
         let http = reqwest::Client::builder().no_proxy().build().unwrap();

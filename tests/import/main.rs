@@ -8,8 +8,6 @@
 
 #[path = "../common/mod.rs"]
 mod common;
-#[path = "../common/postgres.rs"]
-mod postgres;
 #[path = "../common/synapse.rs"]
 mod synapse;
 

@@ -9,7 +9,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use super::{cli_config, common::*, mxmedia, postgres};
+use super::{cli_config, common::*, mxmedia};
 use crate::synapse::{Daemon, python, run, synapse_config, wait_until_up};
 
 /// Uploads of assorted types: (bytes, content type, file name); four
@@ -202,7 +202,7 @@ async fn round_trip(on_postgres: bool) {
     let dir = tempfile::tempdir().unwrap();
     let database = |name: &'static str| async move {
         if on_postgres {
-            Some(postgres::Postgres::get().database(name).await)
+            Some(Postgres::get().database(name).await)
         } else {
             None
         }

@@ -1,0 +1,255 @@
+//! `BlobIndex` and `Housekeeping` on PostgreSQL.
+
+use async_trait::async_trait;
+use sqlx::Row;
+
+use super::{BLOB_COLUMNS, PgRepo, blob_key, blob_record, digest, int, key_of, uint};
+use crate::{
+    ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis},
+    media::ports::{
+        BlobIndex, BlobRecord, ClaimRecord, Counts, DatabaseIdentity, Housekeeping, RepoError,
+        Unlinked,
+    },
+};
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl PgRepo {
+    async fn blob_page(
+        &self,
+        filter: &str,
+        bind_text: Option<&str>,
+        bind_bytes: Option<&[u8]>,
+        datastore: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<(Sha256Digest, BlobRecord)>, RepoError> {
+        let query = format!("SELECT b.sha256, {BLOB_COLUMNS} FROM blobs b WHERE {filter} LIMIT $4");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(query))
+            .bind(datastore)
+            .bind(bind_text)
+            .bind(bind_bytes)
+            .bind(limit(n))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let sha: Vec<u8> = row.try_get("sha256")?;
+                let blob = blob_record(row)?.ok_or(RepoError::Inconsistent("blob row"))?;
+                Ok((digest(&sha)?, blob))
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl BlobIndex for PgRepo {
+    async fn blob(&self, sha256: &Sha256Digest) -> Result<Option<BlobRecord>, RepoError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {BLOB_COLUMNS} FROM blobs b WHERE b.sha256 = $1"
+        )))
+        .bind(&sha256.0[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map_or(Ok(None), |row| blob_record(&row))
+    }
+
+    async fn move_blob(
+        &self,
+        sha256: &Sha256Digest,
+        from: (&DatastoreId, &BlobKey),
+        to: (&DatastoreId, &BlobKey),
+    ) -> Result<bool, RepoError> {
+        let moved = sqlx::query(
+            "UPDATE blobs SET datastore = $4, key = $5
+             WHERE sha256 = $1 AND datastore = $2 AND key = $3",
+        )
+        .bind(&sha256.0[..])
+        .bind(&from.0.0)
+        .bind(from.1.as_str())
+        .bind(&to.0.0)
+        .bind(to.1.as_str())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(moved > 0)
+    }
+
+    async fn blobs_in(
+        &self,
+        datastore: &DatastoreId,
+        after: Option<&BlobKey>,
+        n: usize,
+    ) -> Result<Vec<(Sha256Digest, BlobRecord)>, RepoError> {
+        self.blob_page(
+            "b.datastore = $1 AND ($2::TEXT IS NULL OR b.key > $2) AND $3::BYTEA IS NULL ORDER BY b.key",
+            after.map(BlobKey::as_str),
+            None,
+            Some(&datastore.0),
+            n,
+        )
+        .await
+    }
+
+    async fn count_blobs_in(&self, datastore: &DatastoreId) -> Result<u64, RepoError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM blobs WHERE datastore = $1")
+            .bind(&datastore.0)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(uint(n))
+    }
+
+    async fn blobs_after(
+        &self,
+        after: Option<&Sha256Digest>,
+        n: usize,
+    ) -> Result<Vec<(Sha256Digest, BlobRecord)>, RepoError> {
+        self.blob_page(
+            "$1::TEXT IS NULL AND $2::TEXT IS NULL AND ($3::BYTEA IS NULL OR b.sha256 > $3) ORDER BY b.sha256",
+            None,
+            after.map(|d| &d.0[..]),
+            None,
+            n,
+        )
+        .await
+    }
+
+    async fn unlinked(&self, n: usize) -> Result<Vec<Unlinked>, RepoError> {
+        let rows = sqlx::query("SELECT datastore, key, sha256 FROM unlinked ORDER BY seq LIMIT $1")
+            .bind(limit(n))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let sha: Vec<u8> = row.try_get("sha256")?;
+                Ok(Unlinked {
+                    datastore: DatastoreId(row.try_get("datastore")?),
+                    key: blob_key(row.try_get::<&str, _>("key")?)?,
+                    sha256: digest(&sha)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn forget_unlinked(&self, object: &Unlinked) -> Result<(), RepoError> {
+        sqlx::query("DELETE FROM unlinked WHERE datastore = $1 AND key = $2")
+            .bind(&object.datastore.0)
+            .bind(object.key.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn unknown_keys(
+        &self,
+        datastore: &DatastoreId,
+        keys: Vec<BlobKey>,
+    ) -> Result<Vec<BlobKey>, RepoError> {
+        let listed: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
+        let unknown: Vec<String> = sqlx::query_scalar(
+            "SELECT k.key FROM UNNEST($2::TEXT[]) WITH ORDINALITY AS k(key, n)
+             WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.datastore = $1 AND b.key = k.key)
+             ORDER BY k.n",
+        )
+        .bind(&datastore.0)
+        .bind(&listed)
+        .fetch_all(&self.pool)
+        .await?;
+        unknown.iter().map(|k| blob_key(k)).collect()
+    }
+}
+
+#[async_trait]
+impl Housekeeping for PgRepo {
+    async fn expire_pending(&self, now: UnixMillis, n: usize) -> Result<Vec<MediaKey>, RepoError> {
+        // Instances sweeping at once each take rows the others do not hold.
+        let rows = sqlx::query(
+            "DELETE FROM media WHERE (server, media_id) IN (
+                SELECT server, media_id FROM media WHERE state = 0 AND expires <= $1
+                ORDER BY expires LIMIT $2 FOR UPDATE SKIP LOCKED)
+             RETURNING server, media_id",
+        )
+        .bind(int(now.0))
+        .bind(limit(n))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| key_of(row.try_get("server")?, row.try_get("media_id")?))
+            .collect()
+    }
+
+    async fn counts(&self) -> Result<Counts, RepoError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM media WHERE state = 1) AS media,
+                    (SELECT COUNT(*) FROM media WHERE state = 0) AS pending,
+                    (SELECT COUNT(*) FROM blobs) AS blobs",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Counts {
+            media: uint(row.try_get("media")?),
+            pending: uint(row.try_get("pending")?),
+            blobs: uint(row.try_get("blobs")?),
+        })
+    }
+
+    async fn pending_count(&self) -> Result<u64, RepoError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM media WHERE state = 0")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(uint(n))
+    }
+
+    async fn identity(&self) -> Result<DatabaseIdentity, RepoError> {
+        sqlx::query("INSERT INTO identity (id, created) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(hex::encode(rand::random::<[u8; 16]>()))
+            .bind(int(UnixMillis::now().0))
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT id, created FROM identity")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(DatabaseIdentity {
+            id: row.try_get("id")?,
+            created: UnixMillis(uint(row.try_get("created")?)),
+        })
+    }
+
+    async fn claim(&self, datastore: &DatastoreId) -> Result<Option<ClaimRecord>, RepoError> {
+        let since: Option<i64> =
+            sqlx::query_scalar("SELECT since FROM claims WHERE datastore = $1")
+                .bind(&datastore.0)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(since.map(|s| ClaimRecord {
+            since: UnixMillis(uint(s)),
+        }))
+    }
+
+    async fn put_claim(
+        &self,
+        datastore: &DatastoreId,
+        claim: &ClaimRecord,
+    ) -> Result<(), RepoError> {
+        sqlx::query(
+            "INSERT INTO claims (datastore, since) VALUES ($1, $2)
+             ON CONFLICT (datastore) DO UPDATE SET since = $2",
+        )
+        .bind(&datastore.0)
+        .bind(int(claim.since.0))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), RepoError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<(), RepoError> {
+        self.pool.close().await;
+        Ok(())
+    }
+}

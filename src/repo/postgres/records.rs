@@ -1,0 +1,418 @@
+//! `MediaRecords` on PostgreSQL: reservations, commits, lookups, deletion
+//! and thumbnails, each one transaction.
+
+use async_trait::async_trait;
+use sqlx::{Postgres, Row, Transaction};
+
+use super::{
+    BLOB_COLUMNS, COMPLETE, DELETED, MEDIA_COLUMNS, PENDING, PgRepo, attach_blob, blob_record, int,
+    lock_user, media_record, origin_code, release_blob, uint,
+};
+use crate::{
+    ids::{MediaKey, UnixMillis},
+    media::ports::{
+        Commit, CommitMode, CommitThumb, Deletion, Lookup, MediaRecord, MediaRecords, NewBlob,
+        PendingRecord, Quota, RepoError, Reserve, StoredThumb, ThumbRecord, ThumbSize,
+    },
+};
+
+/// The thumbnail columns a `ThumbRecord` is read from.
+pub(super) const THUMB_COLUMNS: &str =
+    "t.sha256, t.size, t.content_type, t.thumb_width, t.thumb_height, t.created, t.last_access";
+
+pub(super) fn thumb_record(row: &sqlx::postgres::PgRow) -> Result<ThumbRecord, RepoError> {
+    let sha: Vec<u8> = row.try_get("sha256")?;
+    Ok(ThumbRecord {
+        sha256: super::digest(&sha)?,
+        size: uint(row.try_get("size")?),
+        content_type: row.try_get("content_type")?,
+        width: u32::try_from(row.try_get::<i32, _>("thumb_width")?).unwrap_or(0),
+        height: u32::try_from(row.try_get::<i32, _>("thumb_height")?).unwrap_or(0),
+        created: UnixMillis(uint(row.try_get("created")?)),
+        last_access: row
+            .try_get::<Option<i64>, _>("last_access")?
+            .map(|t| UnixMillis(uint(t))),
+    })
+}
+
+fn dimension(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+impl PgRepo {
+    /// Within `tx`: what the user has stored, reserved and committed in each
+    /// quota window.
+    pub(super) async fn usage_in(
+        tx: &mut Transaction<'_, Postgres>,
+        user: &str,
+        since: &[UnixMillis],
+    ) -> Result<crate::media::ports::UserUsage, RepoError> {
+        let totals = sqlx::query(
+            "SELECT
+                (SELECT COUNT(*) FROM media WHERE uploader = $1 AND state = 1 AND origin = 0) AS files,
+                (SELECT COALESCE(SUM(size), 0)::BIGINT FROM media WHERE uploader = $1 AND state = 1 AND origin = 0) AS bytes,
+                (SELECT COUNT(*) FROM media WHERE owner = $1 AND state = 0 AND expires > $2) AS pending",
+        )
+        .bind(user)
+        .bind(int(UnixMillis::now().0))
+        .fetch_one(&mut **tx)
+        .await?;
+        let mut windows = Vec::with_capacity(since.len());
+        for start in since {
+            let row = sqlx::query(
+                "SELECT COUNT(*) AS files, COALESCE(SUM(size), 0)::BIGINT AS bytes FROM media
+                 WHERE uploader = $1 AND state = 1 AND origin = 0 AND created >= $2",
+            )
+            .bind(user)
+            .bind(int(start.0))
+            .fetch_one(&mut **tx)
+            .await?;
+            windows.push((uint(row.try_get("files")?), uint(row.try_get("bytes")?)));
+        }
+        Ok(crate::media::ports::UserUsage {
+            files: uint(totals.try_get("files")?),
+            bytes: uint(totals.try_get("bytes")?),
+            pending: uint(totals.try_get("pending")?),
+            windows,
+        })
+    }
+
+    async fn admits(
+        tx: &mut Transaction<'_, Postgres>,
+        quota: &Quota,
+        size: u64,
+        new_file: bool,
+    ) -> Result<bool, RepoError> {
+        lock_user(tx, &quota.user).await?;
+        let since: Vec<UnixMillis> = quota.windows.iter().map(|w| w.since).collect();
+        let usage = Self::usage_in(tx, &quota.user, &since).await?;
+        Ok(quota.admits(&usage, size, new_file))
+    }
+}
+
+#[async_trait]
+impl MediaRecords for PgRepo {
+    async fn reserve(
+        &self,
+        key: &MediaKey,
+        pending: &PendingRecord,
+        max_pending: usize,
+        quota: Option<&Quota>,
+    ) -> Result<Reserve, RepoError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(quota) = quota
+            && !Self::admits(&mut tx, quota, 0, true).await?
+        {
+            return Ok(Reserve::OverQuota);
+        }
+        lock_user(&mut tx, &pending.owner).await?;
+        let live: Vec<i64> = sqlx::query_scalar(
+            "SELECT expires FROM media WHERE owner = $1 AND state = 0 AND expires > $2",
+        )
+        .bind(&pending.owner)
+        .bind(int(pending.created.0))
+        .fetch_all(&mut *tx)
+        .await?;
+        if live.len() >= max_pending {
+            let next_expiry = live
+                .into_iter()
+                .min()
+                .map_or(pending.expires, |e| UnixMillis(uint(e)));
+            return Ok(Reserve::TooManyPending { next_expiry });
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO media (server, media_id, state, owner, pending_created, expires)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(key.server.as_str())
+        .bind(key.id.as_str())
+        .bind(PENDING)
+        .bind(&pending.owner)
+        .bind(int(pending.created.0))
+        .bind(int(pending.expires.0))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(Reserve::Taken);
+        }
+        tx.commit().await?;
+        Ok(Reserve::Done)
+    }
+
+    async fn commit(
+        &self,
+        key: &MediaKey,
+        record: &MediaRecord,
+        blob: &NewBlob,
+        mode: &CommitMode,
+        quota: Option<&Quota>,
+    ) -> Result<Commit, RepoError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(quota) = quota {
+            let new_file = matches!(mode, CommitMode::Fresh);
+            if !Self::admits(&mut tx, quota, record.size, new_file).await? {
+                return Ok(Commit::OverQuota);
+            }
+        }
+        let current = sqlx::query(
+            "SELECT state, owner, expires FROM media WHERE server = $1 AND media_id = $2 FOR UPDATE",
+        )
+        .bind(key.server.as_str())
+        .bind(key.id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        match (mode, current) {
+            (CommitMode::Fresh, Some(_)) => return Ok(Commit::Taken),
+            (CommitMode::Fresh, None) => {}
+            (CommitMode::Reserved { owner, now }, Some(row)) => {
+                match row.try_get::<i16, _>("state")? {
+                    COMPLETE => return Ok(Commit::AlreadyHasContent),
+                    DELETED => return Ok(Commit::NotReserved),
+                    _ => {}
+                }
+                let expires: Option<i64> = row.try_get("expires")?;
+                if expires.is_none_or(|e| uint(e) <= now.0) {
+                    return Ok(Commit::NotReserved);
+                }
+                if row.try_get::<Option<String>, _>("owner")?.as_deref() != Some(owner.as_str()) {
+                    return Ok(Commit::NotOwner);
+                }
+            }
+            (CommitMode::Reserved { .. }, None) => return Ok(Commit::NotReserved),
+        }
+        let mut stored = record.clone();
+        // Content quarantined as such arrives quarantined.
+        let quarantined: Option<String> =
+            sqlx::query_scalar("SELECT by_user FROM quarantined_content WHERE sha256 = $1")
+                .bind(&record.sha256.0[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(by) = quarantined {
+            stored.quarantined = true;
+            stored.quarantined_by = Some(by);
+            sqlx::query(
+                "INSERT INTO quarantine_log (server, media_id, quarantined) VALUES ($1, $2, TRUE)",
+            )
+            .bind(key.server.as_str())
+            .bind(key.id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO media (server, media_id, state, sha256, size, content_type, upload_name, uploader,
+                created, origin, requires_auth, quarantined, quarantined_by, protected, last_access)
+             VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+             ON CONFLICT (server, media_id) DO UPDATE SET state = 1, owner = NULL,
+                pending_created = NULL, expires = NULL, sha256 = $3, size = $4, content_type = $5,
+                upload_name = $6, uploader = $7, created = $8, origin = $9, requires_auth = $10,
+                quarantined = $11, quarantined_by = $12, protected = $13, last_access = $14",
+        )
+        .bind(key.server.as_str())
+        .bind(key.id.as_str())
+        .bind(&stored.sha256.0[..])
+        .bind(int(stored.size))
+        .bind(&stored.content_type)
+        .bind(&stored.upload_name)
+        .bind(&stored.uploader)
+        .bind(int(stored.created.0))
+        .bind(origin_code(stored.origin))
+        .bind(stored.requires_auth)
+        .bind(stored.quarantined)
+        .bind(&stored.quarantined_by)
+        .bind(stored.protected)
+        .bind(stored.last_access.map(|t| int(t.0)))
+        .execute(&mut *tx)
+        .await?;
+        let deduplicated = attach_blob(
+            &mut tx,
+            &record.sha256,
+            (&blob.datastore, &blob.key),
+            record.size,
+            record.created,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Commit::Done { deduplicated })
+    }
+
+    async fn lookup(&self, key: &MediaKey) -> Result<Lookup, RepoError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT m.state, m.owner, m.pending_created, m.expires, {MEDIA_COLUMNS}, {BLOB_COLUMNS}
+             FROM media m LEFT JOIN blobs b ON b.sha256 = m.sha256
+             WHERE m.server = $1 AND m.media_id = $2"
+        )))
+        .bind(key.server.as_str())
+        .bind(key.id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(Lookup::Missing);
+        };
+        Ok(match row.try_get::<i16, _>("state")? {
+            PENDING => Lookup::Pending(PendingRecord {
+                owner: row
+                    .try_get::<Option<String>, _>("owner")?
+                    .unwrap_or_default(),
+                created: UnixMillis(uint(
+                    row.try_get::<Option<i64>, _>("pending_created")?
+                        .unwrap_or(0),
+                )),
+                expires: UnixMillis(uint(row.try_get::<Option<i64>, _>("expires")?.unwrap_or(0))),
+            }),
+            COMPLETE => Lookup::Complete {
+                record: media_record(&row)?,
+                blob: blob_record(&row)?,
+            },
+            _ => Lookup::Missing,
+        })
+    }
+
+    async fn delete(&self, key: &MediaKey, tombstone: bool) -> Result<Deletion, RepoError> {
+        let mut tx = self.pool.begin().await?;
+        let sha: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT sha256 FROM media WHERE server = $1 AND media_id = $2 AND state = 1 FOR UPDATE",
+        )
+        .bind(key.server.as_str())
+        .bind(key.id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(sha) = sha else {
+            return Ok(Deletion::Missing);
+        };
+        let thumbs: Vec<Vec<u8>> = sqlx::query_scalar(
+            "DELETE FROM thumbnails WHERE server = $1 AND media_id = $2 RETURNING sha256",
+        )
+        .bind(key.server.as_str())
+        .bind(key.id.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut released = Vec::new();
+        for thumb in &thumbs {
+            release_blob(&mut tx, thumb, &mut released).await?;
+        }
+        release_blob(&mut tx, &sha, &mut released).await?;
+        let statement = if tombstone {
+            "UPDATE media SET state = 2, sha256 = NULL, size = NULL, content_type = NULL,
+                upload_name = NULL, uploader = NULL, created = NULL, origin = NULL,
+                requires_auth = NULL, quarantined = NULL, quarantined_by = NULL,
+                protected = NULL, last_access = NULL
+             WHERE server = $1 AND media_id = $2"
+        } else {
+            "DELETE FROM media WHERE server = $1 AND media_id = $2"
+        };
+        sqlx::query(statement)
+            .bind(key.server.as_str())
+            .bind(key.id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Deletion::Deleted { unlinked: released })
+    }
+
+    async fn thumbnail(
+        &self,
+        key: &MediaKey,
+        size: &ThumbSize,
+    ) -> Result<Option<StoredThumb>, RepoError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {THUMB_COLUMNS}, {BLOB_COLUMNS} FROM thumbnails t
+             LEFT JOIN blobs b ON b.sha256 = t.sha256
+             WHERE t.server = $1 AND t.media_id = $2 AND t.width = $3 AND t.height = $4
+               AND t.crop = $5 AND t.animated = $6"
+        )))
+        .bind(key.server.as_str())
+        .bind(key.id.as_str())
+        .bind(dimension(size.width))
+        .bind(dimension(size.height))
+        .bind(size.crop)
+        .bind(size.animated)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let blob = blob_record(&row)?
+            .ok_or(RepoError::Inconsistent("thumbnail record without its blob"))?;
+        Ok(Some(StoredThumb {
+            record: thumb_record(&row)?,
+            blob,
+        }))
+    }
+
+    async fn commit_thumbnail(
+        &self,
+        key: &MediaKey,
+        size: &ThumbSize,
+        record: &ThumbRecord,
+        blob: &NewBlob,
+    ) -> Result<CommitThumb, RepoError> {
+        let mut tx = self.pool.begin().await?;
+        // Shares the media row with a deletion, which waits (or is waited for).
+        let present: Option<i16> = sqlx::query_scalar(
+            "SELECT state FROM media WHERE server = $1 AND media_id = $2 AND state = 1 FOR SHARE",
+        )
+        .bind(key.server.as_str())
+        .bind(key.id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if present.is_none() {
+            return Ok(CommitThumb::MediaGone);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO thumbnails (server, media_id, width, height, crop, animated, sha256, size,
+                content_type, thumb_width, thumb_height, created, last_access)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
+        )
+        .bind(key.server.as_str())
+        .bind(key.id.as_str())
+        .bind(dimension(size.width))
+        .bind(dimension(size.height))
+        .bind(size.crop)
+        .bind(size.animated)
+        .bind(&record.sha256.0[..])
+        .bind(int(record.size))
+        .bind(&record.content_type)
+        .bind(dimension(record.width))
+        .bind(dimension(record.height))
+        .bind(int(record.created.0))
+        .bind(record.last_access.map(|t| int(t.0)))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            drop(tx);
+            let existing = self
+                .thumbnail(key, size)
+                .await?
+                .ok_or(RepoError::Inconsistent(
+                    "a thumbnail vanished while committing",
+                ))?;
+            return Ok(CommitThumb::Exists(existing));
+        }
+        let deduplicated = attach_blob(
+            &mut tx,
+            &record.sha256,
+            (&blob.datastore, &blob.key),
+            record.size,
+            record.created,
+        )
+        .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {BLOB_COLUMNS} FROM blobs b WHERE b.sha256 = $1"
+        )))
+        .bind(&record.sha256.0[..])
+        .fetch_one(&mut *tx)
+        .await?;
+        let stored_blob =
+            blob_record(&row)?.ok_or(RepoError::Inconsistent("blob vanished in commit"))?;
+        tx.commit().await?;
+        Ok(CommitThumb::Done {
+            deduplicated,
+            stored: StoredThumb {
+                record: record.clone(),
+                blob: stored_blob,
+            },
+        })
+    }
+}
