@@ -405,6 +405,12 @@ impl Server {
         };
 
         let sweeper = tokio::spawn(housekeeping(state.media.clone(), config.clone(), stop));
+        let relay_media = state.media.clone();
+        tokio::spawn(async move {
+            if let Err(error) = relay_media.relay_commits().await {
+                tracing::warn!(%error, "commits of other instances are not relayed");
+            }
+        });
         tracing::info!(%addr, server_name = %config.server_name, "mxmedia listening");
         Ok(Self {
             addr,

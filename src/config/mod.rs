@@ -606,8 +606,9 @@ impl Config {
             match (url, url_file) {
                 (None, None) => problems
                     .push("database.url, database.url_file: type postgres needs one".to_owned()),
-                (Some(_), Some(_)) => problems
-                    .push("database.url, database.url_file: give one, not both".to_owned()),
+                (Some(_), Some(_)) => {
+                    problems.push("database.url, database.url_file: give one, not both".to_owned())
+                }
                 _ => {}
             }
         }

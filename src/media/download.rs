@@ -21,6 +21,8 @@ use crate::{
 /// Re-check pending media at least this often, in case a commit happened in
 /// another process sharing the metadata store.
 const PENDING_POLL: Duration = Duration::from_millis(500);
+/// The same while commits of every instance wake the waiters: a safety net.
+const PENDING_POLL_RELAYED: Duration = Duration::from_secs(30);
 
 /// Which checks an open applies.
 #[derive(Debug, Clone, Copy)]
@@ -139,7 +141,16 @@ impl MediaService {
                         waiting = Some(self.inner.metrics.download_waiting());
                     }
                     let expiry = now + UnixMillis::now().until(expires);
-                    let next = deadline.min(now + PENDING_POLL).min(expiry);
+                    let relayed = self
+                        .inner
+                        .relayed
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    let poll = if relayed {
+                        PENDING_POLL_RELAYED
+                    } else {
+                        PENDING_POLL
+                    };
+                    let next = deadline.min(now + poll).min(expiry);
                     tokio::select! {
                         () = &mut committed => {}
                         () = tokio::time::sleep_until(next) => {}

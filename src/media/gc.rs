@@ -93,6 +93,11 @@ impl MediaService {
     /// written are skipped, and so is anything younger than `orphan_grace`.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn sweep(&self) -> Result<SweepReport, MediaError> {
+        // One instance sweeps at a time; the others skip this round.
+        let Some(_lease) = self.inner.meta.housekeeping.lease("sweep").await? else {
+            tracing::debug!("another instance is sweeping");
+            return Ok(SweepReport::default());
+        };
         let mut report = SweepReport {
             expired_pending: self.sweep_pending().await?,
             unlinked_objects: self.sweep_unlinked().await?,

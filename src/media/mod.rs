@@ -157,6 +157,9 @@ struct Inner {
     previews: Option<preview::Previews>,
     /// Woken on every commit, so downloads waiting on pending media retry.
     committed: Notify,
+    /// Whether commits of other instances wake `committed` too (then the
+    /// waiting downloads need no quick polling).
+    relayed: std::sync::atomic::AtomicBool,
     /// Blobs being written right now; the orphan sweep must not touch them.
     in_flight: std::sync::Mutex<HashSet<(DatastoreId, BlobKey)>>,
     /// How this server's metadata database is named in ownership markers.
@@ -222,10 +225,38 @@ impl MediaService {
                 policies,
                 metrics: wiring.metrics,
                 committed: Notify::new(),
+                relayed: std::sync::atomic::AtomicBool::new(false),
                 in_flight: std::sync::Mutex::new(HashSet::new()),
                 database_label: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Wakes this instance's waiting downloads on every commit any instance
+    /// sharing the metadata store makes; returns when the store's feed ends
+    /// (or at once for a store no other instance shares).
+    pub async fn relay_commits(&self) -> Result<(), MediaError> {
+        use futures::StreamExt;
+        let Some(mut commits) = self.inner.meta.housekeeping.commits().await? else {
+            return Ok(());
+        };
+        self.inner
+            .relayed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        while commits.next().await.is_some() {
+            self.inner.committed.notify_waiters();
+        }
+        self.inner
+            .relayed
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether commits of other instances wake this one's waiting downloads.
+    pub fn relays_commits(&self) -> bool {
+        self.inner
+            .relayed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {

@@ -227,7 +227,24 @@ pub trait Housekeeping: Send + Sync {
     async fn ping(&self) -> Result<(), RepoError>;
     /// Makes everything durable before the process stops.
     async fn close(&self) -> Result<(), RepoError>;
+    /// Commits made by any instance sharing this store, as they happen
+    /// (so downloads waiting here wake at once); `None` for a store no
+    /// other instance can share.
+    async fn commits(&self) -> Result<Option<futures::stream::BoxStream<'static, ()>>, RepoError> {
+        Ok(None)
+    }
+    /// The lease on background job `job` for as long as the returned value
+    /// lives, or `None` while another instance holds it (so sweeps and
+    /// retention run on one instance at a time). A store no other instance
+    /// can share always grants it.
+    async fn lease(&self, job: &str) -> Result<Option<Lease>, RepoError> {
+        let _ = job;
+        Ok(Some(Lease(Box::new(()))))
+    }
 }
+
+/// A held lease on a background job; released when dropped.
+pub struct Lease(pub Box<dyn Send + Sync>);
 
 /// The metadata store, one handle per role. An adapter usually implements
 /// all of them on one type.

@@ -53,6 +53,21 @@ impl MediaService {
         mut progress: impl FnMut(&RetentionReport),
     ) -> Result<RetentionReport, MediaError> {
         let config = &self.inner.policies.retention;
+        // One instance deletes at a time; a dry run needs no lease.
+        let lease = if dry_run {
+            None
+        } else {
+            let lease = self.inner.meta.housekeeping.lease("retention").await?;
+            if lease.is_none() {
+                tracing::info!("another instance is running retention");
+                return Ok(RetentionReport {
+                    dry_run,
+                    ..RetentionReport::default()
+                });
+            }
+            lease
+        };
+        let _lease = lease;
         // Accesses noted so far count.
         self.flush_accesses().await?;
         let now = UnixMillis::now();

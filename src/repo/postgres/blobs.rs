@@ -7,8 +7,8 @@ use super::{BLOB_COLUMNS, PgRepo, blob_key, blob_record, digest, int, key_of, ui
 use crate::{
     ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis},
     media::ports::{
-        BlobIndex, BlobRecord, ClaimRecord, Counts, DatabaseIdentity, Housekeeping, RepoError,
-        Unlinked,
+        BlobIndex, BlobRecord, ClaimRecord, Counts, DatabaseIdentity, Housekeeping, Lease,
+        RepoError, Unlinked,
     },
 };
 
@@ -251,5 +251,34 @@ impl Housekeeping for PgRepo {
     async fn close(&self) -> Result<(), RepoError> {
         self.pool.close().await;
         Ok(())
+    }
+
+    async fn commits(&self) -> Result<Option<futures::stream::BoxStream<'static, ()>>, RepoError> {
+        use futures::StreamExt;
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(super::COMMITS_CHANNEL).await?;
+        // The listener reconnects by itself after a lost connection; an
+        // error in between wakes the waiters too (they look again), after
+        // a pause so a database that is down is not hammered.
+        let stream = listener.into_stream().then(|event| async move {
+            if let Err(error) = event {
+                tracing::warn!(%error, "listening for commits of other instances");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+        Ok(Some(stream.boxed()))
+    }
+
+    async fn lease(&self, job: &str) -> Result<Option<Lease>, RepoError> {
+        // A session lock on a connection of its own, taken off the pool:
+        // dropping the lease closes the connection, which releases it, even
+        // if this process dies.
+        let mut conn = self.pool.acquire().await?.detach();
+        let held: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 4243))")
+                .bind(job)
+                .fetch_one(&mut conn)
+                .await?;
+        Ok(held.then(|| Lease(Box::new(std::sync::Mutex::new(conn)))))
     }
 }

@@ -20,6 +20,9 @@ use crate::{
     media::ports::{BlobRecord, MediaRecord, Origin, RepoError, Unlinked},
 };
 
+/// The channel commits are announced on (`LISTEN`/`NOTIFY`).
+const COMMITS_CHANNEL: &str = "mxmedia_commits";
+
 /// Media row states.
 const PENDING: i16 = 0;
 const COMPLETE: i16 = 1;

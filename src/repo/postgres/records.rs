@@ -232,6 +232,12 @@ impl MediaRecords for PgRepo {
             record.created,
         )
         .await?;
+        // Heard by every instance once the transaction commits.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(super::COMMITS_CHANNEL)
+            .bind(key.to_string())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Commit::Done { deduplicated })
     }

@@ -1,0 +1,164 @@
+//! Several mxmedia instances on one PostgreSQL database and one datastore:
+//! what one instance commits, every instance serves at once (a download
+//! waiting on another instance wakes on the commit's notification, not a
+//! poll); quotas hold exactly across instances; background sweeps run on
+//! one instance at a time (a lease), and never on a lease another holds.
+// Tests use clippy's default lints; the pedantic set and the unwrap ban are for shipped code.
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use mxmedia::media::ports::Housekeeping;
+use serde_json::Value;
+
+/// A second instance sharing `first`'s database and datastores.
+async fn another(
+    first: &TestServer,
+    tweak: impl FnOnce(&mut mxmedia::config::Config),
+) -> TestServer {
+    let database = first.config.database.clone();
+    let mut datastores = first.config.datastores.clone();
+    for store in &mut datastores {
+        if let mxmedia::config::DatastoreConfig::Local(local) = store {
+            local
+                .path
+                .get_or_insert_with(|| first.config.data_dir.join("media"));
+        }
+    }
+    TestServer::start_with(move |c| {
+        c.database = database;
+        c.datastores = datastores;
+        tweak(c);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_one_instance_commits_every_instance_serves_at_once() {
+    let a = TestServer::start().await;
+    let b = another(&a, |_| {}).await;
+    // Uploaded on one, served by the other; identical bytes stored once.
+    let (server, id) = a
+        .upload_ok(ALICE, b"shared bytes", Some("text/plain"), None)
+        .await;
+    let resp = b
+        .get(
+            &format!("/_matrix/client/v1/media/download/{server}/{id}"),
+            Some(BOB),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), b"shared bytes");
+    b.upload_ok(BOB, b"shared bytes", Some("text/plain"), None)
+        .await;
+    assert_eq!(a.counts().await.blobs, 1);
+
+    // A download waiting on B for an id reserved on A wakes when the bytes
+    // land on A. While commits are relayed, waiting downloads poll only
+    // every 30 s: inside this 10 s wait, only the notification can wake it.
+    for _ in 0..200 {
+        if b.server().state().media.relays_commits() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(b.server().state().media.relays_commits());
+    let created: Value = a
+        .http
+        .post(a.url("/_matrix/media/v1/create"))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (server, id) = split_mxc(created["content_uri"].as_str().unwrap());
+    let path = format!("/_matrix/client/v1/media/download/{server}/{id}?timeout_ms=10000");
+    let waiting = {
+        let (http, url) = (b.http.clone(), b.url(&path));
+        tokio::spawn(async move { http.get(url).bearer_auth(BOB).send().await.unwrap() })
+    };
+    while b.metric("mxmedia_downloads_waiting", "") < 1.0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let put = a
+        .http
+        .put(a.url(&format!("/_matrix/media/v3/upload/{server}/{id}")))
+        .bearer_auth(ALICE)
+        .header("content-type", "text/plain")
+        .body("arrived on A")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let resp = waiting.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), b"arrived on A");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quotas_hold_exactly_across_instances() {
+    let limit = |c: &mut mxmedia::config::Config| c.quotas.default.max_files = Some(5);
+    let a = TestServer::start_with(limit).await;
+    let b = another(&a, limit).await;
+    let uploads = (0..20u8).map(|i| {
+        let t = if i % 2 == 0 { &a } else { &b };
+        async move { t.upload(ALICE, vec![i; 100], None, None).await.status() }
+    });
+    let statuses = futures::future::join_all(uploads).await;
+    let stored = statuses.iter().filter(|s| s.as_u16() == 200).count();
+    assert_eq!(stored, 5, "{statuses:?}");
+    assert!(statuses.iter().all(|s| [200, 400].contains(&s.as_u16())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sweeps_run_on_one_instance_at_a_time() {
+    let zero_grace =
+        |c: &mut mxmedia::config::Config| c.media.orphan_grace = std::time::Duration::ZERO;
+    let a = TestServer::start_with(zero_grace).await;
+    let b = another(&a, zero_grace).await;
+    a.upload_ok(ALICE, b"kept", None, None).await;
+    // An object no record points at (as a crash mid-upload leaves one).
+    let mxmedia::config::DatastoreConfig::Local(local) = &a.config.datastores[0] else {
+        panic!("the local datastore");
+    };
+    let root = local
+        .path
+        .clone()
+        .unwrap_or_else(|| a.config.data_dir.join("media"));
+    let orphan = root.join("ab/cd/abcd0123456789abcdef0123456789ab");
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+    std::fs::write(&orphan, b"orphan").unwrap();
+
+    // While another holder has the lease, a sweep skips its round.
+    let mxmedia::config::DatabaseConfig::Postgres { url: Some(url), .. } = &a.config.database
+    else {
+        panic!("PostgreSQL metadata");
+    };
+    let other = mxmedia::repo::postgres::PgRepo::open(url.expose(), 2)
+        .await
+        .unwrap();
+    let lease = other
+        .lease("sweep")
+        .await
+        .unwrap()
+        .expect("the lease is free");
+    let skipped = b.server().state().media.sweep().await.unwrap();
+    assert_eq!(skipped.orphan_blobs, 0);
+    assert!(orphan.exists());
+    drop(lease);
+    // Released (its connection closed), the next sweep takes it.
+    let mut swept = 0;
+    for _ in 0..100 {
+        swept = b.server().state().media.sweep().await.unwrap().orphan_blobs;
+        if swept > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(swept, 1);
+    assert!(!orphan.exists());
+    assert_eq!(a.counts().await.media, 1);
+}
