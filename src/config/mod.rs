@@ -603,13 +603,13 @@ impl Config {
         }
         storage::check_datastores(&self.datastores, &mut problems);
         if let DatabaseConfig::Postgres { url, url_file, .. } = &self.database {
-            match (url, url_file) {
-                (None, None) => problems
-                    .push("database.url, database.url_file: type postgres needs one".to_owned()),
-                (Some(_), Some(_)) => {
-                    problems.push("database.url, database.url_file: give one, not both".to_owned())
-                }
-                _ => {}
+            let problem = match (url, url_file) {
+                (None, None) => Some("type postgres needs one"),
+                (Some(_), Some(_)) => Some("give one, not both"),
+                _ => None,
+            };
+            if let Some(problem) = problem {
+                problems.push(format!("database.url, database.url_file: {problem}"));
             }
         }
         let has_token =
