@@ -162,3 +162,30 @@ async fn sweeps_run_on_one_instance_at_a_time() {
     assert!(!orphan.exists());
     assert_eq!(a.counts().await.media, 1);
 }
+
+/// Three instances asked at once for one thumbnail make it once: each
+/// coalesces its own requests, and one instance at a time holds the work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_thumbnail_is_made_once_across_instances() {
+    let on_request = |c: &mut mxmedia::config::Config| c.thumbnails.pregenerate = false;
+    let a = TestServer::start_with(on_request).await;
+    let b = another(&a, on_request).await;
+    let c = another(&a, on_request).await;
+    let png = picture(900, 700, 4, image::ImageFormat::Png);
+    let (server, id) = a.upload_ok(ALICE, &png, Some("image/png"), None).await;
+    let path = format!(
+        "/_matrix/client/v1/media/thumbnail/{server}/{id}?width=320&height=240&method=scale"
+    );
+    let requests = (0..30).map(|i| {
+        let t = [&a, &b, &c][i % 3];
+        let path = path.clone();
+        async move { t.get(&path, Some(BOB)).await.status().as_u16() }
+    });
+    let statuses = futures::future::join_all(requests).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let made: f64 = [&a, &b, &c]
+        .iter()
+        .map(|t| t.metric("mxmedia_thumbnails_generated_total", ""))
+        .sum();
+    assert_eq!(made, 1.0);
+}

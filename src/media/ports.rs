@@ -241,6 +241,13 @@ pub trait Housekeeping: Send + Sync {
         let _ = job;
         Ok(Some(Lease(Box::new(()))))
     }
+    /// Waits until no other instance holds `work` (a remote fetch, a
+    /// thumbnail), then holds it while the returned value lives: one
+    /// instance at a time does it, the others then find it done.
+    async fn exclusive(&self, work: &str) -> Result<Lease, RepoError> {
+        let _ = work;
+        Ok(Lease(Box::new(())))
+    }
 }
 
 /// A held lease on a background job; released when dropped.

@@ -242,13 +242,26 @@ impl MediaService {
         };
         let total = config.total_timeout;
         let deadline = tokio::time::Instant::now() + total;
-        let result =
-            match tokio::time::timeout_at(deadline, self.fetch_and_store(key, deadline)).await {
-                Ok(result) => result,
-                Err(_) => Err(FetchError::Unavailable(format!(
-                    "no complete answer within {total:?}"
-                ))),
-            };
+        let alone = async {
+            // One instance fetches; the others wait, then find it stored.
+            let _flight = self
+                .inner
+                .meta
+                .housekeeping
+                .exclusive(&format!("fetch {key}"))
+                .await
+                .map_err(|e| FetchError::Unavailable(e.to_string()))?;
+            if self.is_stored(key).await.unwrap_or(false) {
+                return Ok(0);
+            }
+            self.fetch_and_store(key, deadline).await
+        };
+        let result = match tokio::time::timeout_at(deadline, alone).await {
+            Ok(result) => result,
+            Err(_) => Err(FetchError::Unavailable(format!(
+                "no complete answer within {total:?}"
+            ))),
+        };
         match &result {
             Err(FetchError::Unavailable(_)) => remote.back_off(&key.server),
             _ => remote.backoff.invalidate(&key.server),

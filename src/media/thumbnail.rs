@@ -175,6 +175,17 @@ impl MediaService {
         spec: Spec,
         request: ThumbRequest,
     ) -> Result<Thumb, MediaError> {
+        // One instance makes it; the others wait, then find it stored.
+        let size = stored_size(spec, request.animated);
+        let key = &download.key;
+        let work = format!(
+            "thumbnail {key} {}x{} {} {}",
+            size.width, size.height, size.crop, size.animated
+        );
+        let _flight = self.inner.meta.housekeeping.exclusive(&work).await?;
+        if let Some(thumb) = self.inner.meta.records.thumbnail(key, &size).await? {
+            return Ok(thumb);
+        }
         let wanted = [(spec, request.width, request.height)];
         let mut made = self.produce(&download, &wanted, request.animated).await?;
         made.pop().ok_or(MediaError::Internal("no thumbnail made"))

@@ -269,6 +269,16 @@ impl Housekeeping for PgRepo {
         Ok(Some(stream.boxed()))
     }
 
+    async fn exclusive(&self, work: &str) -> Result<Lease, RepoError> {
+        // As `lease`, waiting for the lock instead of giving up.
+        let mut conn = self.pool.acquire().await?.detach();
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 4244))")
+            .bind(work)
+            .execute(&mut conn)
+            .await?;
+        Ok(Lease(Box::new(std::sync::Mutex::new(conn))))
+    }
+
     async fn lease(&self, job: &str) -> Result<Option<Lease>, RepoError> {
         // A session lock on a connection of its own, taken off the pool:
         // dropping the lease closes the connection, which releases it, even
