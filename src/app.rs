@@ -109,6 +109,30 @@ async fn open_metadata(config: &Config) -> Result<(Metadata, ClosedProbe), AppEr
     }
 }
 
+/// A metadata database named on the command line: a `postgres://` URL
+/// (migrated to this version), or a sled directory.
+pub async fn open_database(spec: &str) -> Result<Metadata, AppError> {
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        Ok(Metadata::new(Arc::new(PgRepo::open(spec, 4).await?)))
+    } else {
+        let repo = SledRepo::open(std::path::Path::new(spec), 64 << 20)?;
+        Ok(Metadata::new(Arc::new(repo)))
+    }
+}
+
+/// Opens the configured database (migrating PostgreSQL to this version);
+/// its description.
+pub async fn migrate_database(config: &Config) -> Result<String, AppError> {
+    let (metadata, _) = open_metadata(config).await?;
+    let identity = metadata.housekeeping.identity().await?;
+    metadata.housekeeping.close().await?;
+    Ok(format!(
+        "{} (database {}) is at this version's schema",
+        database_label(config),
+        identity.id
+    ))
+}
+
 /// The URL previewer, when previews are on.
 fn previewer(config: &Config) -> Result<Option<crate::media::PreviewWiring>, AppError> {
     if !config.url_previews.enabled {

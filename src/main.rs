@@ -54,6 +54,11 @@ enum Command {
         #[command(subcommand)]
         command: ExportCommand,
     },
+    /// The metadata database: migrate its schema, copy it into another.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Move and check stored blobs. Talks to the running server through its
     /// control socket, or does the work itself when no server runs.
     Storage {
@@ -92,6 +97,28 @@ enum ImportCommand {
         /// The export's parts.
         #[arg(required = true)]
         archives: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Brings the configured database's schema to this version (also done
+    /// at start-up).
+    Migrate {
+        #[arg(long, short, env = "MXMEDIA_CONFIG", default_value = "config.yaml")]
+        config: PathBuf,
+    },
+    /// Copies one metadata database into another, with mxmedia stopped:
+    /// sled to PostgreSQL or back. Verified; run it again after an
+    /// interruption. Then point `database:` at the copy.
+    Copy {
+        /// The source: a `postgres://` URL or a sled directory.
+        #[arg(long)]
+        from: String,
+        /// The target: a `postgres://` URL (an empty database) or a sled
+        /// directory (new or empty).
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -170,6 +197,7 @@ async fn main() -> ExitCode {
             }
         },
         Command::Selfcheck { config } => selfcheck(&config).await,
+        Command::Db { command } => db(command).await,
         Command::Storage { command } => storage::run(command).await,
         Command::Media { command } => cli::media::run(command).await,
         Command::Import {
@@ -483,6 +511,71 @@ mod storage {
             Err(error) => {
                 eprintln!("mxmedia storage fsck: {error}");
                 ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn db(command: DbCommand) -> ExitCode {
+    match command {
+        DbCommand::Migrate { config } => {
+            let loaded = match Config::load(&config) {
+                Ok(loaded) => loaded,
+                Err(error) => {
+                    eprintln!("{}: {error}", config.display());
+                    return ExitCode::from(2);
+                }
+            };
+            match mxmedia::app::migrate_database(&loaded).await {
+                Ok(done) => {
+                    println!("{done}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("mxmedia db migrate: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        DbCommand::Copy { from, to } => {
+            let opened = async {
+                let source = mxmedia::app::open_database(&from).await?;
+                let target = mxmedia::app::open_database(&to).await?;
+                Ok::<_, mxmedia::app::AppError>((source, target))
+            };
+            let (source, target) = match opened.await {
+                Ok(both) => both,
+                Err(error) => {
+                    eprintln!("mxmedia db copy: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let bar = indicatif::ProgressBar::new_spinner();
+            let copied = mxmedia::media::copy_metadata(&source, &target, |r| {
+                bar.set_message(format!("{} media, {} thumbnails", r.media, r.thumbnails));
+            })
+            .await;
+            bar.finish_and_clear();
+            let closed = (
+                source.housekeeping.close().await,
+                target.housekeeping.close().await,
+            );
+            match (copied, closed) {
+                (Ok(report), (Ok(()), Ok(()))) => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).unwrap_or_default()
+                    );
+                    ExitCode::SUCCESS
+                }
+                (Err(error), _) => {
+                    eprintln!("mxmedia db copy: {error}");
+                    ExitCode::FAILURE
+                }
+                (_, (Err(error), _) | (_, Err(error))) => {
+                    eprintln!("mxmedia db copy: closing: {error}");
+                    ExitCode::FAILURE
+                }
             }
         }
     }

@@ -10,6 +10,7 @@
 mod access;
 mod admin;
 pub mod catalog;
+mod copy;
 mod disposition;
 mod download;
 mod export;
@@ -43,6 +44,7 @@ use ruma::OwnedServerName;
 use tokio::sync::Notify;
 
 pub use admin::{LocalPurge, MediaInfo, PurgeReport};
+pub use copy::{CopyReport, copy_metadata};
 pub use disposition::{disposition, is_inline};
 pub use export::Verified;
 pub use fsck::{FsckReport, FsckRequest};

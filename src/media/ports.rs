@@ -253,6 +253,48 @@ pub trait Housekeeping: Send + Sync {
 /// A held lease on a background job; released when dropped.
 pub struct Lease(pub Box<dyn Send + Sync>);
 
+/// An id that is not (or no longer) complete media.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reserved {
+    /// Reserved by `/create`, waiting for its bytes.
+    Pending(PendingRecord),
+    /// Deleted local media: the id is never handed out again.
+    Retired { at: UnixMillis },
+}
+
+/// What a metadata store holds beyond records, blobs and thumbnails, read
+/// and written whole: for copying one store into another (`mxmedia db
+/// copy`, with the server stopped).
+#[async_trait]
+pub trait Transfer: Send + Sync {
+    /// Reserved and retired ids after `after`, in the store's key order.
+    async fn reserved_after(
+        &self,
+        after: Option<&MediaKey>,
+        limit: usize,
+    ) -> Result<Vec<(MediaKey, Reserved)>, RepoError>;
+    /// Writes a reserved or retired id as it was; false if the id is taken.
+    async fn put_reserved(&self, key: &MediaKey, reserved: &Reserved) -> Result<bool, RepoError>;
+    /// Content quarantined as such, in digest order after `after`.
+    async fn quarantined_after(
+        &self,
+        after: Option<&Sha256Digest>,
+        limit: usize,
+    ) -> Result<Vec<(Sha256Digest, QuarantinedContent)>, RepoError>;
+    async fn put_quarantined(
+        &self,
+        digest: &Sha256Digest,
+        content: &QuarantinedContent,
+    ) -> Result<(), RepoError>;
+    /// Every datastore claim of this database.
+    async fn claims(&self) -> Result<Vec<(DatastoreId, ClaimRecord)>, RepoError>;
+    /// Takes on `identity` if this store has none yet; false if it has
+    /// another (it belongs to another deployment).
+    async fn adopt_identity(&self, identity: &DatabaseIdentity) -> Result<bool, RepoError>;
+    /// Records an object still to be removed from its datastore.
+    async fn put_unlinked(&self, object: &Unlinked) -> Result<(), RepoError>;
+}
+
 /// The metadata store, one handle per role. An adapter usually implements
 /// all of them on one type.
 #[derive(Clone)]
@@ -261,18 +303,20 @@ pub struct Metadata {
     pub blobs: Arc<dyn BlobIndex>,
     pub catalog: Arc<dyn Catalog>,
     pub housekeeping: Arc<dyn Housekeeping>,
+    pub transfer: Arc<dyn Transfer>,
 }
 
 impl Metadata {
     pub fn new<T>(store: Arc<T>) -> Self
     where
-        T: MediaRecords + BlobIndex + Catalog + Housekeeping + 'static,
+        T: MediaRecords + BlobIndex + Catalog + Housekeeping + Transfer + 'static,
     {
         Self {
             records: store.clone(),
             blobs: store.clone(),
             catalog: store.clone(),
-            housekeeping: store,
+            housekeeping: store.clone(),
+            transfer: store,
         }
     }
 }

@@ -9,6 +9,7 @@ mod blobs;
 mod catalog;
 mod records;
 mod schema;
+mod transfer;
 
 use sqlx::{
     PgPool, Postgres, Row, Transaction,

@@ -299,7 +299,7 @@ impl MediaRecords for PgRepo {
         }
         release_blob(&mut tx, &sha, &mut released).await?;
         let statement = if tombstone {
-            "UPDATE media SET state = 2, sha256 = NULL, size = NULL, content_type = NULL,
+            "UPDATE media SET state = 2, deleted_at = $3, sha256 = NULL, size = NULL, content_type = NULL,
                 upload_name = NULL, uploader = NULL, created = NULL, origin = NULL,
                 requires_auth = NULL, quarantined = NULL, quarantined_by = NULL,
                 protected = NULL, last_access = NULL
@@ -307,11 +307,13 @@ impl MediaRecords for PgRepo {
         } else {
             "DELETE FROM media WHERE server = $1 AND media_id = $2"
         };
-        sqlx::query(statement)
+        let mut query = sqlx::query(statement)
             .bind(key.server.as_str())
-            .bind(key.id.as_str())
-            .execute(&mut *tx)
-            .await?;
+            .bind(key.id.as_str());
+        if tombstone {
+            query = query.bind(int(UnixMillis::now().0));
+        }
+        query.execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(Deletion::Deleted { unlinked: released })
     }

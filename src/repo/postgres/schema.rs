@@ -40,6 +40,7 @@ CREATE TABLE media (
     owner TEXT,
     pending_created BIGINT,
     expires BIGINT,
+    deleted_at BIGINT,
     sha256 BYTEA,
     size BIGINT,
     content_type TEXT,

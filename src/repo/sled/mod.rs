@@ -18,8 +18,8 @@ use crate::{
         Accesses, BlobIndex, BlobRecord, Catalog, ClaimRecord, Commit, CommitMode, CommitThumb,
         Counts, DatabaseIdentity, Deletion, Housekeeping, Lookup, MediaPage, MediaPageQuery,
         MediaRecord, MediaRecords, NewBlob, PendingRecord, QuarantineChange, QuarantineEvent,
-        QuarantinedContent, Quota, RepoError, Reserve, StoredThumb, ThumbRecord, ThumbSize,
-        Unlinked, Usage, UserUsage,
+        QuarantinedContent, Quota, RepoError, Reserve, Reserved, StoredThumb, ThumbRecord,
+        ThumbSize, Transfer, Unlinked, Usage, UserUsage,
     },
 };
 
@@ -356,6 +356,60 @@ impl Housekeeping for SledRepo {
 
     async fn close(&self) -> Result<(), RepoError> {
         self.run(Trees::flush).await
+    }
+}
+
+#[async_trait]
+impl Transfer for SledRepo {
+    async fn reserved_after(
+        &self,
+        after: Option<&MediaKey>,
+        limit: usize,
+    ) -> Result<Vec<(MediaKey, Reserved)>, RepoError> {
+        let after = after.cloned();
+        self.run(move |t| t.reserved_after(after.as_ref(), limit))
+            .await
+    }
+
+    async fn put_reserved(&self, key: &MediaKey, reserved: &Reserved) -> Result<bool, RepoError> {
+        let (key, reserved) = (key.clone(), reserved.clone());
+        self.run_durably(move |t| t.put_reserved(&key, &reserved), |_| true)
+            .await
+    }
+
+    async fn quarantined_after(
+        &self,
+        after: Option<&Sha256Digest>,
+        limit: usize,
+    ) -> Result<Vec<(Sha256Digest, QuarantinedContent)>, RepoError> {
+        let after = after.copied();
+        self.run(move |t| t.quarantined_after(after.as_ref(), limit))
+            .await
+    }
+
+    async fn put_quarantined(
+        &self,
+        digest: &Sha256Digest,
+        content: &QuarantinedContent,
+    ) -> Result<(), RepoError> {
+        let (digest, content) = (*digest, content.clone());
+        self.run_durably(move |t| t.put_quarantined(&digest, &content), |()| true)
+            .await
+    }
+
+    async fn claims(&self) -> Result<Vec<(DatastoreId, ClaimRecord)>, RepoError> {
+        self.run(Trees::claims).await
+    }
+
+    async fn adopt_identity(&self, identity: &DatabaseIdentity) -> Result<bool, RepoError> {
+        let identity = identity.clone();
+        self.run(move |t| t.adopt_identity(&identity)).await
+    }
+
+    async fn put_unlinked(&self, object: &Unlinked) -> Result<(), RepoError> {
+        let object = object.clone();
+        self.run_durably(move |t| t.put_unlinked(&object), |()| true)
+            .await
     }
 }
 

@@ -14,6 +14,7 @@ mod access;
 mod blobs;
 mod catalog;
 mod housekeeping;
+mod transfer;
 
 use super::{codec, keys};
 use crate::{
