@@ -260,12 +260,17 @@ impl Housekeeping for PgRepo {
         // The listener reconnects by itself after a lost connection; an
         // error in between wakes the waiters too (they look again), after
         // a pause so a database that is down is not hammered.
-        let stream = listener.into_stream().then(|event| async move {
-            if let Err(error) = event {
-                tracing::warn!(%error, "listening for commits of other instances");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-        });
+        // The feed ends when this store is closed.
+        let pool = self.pool.clone();
+        let stream = listener
+            .into_stream()
+            .take_while(move |_| std::future::ready(!pool.is_closed()))
+            .then(|event| async move {
+                if let Err(error) = event {
+                    tracing::warn!(%error, "listening for commits of other instances");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            });
         Ok(Some(stream.boxed()))
     }
 
