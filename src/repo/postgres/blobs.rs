@@ -16,31 +16,14 @@ fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-impl PgRepo {
-    async fn blob_page(
-        &self,
-        filter: &str,
-        bind_text: Option<&str>,
-        bind_bytes: Option<&[u8]>,
-        datastore: Option<&str>,
-        n: usize,
-    ) -> Result<Vec<(Sha256Digest, BlobRecord)>, RepoError> {
-        let query = format!("SELECT b.sha256, {BLOB_COLUMNS} FROM blobs b WHERE {filter} LIMIT $4");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(query))
-            .bind(datastore)
-            .bind(bind_text)
-            .bind(bind_bytes)
-            .bind(limit(n))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let sha: Vec<u8> = row.try_get("sha256")?;
-                let blob = blob_record(row)?.ok_or(RepoError::Inconsistent("blob row"))?;
-                Ok((digest(&sha)?, blob))
-            })
-            .collect()
-    }
+fn blob_rows(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<(Sha256Digest, BlobRecord)>, RepoError> {
+    rows.iter()
+        .map(|row| {
+            let sha: Vec<u8> = row.try_get("sha256")?;
+            let blob = blob_record(row)?.ok_or(RepoError::Inconsistent("blob row"))?;
+            Ok((digest(&sha)?, blob))
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -82,14 +65,17 @@ impl BlobIndex for PgRepo {
         after: Option<&BlobKey>,
         n: usize,
     ) -> Result<Vec<(Sha256Digest, BlobRecord)>, RepoError> {
-        self.blob_page(
-            "b.datastore = $1 AND ($2::TEXT IS NULL OR b.key > $2) AND $3::BYTEA IS NULL ORDER BY b.key",
-            after.map(BlobKey::as_str),
-            None,
-            Some(&datastore.0),
-            n,
-        )
-        .await
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT b.sha256, {BLOB_COLUMNS} FROM blobs b
+             WHERE b.datastore = $1 AND ($2::TEXT IS NULL OR b.key > $2)
+             ORDER BY b.key LIMIT $3"
+        )))
+        .bind(&datastore.0)
+        .bind(after.map(BlobKey::as_str))
+        .bind(limit(n))
+        .fetch_all(&self.pool)
+        .await?;
+        blob_rows(&rows)
     }
 
     async fn count_blobs_in(&self, datastore: &DatastoreId) -> Result<u64, RepoError> {
@@ -105,14 +91,15 @@ impl BlobIndex for PgRepo {
         after: Option<&Sha256Digest>,
         n: usize,
     ) -> Result<Vec<(Sha256Digest, BlobRecord)>, RepoError> {
-        self.blob_page(
-            "$1::TEXT IS NULL AND $2::TEXT IS NULL AND ($3::BYTEA IS NULL OR b.sha256 > $3) ORDER BY b.sha256",
-            None,
-            after.map(|d| &d.0[..]),
-            None,
-            n,
-        )
-        .await
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT b.sha256, {BLOB_COLUMNS} FROM blobs b
+             WHERE $1::BYTEA IS NULL OR b.sha256 > $1 ORDER BY b.sha256 LIMIT $2"
+        )))
+        .bind(after.map(|d| d.0.to_vec()))
+        .bind(limit(n))
+        .fetch_all(&self.pool)
+        .await?;
+        blob_rows(&rows)
     }
 
     async fn unlinked(&self, n: usize) -> Result<Vec<Unlinked>, RepoError> {
