@@ -15,7 +15,7 @@ use super::{
     ports::{CommitMode, CommitThumb, Lookup, Metadata, NewBlob},
 };
 use crate::{
-    ids::MediaKey,
+    ids::{MediaKey, Sha256Digest},
     media::ports::{Commit, RepoError},
 };
 
@@ -93,6 +93,20 @@ pub async fn copy_metadata(
     Ok(report)
 }
 
+/// Where `from` keeps the object of `sha256`, offered to the target's
+/// commit as the blob to register (or share).
+async fn location_of(from: &Metadata, sha256: &Sha256Digest) -> Result<NewBlob, MediaError> {
+    let blob = from
+        .blobs
+        .blob(sha256)
+        .await?
+        .ok_or(RepoError::Inconsistent("a record points at a missing blob"))?;
+    Ok(NewBlob {
+        datastore: blob.datastore,
+        key: blob.key,
+    })
+}
+
 async fn copy_media(
     from: &Metadata,
     to: &Metadata,
@@ -107,15 +121,7 @@ async fn copy_media(
         };
         after = Some(last.clone());
         for (key, record) in &page {
-            let blob = from
-                .blobs
-                .blob(&record.sha256)
-                .await?
-                .ok_or(RepoError::Inconsistent("a record points at a missing blob"))?;
-            let location = NewBlob {
-                datastore: blob.datastore,
-                key: blob.key,
-            };
+            let location = location_of(from, &record.sha256).await?;
             match to
                 .records
                 .commit(key, record, &location, &CommitMode::Fresh, None)

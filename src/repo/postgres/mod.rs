@@ -10,6 +10,7 @@ mod catalog;
 mod records;
 mod schema;
 mod transfer;
+mod usage;
 
 use sqlx::{
     PgPool, Postgres, Row, Transaction,
