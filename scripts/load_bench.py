@@ -143,7 +143,7 @@ rc_media_create: {{per_second: 100000, burst_count: 100000}}
     return proc, port
 
 
-def start_mxmedia(work, hs_port, binary=None, name="mxmedia"):
+def start_mxmedia(work, hs_port, binary=None, name="mxmedia", extra=""):
     d = os.path.join(work, name)
     os.makedirs(d)
     port = free_port()
@@ -151,12 +151,74 @@ def start_mxmedia(work, hs_port, binary=None, name="mxmedia"):
     open(cfg, "w").write(
         f"server_name: {SERVER_NAME}\nlisten: 127.0.0.1:{port}\ndata_dir: {d}\n"
         f"homeserver: {{url: 'http://127.0.0.1:{hs_port}'}}\n"
-        f"media: {{max_upload_size: {MAX_UPLOAD}}}\nlog: {{level: warn}}\n"
+        f"media: {{max_upload_size: {MAX_UPLOAD}}}\nlog: {{level: warn}}\n" + extra
     )
     binary = binary or os.path.join(ROOT, "target", "release", "mxmedia")
     log = open(os.path.join(d, "stdout.log"), "w")
     proc = subprocess.Popen([binary, "serve", "--config", cfg], stdout=log, stderr=log)
     wait_up(port, "/healthz", proc, "mxmedia")
+    return proc, port
+
+
+def start_postgres(work):
+    """A PostgreSQL cluster of Debian's binaries on a free port (as the
+    `postgres` user when run as root); returns (process, port)."""
+    import glob
+    import pwd
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
+    if not bins:
+        sys.exit("PostgreSQL's server binaries are needed: apt-get install postgresql")
+    bin_dir = bins[-1]
+    d = os.path.join(work, "postgres")
+    os.makedirs(d)
+    port = free_port()
+    as_postgres = os.geteuid() == 0
+    if as_postgres:
+        pw = pwd.getpwnam("postgres")
+        os.chown(work, pw.pw_uid, pw.pw_gid)
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+    prefix = ["runuser", "-u", "postgres", "--"] if as_postgres else []
+    subprocess.run(prefix + [f"{bin_dir}/initdb", "-D", f"{d}/data", "-U", "postgres", "-A", "trust", "--locale=C", "-E", "UTF8"],
+                   check=True, stdout=subprocess.DEVNULL)
+    log = open(os.path.join(work, "postgres.log"), "w")
+    # The same durability as the sled runs: fsync on.
+    proc = subprocess.Popen(prefix + [f"{bin_dir}/postgres", "-D", f"{d}/data", "-p", str(port), "-k", d,
+                                      "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"],
+                            stdout=log, stderr=log)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        ready = subprocess.run([f"{bin_dir}/pg_isready", "-h", "127.0.0.1", "-p", str(port)], capture_output=True)
+        if ready.returncode == 0:
+            break
+        time.sleep(0.2)
+    for db in ("single", "pair"):
+        subprocess.run([f"{bin_dir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", db], check=True)
+    return proc, port
+
+
+def start_nginx(work, upstreams):
+    """nginx in front of `upstreams` (one worker, as in the nginx rows)."""
+    d = os.path.join(work, "nginx")
+    for sub in ("tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+    port = free_port()
+    servers = "".join(f"    server 127.0.0.1:{p};\n" for p in upstreams)
+    conf = (
+        f"worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n"
+        f"events {{ worker_connections 1024; }}\nhttp {{\n"
+        f"  client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n"
+        f"  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n"
+        f"  access_log off;\n  upstream mxmedia {{\n{servers}    keepalive 64;\n  }}\n"
+        f"  server {{\n    listen 127.0.0.1:{port};\n    client_max_body_size 200m;\n"
+        f"    location / {{\n      proxy_pass http://mxmedia;\n      proxy_http_version 1.1;\n"
+        f"      proxy_set_header Connection \"\";\n      proxy_request_buffering off;\n      proxy_buffering off;\n    }}\n  }}\n}}\n"
+    )
+    path = os.path.join(d, "nginx.conf")
+    open(path, "w").write(conf)
+    nginx = next(p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx") if os.path.exists(p))
+    log = open(os.path.join(d, "stdout.log"), "w")
+    proc = subprocess.Popen([nginx, "-p", d, "-c", path, "-g", "daemon off;"], stdout=log, stderr=log)
     return proc, port
 
 
@@ -321,6 +383,11 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument(
+        "--no-scale-out",
+        action="store_true",
+        help="skip the PostgreSQL and two-instance runs (section load_bench_scale_out)",
+    )
+    parser.add_argument(
         "--baseline",
         metavar="BINARY",
         help="another mxmedia build (e.g. the previous release) measured in the same run; "
@@ -335,6 +402,8 @@ def main():
     synapse, hs_port = start_synapse(py, work)
     mxmedia = baseline = None
     before = None
+    scale = {}
+    extra_procs = []
     try:
         token = register(hs_port)
         mxmedia, mx_port = start_mxmedia(work, hs_port)
@@ -345,16 +414,74 @@ def main():
         if baseline is not None:
             before = measure("baseline", base_port, token, baseline.pid, args.seconds, work, jpeg)
         theirs = measure("Synapse", hs_port, token, synapse.pid, args.seconds, work, jpeg)
+        if not args.no_scale_out:
+            scale = scale_out(work, hs_port, token, args.seconds, jpeg, extra_procs)
     finally:
-        for proc in (mxmedia, baseline, synapse):
+        for proc in [mxmedia, baseline, synapse] + extra_procs:
             if proc is not None:
                 proc.terminate()
-                proc.wait(timeout=30)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    print(f"  note: {proc.args[0]} did not stop within 30 s of SIGTERM; killed", flush=True)
+                    proc.kill()
+                    proc.wait()
         # Several GB of uploads by the end: never leave them behind.
         shutil.rmtree(work, ignore_errors=True)
     write_table(ours, theirs, args.seconds)
     if before is not None:
         write_baseline(ours, before, args.baseline)
+    if scale:
+        write_scale_out(ours, scale)
+
+
+def scale_out(work, hs_port, token, seconds, jpeg, procs):
+    """mxmedia on PostgreSQL, and two instances on one PostgreSQL database
+    and one datastore behind nginx (same machine: overhead, not scaling)."""
+    pg, pg_port = start_postgres(work)
+    procs.append(pg)
+    url = f"postgres://postgres@127.0.0.1:{pg_port}"
+    single, single_port = start_mxmedia(work, hs_port, name="mxmedia-pg", extra=f"database: {{type: postgres, url: '{url}/single'}}\n")
+    procs.append(single)
+    time.sleep(1)
+    out = {"postgres": measure("mxmedia on PostgreSQL", single_port, token, single.pid, seconds, work, jpeg)}
+    shared = os.path.join(work, "shared-media")
+    ports = []
+    for i in range(2):
+        proc, port = start_mxmedia(
+            work, hs_port, name=f"mxmedia-pair{i}",
+            extra=f"database: {{type: postgres, url: '{url}/pair'}}\ndatastores:\n  - {{type: local, id: shared, path: {shared}}}\n",
+        )
+        procs.append(proc)
+        ports.append(port)
+    proxy, proxy_port = start_nginx(work, ports)
+    procs.append(proxy)
+    wait_up(proxy_port, "/healthz", proxy, "nginx")
+    time.sleep(1)
+    out["pair"] = measure("two instances behind nginx", proxy_port, token, procs[-2].pid, seconds, work, jpeg)
+    return out
+
+
+def write_scale_out(sled, scale):
+    pg, pair = scale["postgres"], scale["pair"]
+    lines = [
+        "The same run, mxmedia with its metadata in PostgreSQL (a cluster on the same machine, fsync on,",
+        "default settings) instead of sled, and two instances on one PostgreSQL database and one local",
+        "datastore behind nginx (one worker). Everything shares the same 2 cores, so the PostgreSQL",
+        "column shows the cost of a networked database and the last one the cost of the extra hop,",
+        "not the gain of a second machine. Memory columns of the pair are one instance's.",
+        "",
+        "| load | sled | PostgreSQL | PostgreSQL / sled | two instances + nginx | pair / sled |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, label, unit, higher, _ in ROWS:
+        a, b, c = sled[key], pg[key], pair[key]
+        lines.append(
+            f"| {label} | {a:.1f} {unit} | {b:.1f} {unit} | {better_by(b, a, higher):.2f}x | {c:.1f} {unit} | {better_by(c, a, higher):.2f}x |"
+        )
+    text = "\n".join(lines)
+    print(text)
+    benchdoc.replace_section("load_bench_scale_out", text)
 
 
 ROWS = [

@@ -335,6 +335,8 @@ pub struct Server {
     control: JoinHandle<std::io::Result<()>>,
     control_path: std::path::PathBuf,
     sweeper: JoinHandle<()>,
+    /// Relays other instances' commits (shared databases only).
+    relay: JoinHandle<()>,
     closed: ClosedProbe,
     metrics: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
 }
@@ -440,7 +442,7 @@ impl Server {
             );
         }
         let relay_media = state.media.clone();
-        tokio::spawn(async move {
+        let relay = tokio::spawn(async move {
             if let Err(error) = relay_media.relay_commits().await {
                 tracing::warn!(%error, "commits of other instances are not relayed");
             }
@@ -454,6 +456,7 @@ impl Server {
             control,
             control_path,
             sweeper,
+            relay,
             closed,
             metrics,
         })
@@ -503,6 +506,9 @@ impl Server {
             }
         }
         let _ = self.sweeper.await;
+        // The commit feed holds a database connection: let it go first.
+        self.relay.abort();
+        let _ = self.relay.await;
         if let Err(error) = self.state.media.close().await {
             tracing::error!(%error, "final metadata flush failed");
         }

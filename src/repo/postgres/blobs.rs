@@ -236,7 +236,14 @@ impl Housekeeping for PgRepo {
     }
 
     async fn close(&self) -> Result<(), RepoError> {
-        self.pool.close().await;
+        // Waits for connections in use to come back; one that does not
+        // (a stuck query) must not hold the process up for ever.
+        if tokio::time::timeout(std::time::Duration::from_secs(10), self.pool.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("PostgreSQL connections still in use at shutdown; closing anyway");
+        }
         Ok(())
     }
 
