@@ -72,32 +72,10 @@ enum ImportCommand {
     /// From Synapse: its media store and its database (a SQLite file or a
     /// postgres:// URL, read only). Resumable: run it again after an
     /// interruption, or after Synapse received more uploads.
-    Synapse {
-        #[arg(long, short, env = "MXMEDIA_CONFIG", default_value = "config.yaml")]
-        config: PathBuf,
-        /// Synapse's `media_store_path`.
-        #[arg(long)]
-        media_store: PathBuf,
-        /// Synapse's database: a SQLite file or a postgres:// URL.
-        #[arg(long)]
-        database: String,
-        /// Read every item back from its datastore and check its digest.
-        #[arg(long)]
-        verify: bool,
-        /// Do not make thumbnails of imported images now (they are made on
-        /// request instead).
-        #[arg(long)]
-        no_thumbnails: bool,
-    },
+    Synapse(cli::media::ImportSynapseArgs),
     /// From matrix-media-repo's export: every part of one export (the
     /// gzipped tar files; one of them holds `manifest.json`). Resumable.
-    Mmr {
-        #[arg(long, short, env = "MXMEDIA_CONFIG", default_value = "config.yaml")]
-        config: PathBuf,
-        /// The export's parts.
-        #[arg(required = true)]
-        archives: Vec<PathBuf>,
-    },
+    Mmr(cli::media::ImportMmrArgs),
 }
 
 #[derive(Subcommand)]
@@ -127,16 +105,7 @@ enum ExportCommand {
     /// To Synapse: every media item and thumbnail written in Synapse's file
     /// layout under `--media-store`, and the rows of Synapse's media tables to
     /// SQL (load it into Synapse's database while Synapse is stopped).
-    Synapse {
-        #[arg(long, short, env = "MXMEDIA_CONFIG", default_value = "config.yaml")]
-        config: PathBuf,
-        /// The media store directory to fill (Synapse's `media_store_path`).
-        #[arg(long)]
-        media_store: PathBuf,
-        /// The SQL file to write.
-        #[arg(long)]
-        sql: PathBuf,
-    },
+    Synapse(cli::media::ExportSynapseArgs),
 }
 
 #[derive(Subcommand)]
@@ -201,40 +170,14 @@ async fn main() -> ExitCode {
         Command::Storage { command } => storage::run(command).await,
         Command::Media { command } => cli::media::run(command).await,
         Command::Import {
-            command:
-                ImportCommand::Synapse {
-                    config,
-                    media_store,
-                    database,
-                    verify,
-                    no_thumbnails,
-                },
-        } => {
-            let import = mxmedia::ops::synapse::SynapseImport {
-                media_store,
-                database,
-                verify,
-                skip_thumbnails: no_thumbnails,
-            };
-            cli::media::run(cli::media::MediaCli::import_synapse(config, import)).await
-        }
+            command: ImportCommand::Synapse(args),
+        } => cli::media::run(cli::media::MediaCli::ImportSynapse(args)).await,
         Command::Import {
-            command: ImportCommand::Mmr { config, archives },
-        } => {
-            let import = mxmedia::ops::mmr::MmrImport { archives };
-            cli::media::run(cli::media::MediaCli::import_mmr(config, import)).await
-        }
+            command: ImportCommand::Mmr(args),
+        } => cli::media::run(cli::media::MediaCli::ImportMmr(args)).await,
         Command::Export {
-            command:
-                ExportCommand::Synapse {
-                    config,
-                    media_store,
-                    sql,
-                },
-        } => {
-            let export = mxmedia::ops::synapse::SynapseExport { media_store, sql };
-            cli::media::run(cli::media::MediaCli::export_synapse(config, export)).await
-        }
+            command: ExportCommand::Synapse(args),
+        } => cli::media::run(cli::media::MediaCli::ExportSynapse(args)).await,
         Command::Serve { config } => {
             cap_malloc_arenas();
             let loaded = match Config::load(&config) {

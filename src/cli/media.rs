@@ -121,39 +121,16 @@ pub enum MediaCli {
     /// Import media from Synapse: its media store and its database (a
     /// SQLite file or a postgres:// URL, read only). Resumable: run it again
     /// after an interruption, or after Synapse received more uploads.
-    ImportSynapse {
-        #[command(flatten)]
-        common: Common,
-        /// Synapse's `media_store_path`.
-        #[arg(long)]
-        media_store: PathBuf,
-        /// Synapse's database: a SQLite file or a postgres:// URL.
-        #[arg(long)]
-        database: String,
-        /// Read every item back from its datastore and check its digest.
-        #[arg(long)]
-        verify: bool,
-        /// Do not make thumbnails of imported images now.
-        #[arg(long)]
-        no_thumbnails: bool,
-    },
-    /// Import media from matrix-media-repo's export archive parts.
-    ImportMmr {
-        #[command(flatten)]
-        common: Common,
-        #[arg(required = true)]
-        archives: Vec<PathBuf>,
-    },
-    /// Export media for Synapse: files in Synapse's layout under
-    /// `--media-store` and the rows of its media tables as SQL.
-    ExportSynapse {
-        #[command(flatten)]
-        common: Common,
-        #[arg(long)]
-        media_store: PathBuf,
-        #[arg(long)]
-        sql: PathBuf,
-    },
+    ImportSynapse(ImportSynapseArgs),
+    /// Import media from matrix-media-repo's export: every part of one
+    /// export (the gzipped tar files; one of them holds `manifest.json`).
+    /// Resumable.
+    ImportMmr(ImportMmrArgs),
+    /// Export media for Synapse: every media item and thumbnail written in
+    /// Synapse's file layout under `--media-store`, and the rows of its media
+    /// tables as SQL (load it into Synapse's database while Synapse is
+    /// stopped).
+    ExportSynapse(ExportSynapseArgs),
     /// Run retention once with the configured lifetimes (`retention:`):
     /// `--dry-run` reports what it would delete, `--run` deletes.
     Retention {
@@ -176,43 +153,47 @@ pub enum MediaCli {
     },
 }
 
-impl MediaCli {
-    /// `mxmedia import synapse …`, run like the media commands.
-    pub fn import_synapse(config: PathBuf, import: SynapseImport) -> Self {
-        Self::ImportSynapse {
-            common: Common {
-                config,
-                actor: None,
-            },
-            media_store: import.media_store,
-            database: import.database,
-            verify: import.verify,
-            no_thumbnails: import.skip_thumbnails,
-        }
-    }
+/// `import synapse`, here and as `mxmedia import synapse`.
+#[derive(Args)]
+pub struct ImportSynapseArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Synapse's `media_store_path`.
+    #[arg(long)]
+    media_store: PathBuf,
+    /// Synapse's database: a SQLite file or a postgres:// URL.
+    #[arg(long)]
+    database: String,
+    /// Read every item back from its datastore and check its digest.
+    #[arg(long)]
+    verify: bool,
+    /// Do not make thumbnails of imported images now (they are made on
+    /// request instead).
+    #[arg(long)]
+    no_thumbnails: bool,
+}
 
-    /// `mxmedia import mmr …`, run like the media commands.
-    pub fn import_mmr(config: PathBuf, import: MmrImport) -> Self {
-        Self::ImportMmr {
-            common: Common {
-                config,
-                actor: None,
-            },
-            archives: import.archives,
-        }
-    }
+/// `import mmr`, here and as `mxmedia import mmr`.
+#[derive(Args)]
+pub struct ImportMmrArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The export's parts.
+    #[arg(required = true)]
+    archives: Vec<PathBuf>,
+}
 
-    /// `mxmedia export synapse …`, run like the media commands.
-    pub fn export_synapse(config: PathBuf, export: SynapseExport) -> Self {
-        Self::ExportSynapse {
-            common: Common {
-                config,
-                actor: None,
-            },
-            media_store: export.media_store,
-            sql: export.sql,
-        }
-    }
+/// `export synapse`, here and as `mxmedia export synapse`.
+#[derive(Args)]
+pub struct ExportSynapseArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The media store directory to fill (Synapse's `media_store_path`).
+    #[arg(long)]
+    media_store: PathBuf,
+    /// The SQL file to write.
+    #[arg(long)]
+    sql: PathBuf,
 }
 
 fn command_of(cli: MediaCli) -> Result<(Common, MediaCommand), String> {
@@ -264,39 +245,30 @@ fn command_of(cli: MediaCli) -> Result<(Common, MediaCommand), String> {
         MediaCli::Retention {
             common, dry_run, ..
         } => (common, MediaCommand::Retention { dry_run }),
-        MediaCli::ImportSynapse {
-            common,
-            media_store,
-            database,
-            verify,
-            no_thumbnails,
-        } => (
-            common,
+        MediaCli::ImportSynapse(args) => (
+            args.common,
             MediaCommand::ImportSynapse(SynapseImport {
-                media_store: absolute(&media_store)?,
-                database,
-                verify,
-                skip_thumbnails: no_thumbnails,
+                media_store: absolute(&args.media_store)?,
+                database: args.database,
+                verify: args.verify,
+                skip_thumbnails: args.no_thumbnails,
             }),
         ),
-        MediaCli::ImportMmr { common, archives } => (
-            common,
+        MediaCli::ImportMmr(args) => (
+            args.common,
             MediaCommand::ImportMmr(MmrImport {
-                archives: archives
+                archives: args
+                    .archives
                     .iter()
                     .map(|a| absolute(a))
                     .collect::<Result<_, _>>()?,
             }),
         ),
-        MediaCli::ExportSynapse {
-            common,
-            media_store,
-            sql,
-        } => (
-            common,
+        MediaCli::ExportSynapse(args) => (
+            args.common,
             MediaCommand::ExportSynapse(SynapseExport {
-                media_store: absolute(&media_store)?,
-                sql: absolute(&sql)?,
+                media_store: absolute(&args.media_store)?,
+                sql: absolute(&args.sql)?,
             }),
         ),
         MediaCli::PurgeRemote {
