@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::{BLOB_COLUMNS, PgRepo, blob_key, blob_record, digest, int, key_of, uint};
+use super::{BLOB_COLUMNS, PgRepo, blob_key, blob_record, digest, int, row_key, uint};
 use crate::{
     ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis},
     media::ports::{
@@ -161,9 +161,7 @@ impl Housekeeping for PgRepo {
         .bind(limit(n))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| key_of(row.try_get("server")?, row.try_get("media_id")?))
-            .collect()
+        rows.iter().map(row_key).collect()
     }
 
     async fn counts(&self) -> Result<Counts, RepoError> {

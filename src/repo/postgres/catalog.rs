@@ -8,9 +8,9 @@ use futures::TryStreamExt;
 use sqlx::Row;
 
 use super::{
-    MEDIA_COLUMNS, PgRepo, int, key_of, media_record,
+    MEDIA_COLUMNS, PgRepo, int, media_record,
     records::{THUMB_COLUMNS, thumb_record},
-    release_blob, uint,
+    release_blob, row_key, uint,
 };
 use crate::{
     ids::{MediaKey, Sha256Digest, UnixMillis},
@@ -152,7 +152,7 @@ impl Catalog for PgRepo {
             .bind(user)
             .fetch(&self.pool);
         while let Some(row) = rows.try_next().await? {
-            let key = key_of(row.try_get("server")?, row.try_get("media_id")?)?;
+            let key = row_key(&row)?;
             top.push((key, media_record(&row)?));
         }
         let skip = usize::try_from(query.from).unwrap_or(usize::MAX);
@@ -181,7 +181,7 @@ impl Catalog for PgRepo {
             .await?;
         rows.iter()
             .map(|row| {
-                let key = key_of(row.try_get("server")?, row.try_get("media_id")?)?;
+                let key = row_key(row)?;
                 Ok((key, media_record(row)?))
             })
             .collect()
@@ -230,7 +230,7 @@ impl Catalog for PgRepo {
             .map(|row| {
                 Ok(QuarantineEvent {
                     seq: uint(row.try_get("seq")?),
-                    key: key_of(row.try_get("server")?, row.try_get("media_id")?)?,
+                    key: row_key(row)?,
                     quarantined: row.try_get("quarantined")?,
                 })
             })
@@ -346,7 +346,7 @@ impl Catalog for PgRepo {
             .await?;
         rows.iter()
             .map(|row| {
-                let key = key_of(row.try_get("server")?, row.try_get("media_id")?)?;
+                let key = row_key(row)?;
                 let size = ThumbSize {
                     width: size_of(row.try_get("width")?),
                     height: size_of(row.try_get("height")?),

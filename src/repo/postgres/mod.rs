@@ -71,6 +71,11 @@ fn key_of(server: &str, id: &str) -> Result<MediaKey, RepoError> {
     MediaKey::parse(server, id).map_err(|e| RepoError::Corrupt(format!("media key: {e}")))
 }
 
+/// The media key of a row with `server` and `media_id` columns.
+fn row_key(row: &PgRow) -> Result<MediaKey, RepoError> {
+    key_of(row.try_get("server")?, row.try_get("media_id")?)
+}
+
 fn blob_key(key: &str) -> Result<BlobKey, RepoError> {
     BlobKey::from_listed(key).ok_or_else(|| RepoError::Corrupt(format!("blob key {key:?}")))
 }

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::{PgRepo, digest, int, key_of, uint};
+use super::{PgRepo, digest, int, row_key, uint};
 use crate::{
     ids::{DatastoreId, MediaKey, Sha256Digest, UnixMillis},
     media::ports::{
@@ -39,7 +39,7 @@ impl Transfer for PgRepo {
         .await?;
         rows.iter()
             .map(|row| {
-                let key = key_of(row.try_get("server")?, row.try_get("media_id")?)?;
+                let key = row_key(row)?;
                 let reserved = if row.try_get::<i16, _>("state")? == super::PENDING {
                     Reserved::Pending(PendingRecord {
                         owner: row

@@ -248,6 +248,20 @@ impl Trees {
         after: Option<&MediaKey>,
         limit: usize,
     ) -> Result<Vec<(MediaKey, MediaRecord)>, RepoError> {
+        self.states_after(after, limit, |key, state| match state {
+            MediaState::Complete(record) => Some((key, record)),
+            _ => None,
+        })
+    }
+
+    /// Up to `limit` media keys after `after`, in key order, with what
+    /// `pick` makes of their state (states it refuses are passed over).
+    pub(super) fn states_after<T>(
+        &self,
+        after: Option<&MediaKey>,
+        limit: usize,
+        pick: impl Fn(MediaKey, MediaState) -> Option<T>,
+    ) -> Result<Vec<T>, RepoError> {
         let iter = match after {
             Some(key) => self.media.range((
                 std::ops::Bound::Excluded(keys::media(key)),
@@ -261,11 +275,11 @@ impl Trees {
                 break;
             }
             let (key, value) = entry?;
-            if let (Some(key), MediaState::Complete(record)) = (
-                keys::parse_media(&key),
-                codec::decode::<MediaState>(&value)?,
-            ) {
-                out.push((key, record));
+            let Some(key) = keys::parse_media(&key) else {
+                continue;
+            };
+            if let Some(item) = pick(key, codec::decode::<MediaState>(&value)?) {
+                out.push(item);
             }
         }
         Ok(out)

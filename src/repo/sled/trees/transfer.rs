@@ -20,29 +20,11 @@ impl Trees {
         after: Option<&MediaKey>,
         limit: usize,
     ) -> Result<Vec<(MediaKey, Reserved)>, RepoError> {
-        let iter = match after {
-            Some(key) => self.media.range((
-                std::ops::Bound::Excluded(keys::media(key)),
-                std::ops::Bound::Unbounded,
-            )),
-            None => self.media.iter(),
-        };
-        let mut out = Vec::new();
-        for entry in iter {
-            if out.len() >= limit {
-                break;
-            }
-            let (key, value) = entry?;
-            let Some(key) = keys::parse_media(&key) else {
-                continue;
-            };
-            match codec::decode::<MediaState>(&value)? {
-                MediaState::Pending(p) => out.push((key, Reserved::Pending(p))),
-                MediaState::Deleted { at } => out.push((key, Reserved::Retired { at })),
-                MediaState::Complete(_) => {}
-            }
-        }
-        Ok(out)
+        self.states_after(after, limit, |key, state| match state {
+            MediaState::Pending(p) => Some((key, Reserved::Pending(p))),
+            MediaState::Deleted { at } => Some((key, Reserved::Retired { at })),
+            MediaState::Complete(_) => None,
+        })
     }
 
     pub fn put_reserved(&self, key: &MediaKey, reserved: &Reserved) -> Result<bool, RepoError> {
