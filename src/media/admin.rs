@@ -248,7 +248,7 @@ impl MediaService {
 
     /// The next `limit` complete media records after `after`, which it
     /// moves past them; empty once every record was read.
-    pub(super) async fn next_media_page(
+    pub async fn next_media_page(
         &self,
         after: &mut Option<MediaKey>,
         limit: usize,

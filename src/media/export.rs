@@ -26,16 +26,6 @@ pub enum Verified {
 }
 
 impl MediaService {
-    /// The next `limit` complete media records after `after`, which it
-    /// moves past them; empty once every record was read.
-    pub async fn media_page(
-        &self,
-        after: &mut Option<MediaKey>,
-        limit: usize,
-    ) -> Result<Vec<(MediaKey, MediaRecord)>, MediaError> {
-        self.next_media_page(after, limit).await
-    }
-
     /// The next `limit` stored thumbnails after `after`, which it moves
     /// past them; empty once every thumbnail was read.
     pub async fn thumbnail_page(

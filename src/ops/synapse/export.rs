@@ -69,10 +69,15 @@ fn filesystem_id(key: &MediaKey) -> String {
     hex::encode(&digest[..12])
 }
 
+/// Synapse's name for a thumbnailing method.
+fn method(size: &ThumbSize) -> &'static str {
+    if size.crop { "crop" } else { "scale" }
+}
+
 /// Synapse's name for a thumbnail file: `{w}-{h}-{top}-{sub}-{method}`.
 fn thumbnail_name(record: &ThumbRecord, size: &ThumbSize) -> Option<String> {
     let (top, sub) = record.content_type.split_once('/')?;
-    let method = if size.crop { "crop" } else { "scale" };
+    let method = method(size);
     let name = format!("{}-{}-{top}-{sub}-{method}", record.width, record.height);
     (!name.contains(['/', '\\', '\0'])).then_some(name)
 }
@@ -151,7 +156,7 @@ impl SynapseExport {
             .await?;
         let mut after = None;
         loop {
-            let page = media.media_page(&mut after, PAGE).await?;
+            let page = media.next_media_page(&mut after, PAGE).await?;
             if page.is_empty() {
                 break;
             }
@@ -297,13 +302,12 @@ impl SynapseExport {
             report.already_there += 1;
         }
         report.thumbnails += 1;
-        let method = if size.crop { "crop" } else { "scale" };
         let columns = format!(
             "{}, {}, {}, {}, {}",
             record.width,
             record.height,
             literal(Some(&record.content_type)),
-            literal(Some(method)),
+            literal(Some(method(size))),
             record.size
         );
         let line = if local {
