@@ -72,17 +72,7 @@ async fn metadata_moves_to_postgres_and_back() {
         .quarantine(&key(&quarantined.0), "@admin:test.local")
         .await
         .unwrap();
-    let created: Value = t
-        .http
-        .post(t.url("/_matrix/media/v1/create"))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (_, pending) = split_mxc(created["content_uri"].as_str().unwrap());
+    let (_, pending) = t.create_ok(ALICE).await;
     let before = t.counts().await;
     drop(media);
 

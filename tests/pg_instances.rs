@@ -10,7 +10,6 @@ mod common;
 
 use common::*;
 use mxmedia::media::ports::Housekeeping;
-use serde_json::Value;
 
 /// A second instance sharing `first`'s database and datastores.
 async fn another(
@@ -64,17 +63,7 @@ async fn what_one_instance_commits_every_instance_serves_at_once() {
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     assert!(b.server().state().media.relays_commits());
-    let created: Value = a
-        .http
-        .post(a.url("/_matrix/media/v1/create"))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (server, id) = split_mxc(created["content_uri"].as_str().unwrap());
+    let (server, id) = a.create_ok(ALICE).await;
     let path = format!("/_matrix/client/v1/media/download/{server}/{id}?timeout_ms=10000");
     let waiting = {
         let (http, url) = (b.http.clone(), b.url(&path));

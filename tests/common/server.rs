@@ -209,6 +209,26 @@ impl TestServer {
         split_mxc(json["content_uri"].as_str().unwrap())
     }
 
+    /// `POST /create` (an async upload's id) as `token`; `(server_name,
+    /// media_id)`.
+    pub async fn create_ok(&self, token: &str) -> (String, String) {
+        let resp = self
+            .http
+            .post(self.url("/_matrix/media/v1/create"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            200,
+            "create failed: {}",
+            resp.text().await.unwrap()
+        );
+        let json: Value = resp.json().await.unwrap();
+        split_mxc(json["content_uri"].as_str().unwrap())
+    }
+
     /// GET with an optional bearer token.
     pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
         let mut req = self.http.get(self.url(path));
