@@ -17,8 +17,12 @@ mod admin_bulk;
 mod async_upload;
 #[path = "errors.rs"]
 mod errors;
+#[path = "federation.rs"]
+mod federation;
 #[path = "quotas.rs"]
 mod quotas;
+#[path = "rate_limits.rs"]
+mod rate_limits;
 #[path = "retention.rs"]
 mod retention;
 #[path = "thumbnails.rs"]

@@ -16,6 +16,8 @@ mod async_upload;
 mod durability;
 #[path = "errors.rs"]
 mod errors;
+#[path = "federation.rs"]
+mod federation;
 #[path = "metrics.rs"]
 mod metrics;
 #[path = "quotas.rs"]

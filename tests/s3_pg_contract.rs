@@ -17,6 +17,8 @@ mod admin_bulk;
 mod async_upload;
 #[path = "errors.rs"]
 mod errors;
+#[path = "federation.rs"]
+mod federation;
 #[path = "quotas.rs"]
 mod quotas;
 #[path = "retention.rs"]

@@ -64,7 +64,8 @@ impl MediaService {
         request: &MediaRequest<'_>,
         file_name: Option<&str>,
     ) -> Result<Opened, MediaError> {
-        self.rate_check(Family::Downloads, request.user, request.client)?;
+        self.rate_check(Family::Downloads, request.user, request.client)
+            .await?;
         let download = self.checked(request).await?;
         let record = &download.record;
         self.note_media_access(&request.key, record.last_access, record.created);

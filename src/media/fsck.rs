@@ -113,7 +113,7 @@ impl MediaService {
                 }) else {
                     continue;
                 };
-                let _ticket = self.writing(store.id(), &record.key);
+                let _ticket = self.writing(store.id(), &record.key).await?;
                 let (stream, tap) = digest::tap(cached);
                 let written = store.put_stream(&record.key, stream).await?;
                 if written == record.size && tap.finish().1 == digest {

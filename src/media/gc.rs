@@ -124,11 +124,26 @@ impl MediaService {
                     report.orphan_blobs += 1;
                 }
             }
-            for staging in store.stale_staging(cutoff).await? {
-                if !deletable(staging.last_modified) || self.is_in_flight(store.id(), &staging.key)
-                {
-                    continue;
-                }
+            let stale: Vec<_> = store
+                .stale_staging(cutoff)
+                .await?
+                .into_iter()
+                .filter(|s| deletable(s.last_modified) && !self.is_in_flight(store.id(), &s.key))
+                .collect();
+            if stale.is_empty() {
+                continue;
+            }
+            // Another instance sharing this directory may be writing it.
+            let keys = stale.iter().map(|s| s.key.clone()).collect();
+            let busy: HashSet<BlobKey> = self
+                .inner
+                .meta
+                .housekeeping
+                .being_written(store.id(), keys)
+                .await?
+                .into_iter()
+                .collect();
+            for staging in stale.into_iter().filter(|s| !busy.contains(&s.key)) {
                 store.remove_staging(&staging).await?;
                 tracing::info!(datastore = %store.id(), path = %staging.path.display(), "removed an interrupted write's staging file");
                 report.staging_files += 1;

@@ -74,7 +74,7 @@ impl MediaService {
             Origin::Remote => DatastoreKind::RemoteMedia,
         };
         let store = self.inner.stores.writer_for(kind)?;
-        let guard = BlobGuard::new(self, store);
+        let guard = BlobGuard::new(self, store).await?;
         let (body, meter) = Meter::wrap(body, PACE);
         write_detached(store, &guard.key, body)
             .await

@@ -328,14 +328,21 @@ impl MediaService {
     }
 
     /// Marks `key` in `store` as being written until the ticket is dropped,
-    /// so sweeps leave it alone (for writers outside the upload path).
-    pub(super) fn writing(&self, store: &DatastoreId, key: &BlobKey) -> WriteTicket {
+    /// here and for every instance sharing the metadata store, so no sweep
+    /// removes it (for writers outside the upload path).
+    pub(super) async fn writing(
+        &self,
+        store: &DatastoreId,
+        key: &BlobKey,
+    ) -> Result<WriteTicket, RepoError> {
+        let announced = self.inner.meta.housekeeping.writing(store, key).await?;
         let entry = (store.clone(), key.clone());
         self.in_flight().insert(entry.clone());
-        WriteTicket {
+        Ok(WriteTicket {
             service: self.clone(),
             entry,
-        }
+            _announced: announced,
+        })
     }
 
     fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<(DatastoreId, BlobKey)>> {
@@ -350,6 +357,7 @@ impl MediaService {
 pub struct WriteTicket {
     service: MediaService,
     entry: (DatastoreId, BlobKey),
+    _announced: ports::Lease,
 }
 
 impl Drop for WriteTicket {

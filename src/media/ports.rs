@@ -124,8 +124,9 @@ pub trait BlobIndex: Send + Sync {
     async fn unlinked(&self, limit: usize) -> Result<Vec<Unlinked>, RepoError>;
     /// Forgets an unlinked object once it is gone from its datastore.
     async fn forget_unlinked(&self, object: &Unlinked) -> Result<(), RepoError>;
-    /// Of `keys` in `datastore`, those no blob record points at (the
-    /// sweep's view, one call per listed batch).
+    /// Of `keys` in `datastore`, those no blob record points at and no
+    /// instance announced it is writing (the sweep's view, one call per
+    /// listed batch).
     async fn unknown_keys(
         &self,
         datastore: &DatastoreId,
@@ -203,7 +204,9 @@ pub trait Catalog: Send + Sync {
 /// Sweeps, ownership and health: background jobs and operators.
 #[async_trait]
 pub trait Housekeeping: Send + Sync {
-    /// Removes up to `limit` reservations expired at `now`; the keys removed.
+    /// Removes up to `limit` reservations expired at `now`; the keys
+    /// removed. Also forgets the write announcements of instances that
+    /// stopped.
     async fn expire_pending(
         &self,
         now: UnixMillis,
@@ -248,6 +251,41 @@ pub trait Housekeeping: Send + Sync {
         let _ = work;
         Ok(Lease(Box::new(())))
     }
+    /// Tells every instance sharing this store that `key` is being written
+    /// into `datastore` until the returned value is dropped, so their
+    /// sweeps leave it alone (`unknown_keys` leaves it out). Announcements
+    /// of an instance that stopped are forgotten by `expire_pending`. A
+    /// store no other instance can share has no one to tell.
+    async fn writing(&self, datastore: &DatastoreId, key: &BlobKey) -> Result<Lease, RepoError> {
+        let _ = (datastore, key);
+        Ok(Lease(Box::new(())))
+    }
+    /// Of `keys` in `datastore`, those an instance announced (with
+    /// `writing`) it is writing.
+    async fn being_written(
+        &self,
+        datastore: &DatastoreId,
+        keys: Vec<BlobKey>,
+    ) -> Result<Vec<BlobKey>, RepoError> {
+        let _ = (datastore, keys);
+        Ok(Vec::new())
+    }
+    /// Spends a token of `bucket`, a token bucket shared by every instance
+    /// on this store (refilled at `rate.0` per second up to `rate.1`).
+    async fn spend_token(&self, bucket: &str, rate: (f64, u32)) -> Result<Token, RepoError> {
+        let _ = (bucket, rate);
+        Ok(Token::Unshared)
+    }
+}
+
+/// The answer of [`Housekeeping::spend_token`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Token {
+    Granted,
+    /// None left: the time until there is one.
+    Wait(std::time::Duration),
+    /// This store is not shared: the caller keeps its buckets itself.
+    Unshared,
 }
 
 /// A held lease on a background job; released when dropped.

@@ -106,7 +106,8 @@ impl MediaService {
                 "URL blocked by the URL preview patterns".to_owned(),
             )));
         }
-        self.rate_check(Family::Previews, Some(request.user), request.client)?;
+        self.rate_check(Family::Previews, Some(request.user), request.client)
+            .await?;
         let key = url.to_string();
         let service = self.clone();
         let outcome = previews

@@ -13,7 +13,7 @@ use std::{
 
 use ruma::{OwnedUserId, UserId};
 
-use super::{MediaError, MediaService};
+use super::{MediaError, MediaService, ports::Token};
 use crate::config::{Rate, RateLimitConfig};
 
 /// What a request spends a token of.
@@ -109,8 +109,10 @@ impl RateLimiter {
 
 impl MediaService {
     /// Spends a token of `family` for `user` and for `client`; refuses with
-    /// the time until the emptier bucket has one again.
-    pub(super) fn rate_check(
+    /// the time until the emptier bucket has one again. Instances sharing a
+    /// metadata store share the buckets (so the limit holds across them);
+    /// alone, the buckets live in memory here.
+    pub(super) async fn rate_check(
         &self,
         family: Family,
         user: Option<&UserId>,
@@ -127,7 +129,22 @@ impl MediaService {
         let by_user = user.map(|u| (class.map_or("default", |c| c.name), Who::User(u.to_owned())));
         let by_address = client.map(|a| ("address", Who::Address(a)));
         for (label, who) in by_user.into_iter().chain(by_address) {
-            if let Err(wait) = limiter.take(family, who, rate) {
+            let bucket = match &who {
+                Who::User(user) => format!("{}/user/{user}", family.name()),
+                Who::Address(address) => format!("{}/address/{address}", family.name()),
+            };
+            let token = self
+                .inner
+                .meta
+                .housekeeping
+                .spend_token(&bucket, (rate.per_second, rate.burst))
+                .await?;
+            let outcome = match token {
+                Token::Granted => Ok(()),
+                Token::Wait(wait) => Err(wait),
+                Token::Unshared => limiter.take(family, who, rate),
+            };
+            if let Err(wait) = outcome {
                 self.inner.metrics.rate_limited(label, family.name());
                 return Err(MediaError::RateLimited {
                     retry_after: wait.max(Duration::from_millis(1)),

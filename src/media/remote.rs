@@ -197,7 +197,7 @@ impl MediaService {
         if let Some(failure) = remote.failures.get(key).await {
             return Err(failure.into());
         }
-        self.rate_check(Family::RemoteFetches, user, client)?;
+        self.rate_check(Family::RemoteFetches, user, client).await?;
         if let Some(user) = user {
             remote.check_budget(user)?;
         }

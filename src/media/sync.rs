@@ -159,7 +159,10 @@ impl MediaService {
         record: &BlobRecord,
         verify: bool,
     ) -> Result<Moved, MoveFailure> {
-        let _ticket = self.writing(target.id(), &record.key);
+        let _ticket = self
+            .writing(target.id(), &record.key)
+            .await
+            .map_err(MoveFailure::Metadata)?;
         let stream = source
             .open(&record.key, None)
             .await

@@ -273,7 +273,7 @@ async fn the_sweep_removes_only_what_nothing_references() {
         .put_stream(&writing, body(&[b"busy"]))
         .await
         .unwrap();
-    let ticket = c.media.writing(c.store().id(), &writing);
+    let ticket = c.media.writing(c.store().id(), &writing).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
 
     let report = c.media.sweep().await.unwrap();

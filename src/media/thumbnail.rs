@@ -104,7 +104,10 @@ impl MediaService {
         request: &MediaRequest<'_>,
         spec: ThumbRequest,
     ) -> Result<Opened, MediaError> {
-        let result = match self.rate_check(Family::Downloads, request.user, request.client) {
+        let result = match self
+            .rate_check(Family::Downloads, request.user, request.client)
+            .await
+        {
             Ok(()) => self.find_or_make_thumbnail(request, spec).await,
             Err(limited) => Err(limited),
         };
@@ -158,7 +161,8 @@ impl MediaService {
         if !thumbs.config.dynamic {
             return Err(MediaError::NotFound);
         }
-        self.rate_check(Family::Thumbnails, media.user, media.client)?;
+        self.rate_check(Family::Thumbnails, media.user, media.client)
+            .await?;
         let service = self.clone();
         thumbs
             .flights
@@ -340,7 +344,7 @@ impl MediaService {
         let store = self.inner.stores.writer_for(DatastoreKind::Thumbnails)?;
         for thumb in made {
             let key = BlobKey::random();
-            let _ticket = self.writing(store.id(), &key);
+            let _ticket = self.writing(store.id(), &key).await?;
             let bytes = Bytes::from(thumb.bytes);
             let sha256 =
                 crate::ids::Sha256Digest(<sha2::Sha256 as sha2::Digest>::digest(&bytes).into());

@@ -16,7 +16,8 @@ use crate::{
     config::DatastoreKind,
     ids::{BlobKey, DatastoreId, MediaId, MediaKey, Sha256Digest, UnixMillis},
     media::ports::{
-        Commit, CommitMode, Lookup, MediaRecord, NewBlob, Origin, PendingRecord, Quota, Reserve,
+        Commit, CommitMode, Lease, Lookup, MediaRecord, NewBlob, Origin, PendingRecord, Quota,
+        RepoError, Reserve,
     },
     storage::{BlobStore, ByteStream, StorageError},
 };
@@ -88,20 +89,30 @@ pub(super) struct BlobGuard {
     store: BlobStore,
     pub(super) key: BlobKey,
     armed: bool,
+    /// Other instances' sweeps leave the key alone while this lives.
+    announced: Option<Lease>,
 }
 
 impl BlobGuard {
-    pub(super) fn new(service: &MediaService, store: &BlobStore) -> Self {
+    /// A fresh key in `store`, announced as being written.
+    pub(super) async fn new(service: &MediaService, store: &BlobStore) -> Result<Self, RepoError> {
         let key = BlobKey::random();
+        let announced = service
+            .inner
+            .meta
+            .housekeeping
+            .writing(store.id(), &key)
+            .await?;
         service
             .in_flight()
             .insert((store.id().clone(), key.clone()));
-        Self {
+        Ok(Self {
             service: service.clone(),
             store: store.clone(),
             key,
             armed: true,
-        }
+            announced: Some(announced),
+        })
     }
 
     pub(super) fn disarm(mut self) {
@@ -119,12 +130,14 @@ impl Drop for BlobGuard {
         let service = self.service.clone();
         let store = self.store.clone();
         let key = self.key.clone();
+        let announced = self.announced.take();
         let cleanup = async move {
             if let Err(error) = store.delete(&key).await {
                 // The orphan sweep removes it later; losing this race is harmless.
                 tracing::warn!(key = key.as_str(), %error, "could not remove unused blob");
             }
             service.in_flight().remove(&entry);
+            drop(announced);
         };
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             drop(runtime.spawn(cleanup));
@@ -205,7 +218,8 @@ impl MediaService {
         target: UploadTarget,
     ) -> Result<(MediaKey, u64), MediaError> {
         if matches!(target, UploadTarget::New | UploadTarget::Reserved(_)) {
-            self.rate_check(Family::Uploads, uploader, meta.client)?;
+            self.rate_check(Family::Uploads, uploader, meta.client)
+                .await?;
         }
         let (mut pace, kind) = self.pace_and_kind(&target, uploader);
         // A declared length over the limit is refused before a byte is read.
@@ -234,7 +248,7 @@ impl MediaService {
 
         let config = &self.inner.config;
         let store = self.inner.stores.writer_for(kind)?;
-        let guard = BlobGuard::new(self, store);
+        let guard = BlobGuard::new(self, store).await?;
         let (body, meter) = Meter::wrap(body, pace);
         // Uploads to an object store also land in the hot cache, from the
         // same bytes: nothing is read twice.

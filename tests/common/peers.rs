@@ -12,7 +12,7 @@ use ruma::{
 };
 use tokio::net::TcpListener;
 
-use crate::{
+use super::{
     common::*,
     tls::{TestCa, TlsFront},
 };

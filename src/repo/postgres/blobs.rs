@@ -3,16 +3,13 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::{BLOB_COLUMNS, PgRepo, blob_key, blob_record, digest, int, row_key, uint};
+use super::{BLOB_COLUMNS, PgRepo, blob_key, blob_record, digest, uint};
 use crate::{
-    ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis},
-    media::ports::{
-        BlobIndex, BlobRecord, ClaimRecord, Counts, DatabaseIdentity, Housekeeping, Lease,
-        RepoError, Unlinked,
-    },
+    ids::{BlobKey, DatastoreId, Sha256Digest},
+    media::ports::{BlobIndex, BlobRecord, RepoError, Unlinked},
 };
 
-fn limit(n: usize) -> i64 {
+pub(super) fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
@@ -137,6 +134,7 @@ impl BlobIndex for PgRepo {
         let unknown: Vec<String> = sqlx::query_scalar(
             "SELECT k.key FROM UNNEST($2::TEXT[]) WITH ORDINALITY AS k(key, n)
              WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.datastore = $1 AND b.key = k.key)
+               AND NOT EXISTS (SELECT 1 FROM writes w WHERE w.datastore = $1 AND w.key = k.key)
              ORDER BY k.n",
         )
         .bind(&datastore.0)
@@ -144,148 +142,5 @@ impl BlobIndex for PgRepo {
         .fetch_all(&self.pool)
         .await?;
         unknown.iter().map(|k| blob_key(k)).collect()
-    }
-}
-
-#[async_trait]
-impl Housekeeping for PgRepo {
-    async fn expire_pending(&self, now: UnixMillis, n: usize) -> Result<Vec<MediaKey>, RepoError> {
-        // Instances sweeping at once each take rows the others do not hold.
-        let rows = sqlx::query(
-            "DELETE FROM media WHERE (server, media_id) IN (
-                SELECT server, media_id FROM media WHERE state = 0 AND expires <= $1
-                ORDER BY expires LIMIT $2 FOR UPDATE SKIP LOCKED)
-             RETURNING server, media_id",
-        )
-        .bind(int(now.0))
-        .bind(limit(n))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(row_key).collect()
-    }
-
-    async fn counts(&self) -> Result<Counts, RepoError> {
-        let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM media WHERE state = 1) AS media,
-                    (SELECT COUNT(*) FROM media WHERE state = 0) AS pending,
-                    (SELECT COUNT(*) FROM blobs) AS blobs",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(Counts {
-            media: uint(row.try_get("media")?),
-            pending: uint(row.try_get("pending")?),
-            blobs: uint(row.try_get("blobs")?),
-        })
-    }
-
-    async fn pending_count(&self) -> Result<u64, RepoError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM media WHERE state = 0")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(uint(n))
-    }
-
-    async fn identity(&self) -> Result<DatabaseIdentity, RepoError> {
-        sqlx::query("INSERT INTO identity (id, created) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(hex::encode(rand::random::<[u8; 16]>()))
-            .bind(int(UnixMillis::now().0))
-            .execute(&self.pool)
-            .await?;
-        let row = sqlx::query("SELECT id, created FROM identity")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(DatabaseIdentity {
-            id: row.try_get("id")?,
-            created: UnixMillis(uint(row.try_get("created")?)),
-        })
-    }
-
-    async fn claim(&self, datastore: &DatastoreId) -> Result<Option<ClaimRecord>, RepoError> {
-        let since: Option<i64> =
-            sqlx::query_scalar("SELECT since FROM claims WHERE datastore = $1")
-                .bind(&datastore.0)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(since.map(|s| ClaimRecord {
-            since: UnixMillis(uint(s)),
-        }))
-    }
-
-    async fn put_claim(
-        &self,
-        datastore: &DatastoreId,
-        claim: &ClaimRecord,
-    ) -> Result<(), RepoError> {
-        sqlx::query(
-            "INSERT INTO claims (datastore, since) VALUES ($1, $2)
-             ON CONFLICT (datastore) DO UPDATE SET since = $2",
-        )
-        .bind(&datastore.0)
-        .bind(int(claim.since.0))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn ping(&self) -> Result<(), RepoError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn close(&self) -> Result<(), RepoError> {
-        // Waits for connections in use to come back; one that does not
-        // (a stuck query) must not hold the process up for ever.
-        if tokio::time::timeout(std::time::Duration::from_secs(10), self.pool.close())
-            .await
-            .is_err()
-        {
-            tracing::warn!("PostgreSQL connections still in use at shutdown; closing anyway");
-        }
-        Ok(())
-    }
-
-    async fn commits(&self) -> Result<Option<futures::stream::BoxStream<'static, ()>>, RepoError> {
-        use futures::StreamExt;
-        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
-        listener.listen(super::COMMITS_CHANNEL).await?;
-        // The listener reconnects by itself after a lost connection; an
-        // error in between wakes the waiters too (they look again), after
-        // a pause so a database that is down is not hammered.
-        // The feed ends when this store is closed.
-        let pool = self.pool.clone();
-        let stream = listener
-            .into_stream()
-            .take_while(move |_| std::future::ready(!pool.is_closed()))
-            .then(|event| async move {
-                if let Err(error) = event {
-                    tracing::warn!(%error, "listening for commits of other instances");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                }
-            });
-        Ok(Some(stream.boxed()))
-    }
-
-    async fn exclusive(&self, work: &str) -> Result<Lease, RepoError> {
-        // As `lease`, waiting for the lock instead of giving up.
-        let mut conn = self.pool.acquire().await?.detach();
-        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 4244))")
-            .bind(work)
-            .execute(&mut conn)
-            .await?;
-        Ok(Lease(Box::new(std::sync::Mutex::new(conn))))
-    }
-
-    async fn lease(&self, job: &str) -> Result<Option<Lease>, RepoError> {
-        // A session lock on a connection of its own, taken off the pool:
-        // dropping the lease closes the connection, which releases it, even
-        // if this process dies.
-        let mut conn = self.pool.acquire().await?.detach();
-        let held: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 4243))")
-                .bind(job)
-                .fetch_one(&mut conn)
-                .await?;
-        Ok(held.then(|| Lease(Box::new(std::sync::Mutex::new(conn)))))
     }
 }

@@ -7,6 +7,7 @@
 
 mod blobs;
 mod catalog;
+mod housekeeping;
 mod records;
 mod schema;
 mod transfer;
@@ -39,6 +40,9 @@ const BLOB_COLUMNS: &str = "b.datastore AS b_datastore, b.key AS b_key, b.size A
 #[derive(Clone)]
 pub struct PgRepo {
     pool: PgPool,
+    instance: std::sync::Arc<housekeeping::Instance>,
+    /// Rate-bucket tokens spent, for pruning full buckets now and then.
+    spent: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn backend(error: sqlx::Error) -> RepoError {
@@ -209,7 +213,12 @@ impl PgRepo {
             .connect(url)
             .await?;
         schema::migrate(&pool).await?;
-        Ok(Self { pool })
+        let instance = std::sync::Arc::new(housekeeping::Instance::join(&pool).await?);
+        Ok(Self {
+            pool,
+            instance,
+            spent: std::sync::Arc::default(),
+        })
     }
 
     /// Says whether the pool is closed (every connection given back).
@@ -229,32 +238,4 @@ impl PgRepo {
 mod cluster;
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-
-    /// The metadata contract, each case on a fresh database of a real
-    /// PostgreSQL started for this test binary.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn postgres_keeps_the_metadata_contract() {
-        crate::repo::contract::run(|| async {
-            let url = cluster::Postgres::get().database("contract").await;
-            let repo = PgRepo::open(&url, 16).await.unwrap();
-            ((), Arc::new(repo))
-        })
-        .await;
-    }
-
-    #[tokio::test]
-    async fn migrations_apply_once_and_concurrently() {
-        let url = cluster::Postgres::get().database("migrate").await;
-        let opened = futures::future::join_all((0..4).map(|_| PgRepo::open(&url, 2))).await;
-        for repo in opened {
-            assert_eq!(
-                repo.unwrap().schema_version().await.unwrap(),
-                schema::LATEST
-            );
-        }
-    }
-}
+mod tests;

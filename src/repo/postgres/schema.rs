@@ -7,7 +7,8 @@ use sqlx::{PgPool, Row};
 use crate::media::ports::RepoError;
 
 /// Migrations, in order; version `i + 1` is `MIGRATIONS[i]`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE identity (
     only_one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_one),
     id TEXT NOT NULL,
@@ -86,7 +87,25 @@ CREATE TABLE quarantine_log (
     media_id TEXT NOT NULL,
     quarantined BOOLEAN NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE writes (
+    datastore TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
+    instance BIGINT NOT NULL,
+    since BIGINT NOT NULL,
+    PRIMARY KEY (datastore, key)
+);
+CREATE TABLE rate_buckets (
+    bucket TEXT PRIMARY KEY,
+    tokens FLOAT8 NOT NULL,
+    at FLOAT8 NOT NULL,
+    full_at FLOAT8 NOT NULL,
+    granted BOOLEAN NOT NULL
+);
+CREATE INDEX rate_buckets_by_full_at ON rate_buckets (full_at);
+"#,
+];
 
 /// The version this binary's schema is at.
 #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
