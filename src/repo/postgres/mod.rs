@@ -26,10 +26,10 @@ use crate::{
 /// The channel commits are announced on (`LISTEN`/`NOTIFY`).
 const COMMITS_CHANNEL: &str = "mxmedia_commits";
 
-/// Media row states.
+/// Media row states; 2 is a deleted local id, never handed out again
+/// (written and read only in SQL).
 const PENDING: i16 = 0;
 const COMPLETE: i16 = 1;
-const DELETED: i16 = 2;
 
 /// The media columns a `MediaRecord` is read from, in `media_record`'s order.
 const MEDIA_COLUMNS: &str = "m.sha256, m.size, m.content_type, m.upload_name, m.uploader, m.created, m.origin, m.requires_auth, m.quarantined, m.quarantined_by, m.protected, m.last_access";

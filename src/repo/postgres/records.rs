@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{
-    BLOB_COLUMNS, COMPLETE, DELETED, MEDIA_COLUMNS, PENDING, PgRepo, attach_blob, blob_record, int,
+    BLOB_COLUMNS, COMPLETE, MEDIA_COLUMNS, PENDING, PgRepo, attach_blob, blob_record, int,
     lock_user, media_record, origin_code, release_blob, uint,
 };
 use crate::{
@@ -97,98 +97,67 @@ impl MediaRecords for PgRepo {
         mode: &CommitMode,
         quota: Option<&Quota>,
     ) -> Result<Commit, RepoError> {
-        let mut tx = self.pool.begin().await?;
-        if let Some(quota) = quota {
-            let new_file = matches!(mode, CommitMode::Fresh);
-            if !Self::admits(&mut tx, quota, record.size, new_file).await? {
-                return Ok(Commit::OverQuota);
-            }
-        }
-        let current = sqlx::query(
-            "SELECT state, owner, expires FROM media WHERE server = $1 AND media_id = $2 FOR UPDATE",
+        // One round trip: the whole transaction runs in the database.
+        let (reserved, owner, now) = match mode {
+            CommitMode::Fresh => (false, None, UnixMillis::now()),
+            CommitMode::Reserved { owner, now } => (true, Some(owner.as_str()), *now),
+        };
+        let limit = |value: Option<u64>| value.map(int);
+        let windows = quota.map_or(&[][..], |q| &q.windows[..]);
+        let row = sqlx::query(
+            "SELECT o_outcome, o_deduplicated FROM mxmedia_commit($1, $2, $3, $4, $5, $6, $7, $8,
+                $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24,
+                $25, $26)",
         )
         .bind(key.server.as_str())
         .bind(key.id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        match (mode, current) {
-            (CommitMode::Fresh, Some(_)) => return Ok(Commit::Taken),
-            (CommitMode::Fresh, None) => {}
-            (CommitMode::Reserved { owner, now }, Some(row)) => {
-                match row.try_get::<i16, _>("state")? {
-                    COMPLETE => return Ok(Commit::AlreadyHasContent),
-                    DELETED => return Ok(Commit::NotReserved),
-                    _ => {}
-                }
-                let expires: Option<i64> = row.try_get("expires")?;
-                if expires.is_none_or(|e| uint(e) <= now.0) {
-                    return Ok(Commit::NotReserved);
-                }
-                if row.try_get::<Option<String>, _>("owner")?.as_deref() != Some(owner.as_str()) {
-                    return Ok(Commit::NotOwner);
-                }
-            }
-            (CommitMode::Reserved { .. }, None) => return Ok(Commit::NotReserved),
-        }
-        let mut stored = record.clone();
-        // Content quarantined as such arrives quarantined.
-        let quarantined: Option<String> =
-            sqlx::query_scalar("SELECT by_user FROM quarantined_content WHERE sha256 = $1")
-                .bind(&record.sha256.0[..])
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(by) = quarantined {
-            stored.quarantined = true;
-            stored.quarantined_by = Some(by);
-            sqlx::query(
-                "INSERT INTO quarantine_log (server, media_id, quarantined) VALUES ($1, $2, TRUE)",
-            )
-            .bind(key.server.as_str())
-            .bind(key.id.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(
-            "INSERT INTO media (server, media_id, state, sha256, size, content_type, upload_name, uploader,
-                created, origin, requires_auth, quarantined, quarantined_by, protected, last_access)
-             VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-             ON CONFLICT (server, media_id) DO UPDATE SET state = 1, owner = NULL,
-                pending_created = NULL, expires = NULL, sha256 = $3, size = $4, content_type = $5,
-                upload_name = $6, uploader = $7, created = $8, origin = $9, requires_auth = $10,
-                quarantined = $11, quarantined_by = $12, protected = $13, last_access = $14",
+        .bind(reserved)
+        .bind(owner)
+        .bind(int(now.0))
+        .bind(&record.sha256.0[..])
+        .bind(int(record.size))
+        .bind(&record.content_type)
+        .bind(&record.upload_name)
+        .bind(&record.uploader)
+        .bind(int(record.created.0))
+        .bind(origin_code(record.origin))
+        .bind(record.requires_auth)
+        .bind(record.quarantined)
+        .bind(&record.quarantined_by)
+        .bind(record.protected)
+        .bind(record.last_access.map(|t| int(t.0)))
+        .bind(&blob.datastore.0)
+        .bind(blob.key.as_str())
+        .bind(key.to_string())
+        .bind(quota.map(|q| q.user.as_str()))
+        .bind(quota.and_then(|q| limit(q.max_files)))
+        .bind(quota.and_then(|q| limit(q.max_bytes)))
+        .bind(windows.iter().map(|w| int(w.since.0)).collect::<Vec<_>>())
+        .bind(
+            windows
+                .iter()
+                .map(|w| limit(w.max_files))
+                .collect::<Vec<_>>(),
         )
-        .bind(key.server.as_str())
-        .bind(key.id.as_str())
-        .bind(&stored.sha256.0[..])
-        .bind(int(stored.size))
-        .bind(&stored.content_type)
-        .bind(&stored.upload_name)
-        .bind(&stored.uploader)
-        .bind(int(stored.created.0))
-        .bind(origin_code(stored.origin))
-        .bind(stored.requires_auth)
-        .bind(stored.quarantined)
-        .bind(&stored.quarantined_by)
-        .bind(stored.protected)
-        .bind(stored.last_access.map(|t| int(t.0)))
-        .execute(&mut *tx)
-        .await?;
-        let deduplicated = attach_blob(
-            &mut tx,
-            &record.sha256,
-            (&blob.datastore, &blob.key),
-            record.size,
-            record.created,
+        .bind(
+            windows
+                .iter()
+                .map(|w| limit(w.max_bytes))
+                .collect::<Vec<_>>(),
         )
+        .fetch_one(&self.pool)
         .await?;
-        // Heard by every instance once the transaction commits.
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(super::COMMITS_CHANNEL)
-            .bind(key.to_string())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Commit::Done { deduplicated })
+        Ok(match row.try_get::<&str, _>("o_outcome")? {
+            "done" => Commit::Done {
+                deduplicated: row.try_get("o_deduplicated")?,
+            },
+            "over_quota" => Commit::OverQuota,
+            "taken" => Commit::Taken,
+            "has_content" => Commit::AlreadyHasContent,
+            "not_owner" => Commit::NotOwner,
+            "not_reserved" => Commit::NotReserved,
+            other => return Err(RepoError::Corrupt(format!("commit outcome {other:?}"))),
+        })
     }
 
     async fn lookup(&self, key: &MediaKey) -> Result<Lookup, RepoError> {

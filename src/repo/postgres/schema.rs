@@ -105,7 +105,114 @@ CREATE TABLE rate_buckets (
 );
 CREATE INDEX rate_buckets_by_full_at ON rate_buckets (full_at);
 "#,
+    COMMIT_FUNCTION,
 ];
+
+/// Commits uploaded content in one round trip (`MediaRecords::commit`): the
+/// quota (under the user's transaction lock), the id's state (under its row
+/// lock), quarantine by content, the media row, the blob's reference and
+/// the notification to other instances, as one transaction. The outcome
+/// names the `Commit` variant.
+const COMMIT_FUNCTION: &str = r#"
+CREATE FUNCTION mxmedia_commit(
+    p_server TEXT, p_id TEXT, p_reserved BOOLEAN, p_owner TEXT, p_now BIGINT,
+    p_sha256 BYTEA, p_size BIGINT, p_content_type TEXT, p_upload_name TEXT, p_uploader TEXT,
+    p_created BIGINT, p_origin SMALLINT, p_requires_auth BOOLEAN, p_quarantined BOOLEAN,
+    p_quarantined_by TEXT, p_protected BOOLEAN, p_last_access BIGINT,
+    p_datastore TEXT, p_key TEXT, p_notice TEXT,
+    p_quota_user TEXT, p_max_files BIGINT, p_max_bytes BIGINT,
+    p_since BIGINT[], p_window_files BIGINT[], p_window_bytes BIGINT[],
+    OUT o_outcome TEXT, OUT o_deduplicated BOOLEAN
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_state SMALLINT;
+    v_owner TEXT;
+    v_expires BIGINT;
+    v_files BIGINT;
+    v_bytes BIGINT;
+    v_pending BIGINT;
+    v_by TEXT;
+    v_inserted BOOLEAN;
+BEGIN
+    o_deduplicated := FALSE;
+    IF p_quota_user IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(hashtextextended(p_quota_user, 4242));
+        SELECT COUNT(*), COALESCE(SUM(m.size), 0) INTO v_files, v_bytes FROM media m
+            WHERE m.uploader = p_quota_user AND m.state = 1 AND m.origin = 0;
+        SELECT COUNT(*) INTO v_pending FROM media m
+            WHERE m.owner = p_quota_user AND m.state = 0
+              AND m.expires > (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT;
+        IF (p_max_files IS NOT NULL
+                AND v_files + v_pending + (CASE WHEN p_reserved THEN 0 ELSE 1 END) > p_max_files)
+            OR (p_max_bytes IS NOT NULL AND v_bytes + p_size > p_max_bytes) THEN
+            o_outcome := 'over_quota';
+            RETURN;
+        END IF;
+        FOR i IN 1 .. COALESCE(array_length(p_since, 1), 0) LOOP
+            SELECT COUNT(*), COALESCE(SUM(m.size), 0) INTO v_files, v_bytes FROM media m
+                WHERE m.uploader = p_quota_user AND m.state = 1 AND m.origin = 0
+                  AND m.created >= p_since[i];
+            IF (p_window_files[i] IS NOT NULL AND v_files + 1 > p_window_files[i])
+                OR (p_window_bytes[i] IS NOT NULL AND v_bytes + p_size > p_window_bytes[i]) THEN
+                o_outcome := 'over_quota';
+                RETURN;
+            END IF;
+        END LOOP;
+    END IF;
+
+    SELECT m.state, m.owner, m.expires INTO v_state, v_owner, v_expires FROM media m
+        WHERE m.server = p_server AND m.media_id = p_id FOR UPDATE;
+    IF NOT p_reserved THEN
+        IF FOUND THEN
+            o_outcome := 'taken';
+            RETURN;
+        END IF;
+    ELSIF NOT FOUND OR v_state = 2 THEN
+        o_outcome := 'not_reserved';
+        RETURN;
+    ELSIF v_state = 1 THEN
+        o_outcome := 'has_content';
+        RETURN;
+    ELSIF v_expires IS NULL OR v_expires <= p_now THEN
+        o_outcome := 'not_reserved';
+        RETURN;
+    ELSIF v_owner IS DISTINCT FROM p_owner THEN
+        o_outcome := 'not_owner';
+        RETURN;
+    END IF;
+
+    -- Content quarantined as such arrives quarantined.
+    SELECT q.by_user INTO v_by FROM quarantined_content q WHERE q.sha256 = p_sha256;
+    IF FOUND THEN
+        p_quarantined := TRUE;
+        p_quarantined_by := v_by;
+        INSERT INTO quarantine_log (server, media_id, quarantined) VALUES (p_server, p_id, TRUE);
+    END IF;
+    INSERT INTO media AS m (server, media_id, state, sha256, size, content_type, upload_name,
+            uploader, created, origin, requires_auth, quarantined, quarantined_by, protected,
+            last_access)
+        VALUES (p_server, p_id, 1, p_sha256, p_size, p_content_type, p_upload_name, p_uploader,
+            p_created, p_origin, p_requires_auth, p_quarantined, p_quarantined_by, p_protected,
+            p_last_access)
+        ON CONFLICT (server, media_id) DO UPDATE SET state = 1, owner = NULL,
+            pending_created = NULL, expires = NULL, sha256 = EXCLUDED.sha256,
+            size = EXCLUDED.size, content_type = EXCLUDED.content_type,
+            upload_name = EXCLUDED.upload_name, uploader = EXCLUDED.uploader,
+            created = EXCLUDED.created, origin = EXCLUDED.origin,
+            requires_auth = EXCLUDED.requires_auth, quarantined = EXCLUDED.quarantined,
+            quarantined_by = EXCLUDED.quarantined_by, protected = EXCLUDED.protected,
+            last_access = EXCLUDED.last_access;
+    INSERT INTO blobs AS b (sha256, datastore, key, size, refs, created)
+        VALUES (p_sha256, p_datastore, p_key, p_size, 1, p_created)
+        ON CONFLICT (sha256) DO UPDATE SET refs = b.refs + 1
+        RETURNING (b.xmax = 0) INTO v_inserted;
+    o_deduplicated := NOT v_inserted;
+    -- Heard by every instance once the transaction commits.
+    PERFORM pg_notify('mxmedia_commits', p_notice);
+    o_outcome := 'done';
+END;
+$$;
+"#;
 
 /// The version this binary's schema is at.
 #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
