@@ -113,7 +113,7 @@ CREATE INDEX rate_buckets_by_full_at ON rate_buckets (full_at);
 /// lock), quarantine by content, the media row, the blob's reference and
 /// the notification to other instances, as one transaction. The outcome
 /// names the `Commit` variant.
-const COMMIT_FUNCTION: &str = r#"
+const COMMIT_FUNCTION: &str = r"
 CREATE FUNCTION mxmedia_commit(
     p_server TEXT, p_id TEXT, p_reserved BOOLEAN, p_owner TEXT, p_now BIGINT,
     p_sha256 BYTEA, p_size BIGINT, p_content_type TEXT, p_upload_name TEXT, p_uploader TEXT,
@@ -212,7 +212,7 @@ BEGIN
     o_outcome := 'done';
 END;
 $$;
-"#;
+";
 
 /// The version this binary's schema is at.
 #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
