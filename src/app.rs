@@ -431,16 +431,6 @@ impl Server {
         };
 
         let sweeper = tokio::spawn(housekeeping(state.media.clone(), config.clone(), stop));
-        if matches!(config.database, DatabaseConfig::Postgres { .. })
-            && config.media.orphan_grace < config.media.upload_deadline
-        {
-            // Another instance's upload in progress is only known by its age.
-            tracing::warn!(
-                orphan_grace = ?config.media.orphan_grace,
-                upload_deadline = ?config.media.upload_deadline,
-                "with several instances on one database, media.orphan_grace should be at least media.upload_deadline: a sweep could remove an object another instance is still writing"
-            );
-        }
         let relay_media = state.media.clone();
         let relay = tokio::spawn(async move {
             if let Err(error) = relay_media.relay_commits().await {

@@ -209,26 +209,74 @@ const LIVE_INSTANCES: &str = "SELECT objid::BIGINT FROM pg_locks
 /// This process among the instances sharing the database: an id whose
 /// session advisory lock it holds on a connection of its own for as long
 /// as it runs. When the process dies, the connection closes and the lock
-/// goes with it, so the others know its announced writes are over.
+/// goes with it, so the others know its announced writes are over. A lost
+/// connection (the database restarted) is replaced within seconds.
 pub(super) struct Instance {
     pub(super) id: i64,
     connection: tokio::sync::Mutex<Option<PgConnection>>,
 }
 
+/// How often an instance checks that it still holds its lock.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
 impl Instance {
-    pub(super) async fn join(pool: &PgPool) -> Result<Self, RepoError> {
-        let mut connection = pool.acquire().await?.detach();
+    pub(super) async fn join(pool: &PgPool) -> Result<std::sync::Arc<Self>, RepoError> {
         loop {
             let id = i64::from(rand::random::<u32>() >> 1);
-            let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(4245, $1::INTEGER)")
-                .bind(id)
-                .fetch_one(&mut connection)
-                .await?;
-            if held {
-                return Ok(Self {
+            if let Some(connection) = Self::lock(pool, id).await? {
+                let instance = std::sync::Arc::new(Self {
                     id,
                     connection: tokio::sync::Mutex::new(Some(connection)),
                 });
+                tokio::spawn(Self::keep_alive(
+                    std::sync::Arc::downgrade(&instance),
+                    pool.clone(),
+                ));
+                return Ok(instance);
+            }
+        }
+    }
+
+    /// A connection holding the lock on `id`, or `None` if another holds it.
+    async fn lock(pool: &PgPool, id: i64) -> Result<Option<PgConnection>, RepoError> {
+        let mut connection = pool.acquire().await?.detach();
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(4245, $1::INTEGER)")
+            .bind(id)
+            .fetch_one(&mut connection)
+            .await?;
+        Ok(held.then_some(connection))
+    }
+
+    /// Until the instance leaves: re-takes the lock on a new connection when
+    /// the one holding it was lost.
+    async fn keep_alive(instance: std::sync::Weak<Self>, pool: PgPool) {
+        loop {
+            tokio::time::sleep(KEEP_ALIVE).await;
+            let Some(instance) = instance.upgrade() else {
+                return;
+            };
+            let mut held = instance.connection.lock().await;
+            let Some(connection) = held.as_mut() else {
+                return;
+            };
+            if sqlx::query("SELECT 1")
+                .execute(&mut *connection)
+                .await
+                .is_ok()
+            {
+                continue;
+            }
+            match Self::lock(&pool, instance.id).await {
+                Ok(Some(connection)) => {
+                    tracing::info!("rejoined the instances sharing the database");
+                    *held = Some(connection);
+                }
+                Ok(None) => {
+                    tracing::warn!(id = instance.id, "another instance took this instance's id");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot rejoin the instances sharing the database");
+                }
             }
         }
     }

@@ -213,7 +213,7 @@ impl PgRepo {
             .connect(url)
             .await?;
         schema::migrate(&pool).await?;
-        let instance = std::sync::Arc::new(housekeeping::Instance::join(&pool).await?);
+        let instance = housekeeping::Instance::join(&pool).await?;
         Ok(Self {
             pool,
             instance,
