@@ -161,3 +161,47 @@ async fn rate_buckets_are_shared_by_every_instance() {
         Token::Granted
     );
 }
+
+/// An instance whose lock connection is lost (the database restarted, an
+/// admin ended it) takes its lock again, so its announced writes count as
+/// live once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_rejoins_after_losing_its_lock() {
+    let (a, b) = two("rejoin").await;
+    let held = |repo: &PgRepo| {
+        let (pool, id) = (repo.pool.clone(), repo.instance.id);
+        async move {
+            let held: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+                    AND classid = 4245 AND objid::BIGINT = $1 AND objsubid = 2 AND granted)",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            held
+        }
+    };
+    assert!(held(&a).await);
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'
+            AND classid = 4245 AND objid::BIGINT = $1 AND objsubid = 2",
+    )
+    .bind(a.instance.id)
+    .execute(&b.pool)
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        let now = held(&a).await;
+        if seen.last() != Some(&now) {
+            seen.push(now);
+        }
+        if seen == [true, false, true] || seen == [false, true] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Lost (perhaps before the first look), then held again.
+    assert!(seen.ends_with(&[false, true]), "{seen:?}");
+}
