@@ -180,7 +180,18 @@ pub struct BlobKey(String);
 
 impl BlobKey {
     pub fn random() -> Self {
-        let id: [u8; 16] = rand::rng().random();
+        Self::from_bytes(rand::rng().random())
+    }
+
+    /// The key named by `seed`'s SHA-256: the same seed, the same key.
+    pub fn derived(seed: &str) -> Self {
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(seed.as_bytes());
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        Self::from_bytes(id)
+    }
+
+    fn from_bytes(id: [u8; 16]) -> Self {
         let id = hex::encode(id);
         Self(format!("{}/{}/{id}", &id[..2], &id[2..4]))
     }

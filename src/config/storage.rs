@@ -117,6 +117,27 @@ impl Default for RedirectConfig {
     }
 }
 
+/// Direct uploads (MSC3870): `/create` answers a presigned PUT URL on
+/// this bucket for local media; the client uploads there, then completes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DirectUploadConfig {
+    pub enabled: bool,
+    /// How long an upload URL works. Default 10m; the object must be
+    /// completed before `media.orphan_grace` after that.
+    #[serde(with = "humantime_serde")]
+    pub url_ttl: Duration,
+}
+
+impl Default for DirectUploadConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            url_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3DatastoreConfig {
@@ -181,6 +202,9 @@ pub struct S3DatastoreConfig {
     pub max_retries: usize,
     #[serde(default)]
     pub redirect: RedirectConfig,
+    /// Clients upload straight into the bucket (MSC3870). Default off.
+    #[serde(default)]
+    pub direct_uploads: DirectUploadConfig,
     /// Kinds of blob written here. Default all three; empty means read-only.
     #[serde(default = "all_kinds")]
     pub kinds: Vec<DatastoreKind>,
@@ -423,6 +447,21 @@ fn check_s3(i: usize, s3: &S3DatastoreConfig, problems: &mut Vec<String>) {
             "{}: url_ttl must be non-zero and reuse_for at most half of it",
             at("redirect")
         ));
+    }
+    let d = &s3.direct_uploads;
+    if d.enabled {
+        if d.url_ttl.is_zero() || d.url_ttl > Duration::from_secs(7 * 24 * 3600) {
+            problems.push(format!(
+                "{}: url_ttl must be between 1s and 7 days (the longest a signed URL lives)",
+                at("direct_uploads")
+            ));
+        }
+        if matches!(s3.sse, Some(SseConfig::Customer { .. })) {
+            problems.push(format!(
+                "{}: clients cannot upload with a customer-provided encryption key; turn one of them off",
+                at("direct_uploads")
+            ));
+        }
     }
     if s3.timeout.is_zero() || s3.connect_timeout.is_zero() {
         problems.push(format!("{}: timeouts must be non-zero", at("timeout")));

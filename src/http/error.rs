@@ -133,7 +133,7 @@ fn media_verdict(error: &MediaError) -> Verdict<'_> {
     use MediaError as M;
     use StatusCode as S;
     match error {
-        M::NotFound => Verdict::new(S::NOT_FOUND, "M_NOT_FOUND"),
+        M::NotFound | M::DirectUploadMissing => Verdict::new(S::NOT_FOUND, "M_NOT_FOUND"),
         M::TooLarge { .. }
         | M::Thumbnail(
             ThumbnailError::TooManyPixels { .. }

@@ -61,6 +61,11 @@ pub fn router(state: AppState) -> Router {
             "/_matrix/media/r0/upload/{server_name}/{media_id}",
             put(upload::upload_to_reserved),
         )
+        // Direct uploads (MSC3870): the bytes went to the upload URL.
+        .route(
+            "/_matrix/media/unstable/com.beeper.msc3870/upload/{server_name}/{media_id}/complete",
+            post(upload::complete_direct_upload),
+        )
         // Authenticated download (spec v1.11); HEAD is routed with GET.
         .route(
             "/_matrix/client/v1/media/download/{server_name}/{media_id}",

@@ -11,6 +11,7 @@ mod access;
 mod admin;
 pub mod catalog;
 mod copy;
+mod direct;
 mod disposition;
 mod download;
 mod export;
@@ -45,6 +46,7 @@ use tokio::sync::Notify;
 
 pub use admin::{LocalPurge, MediaInfo, PurgeReport};
 pub use copy::{CopyReport, copy_metadata};
+pub use direct::Reservation;
 pub use disposition::{disposition, is_inline};
 pub use export::Verified;
 pub use fsck::{FsckReport, FsckRequest};
@@ -81,6 +83,9 @@ pub enum MediaError {
     NotFound,
     #[error("media has not been uploaded yet")]
     NotYetUploaded,
+    /// A direct upload completed with nothing at its upload URL.
+    #[error("nothing was uploaded to this media id's upload URL")]
+    DirectUploadMissing,
     #[error("media already has content")]
     CannotOverwrite,
     #[error("upload exceeds the {limit} byte limit")]

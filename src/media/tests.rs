@@ -262,7 +262,7 @@ async fn the_sweep_removes_only_what_nothing_references() {
         .upload(alice(), meta(None), body(&[b"kept"]), UploadTarget::New)
         .await
         .unwrap();
-    let (reserved, _) = c.media.reserve(alice()).await.unwrap();
+    let reserved = c.media.reserve(alice()).await.unwrap().key;
     let orphan = BlobKey::random();
     c.store()
         .put_stream(&orphan, body(&[b"stray"]))

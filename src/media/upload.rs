@@ -7,7 +7,7 @@ use std::time::Duration;
 use ruma::UserId;
 
 use super::{
-    MediaError, MediaService, clean_filename,
+    MediaError, MediaService, Reservation, clean_filename,
     meter::{Meter, Pace},
     rates::Family,
 };
@@ -96,7 +96,16 @@ pub(super) struct BlobGuard {
 impl BlobGuard {
     /// A fresh key in `store`, announced as being written.
     pub(super) async fn new(service: &MediaService, store: &BlobStore) -> Result<Self, RepoError> {
-        let key = BlobKey::random();
+        Self::adopt(service, store, BlobKey::random()).await
+    }
+
+    /// Takes charge of `key` in `store` (an object someone else wrote),
+    /// announced as being written: deleted when dropped unless disarmed.
+    pub(super) async fn adopt(
+        service: &MediaService,
+        store: &BlobStore,
+        key: BlobKey,
+    ) -> Result<Self, RepoError> {
         let announced = service
             .inner
             .meta
@@ -151,7 +160,7 @@ impl Drop for BlobGuard {
 impl MediaService {
     /// Reserves a new id for an async upload by `owner`.
     #[tracing::instrument(level = "debug", skip_all, fields(owner = %owner))]
-    pub async fn reserve(&self, owner: &UserId) -> Result<(MediaKey, UnixMillis), MediaError> {
+    pub async fn reserve(&self, owner: &UserId) -> Result<Reservation, MediaError> {
         let now = UnixMillis::now();
         let pending = PendingRecord {
             owner: owner.to_string(),
@@ -166,7 +175,12 @@ impl MediaService {
             match records.reserve(&key, &pending, max, quota.as_ref()).await? {
                 Reserve::OverQuota => return Err(self.over_quota(owner.as_str())),
                 Reserve::Done => {
-                    return Ok((key, pending.expires));
+                    let upload_url = self.upload_url(&key, pending.expires).await?;
+                    return Ok(Reservation {
+                        key,
+                        expires: pending.expires,
+                        upload_url,
+                    });
                 }
                 Reserve::Taken => {}
                 Reserve::TooManyPending { next_expiry } => {
@@ -322,7 +336,7 @@ impl MediaService {
     /// from its datastore (deleted behind our back, a restore without the
     /// bytes), points the blob record at the fresh copy `ours` and says so.
     /// One HEAD per deduplicated upload, none for new content.
-    async fn replace_missing_blob(
+    pub(super) async fn replace_missing_blob(
         &self,
         digest: Sha256Digest,
         ours: &NewBlob,
@@ -355,7 +369,7 @@ impl MediaService {
     /// Commits `record` under `key` (a fresh random key when a new upload's
     /// is taken); the key and whether the content was deduplicated, or
     /// `None` when another fetch cached this remote media first.
-    async fn commit_upload(
+    pub(super) async fn commit_upload(
         &self,
         mut key: MediaKey,
         record: &MediaRecord,
@@ -432,7 +446,11 @@ impl MediaService {
         }
     }
 
-    async fn check_reserved(&self, key: &MediaKey, uploader: &UserId) -> Result<(), MediaError> {
+    pub(super) async fn check_reserved(
+        &self,
+        key: &MediaKey,
+        uploader: &UserId,
+    ) -> Result<(), MediaError> {
         if key.server != self.inner.server_name {
             return Err(MediaError::NotFound);
         }
@@ -475,4 +493,4 @@ pub(super) async fn write_detached(
     rx.await.unwrap_or(Err(StorageError::TaskFailed))
 }
 
-const NOT_OWNER: &str = "this media id was created by another user";
+pub(super) const NOT_OWNER: &str = "this media id was created by another user";

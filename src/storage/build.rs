@@ -8,7 +8,7 @@ use object_store::{
     local::LocalFileSystem,
 };
 
-use super::{Backend, BlobStore, Datastores, Presigner, StorageError, WritePolicy};
+use super::{Backend, BlobStore, Datastores, DirectUploads, Presigner, StorageError, WritePolicy};
 use crate::{
     config::{DatastoreConfig, S3DatastoreConfig, Secret, SseConfig},
     ids::DatastoreId,
@@ -160,14 +160,30 @@ fn build_s3(config: &S3DatastoreConfig) -> Result<BlobStore, StorageError> {
         attributes.insert(Attribute::StorageClass, class.clone().into());
         store = store.with_attributes(attributes);
     }
+    Ok(with_signers(store, config, &s3))
+}
+
+/// Presigned URLs the store hands out, as configured: downloads'
+/// redirects, direct uploads' PUTs.
+fn with_signers(
+    mut store: BlobStore,
+    config: &S3DatastoreConfig,
+    s3: &Arc<object_store::aws::AmazonS3>,
+) -> BlobStore {
+    if config.direct_uploads.enabled {
+        store = store.with_direct_uploads(DirectUploads::new(
+            s3.clone(),
+            config.direct_uploads.url_ttl,
+        ));
+    }
     if config.redirect.enabled {
         store = store.with_presigner(Presigner::new(
-            s3,
+            s3.clone(),
             config.redirect.url_ttl,
             config.redirect.reuse_for,
         ));
     }
-    Ok(store)
+    store
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 mod build;
 pub mod digest;
+mod direct;
 mod presign;
 mod selfcheck;
 
@@ -18,6 +19,7 @@ use object_store::{
 };
 
 pub use build::build_datastores;
+pub use direct::{DirectUploads, Uploaded};
 pub use presign::{Presigned, Presigner};
 pub use selfcheck::{SelfcheckError, SelfcheckReport};
 
@@ -101,6 +103,8 @@ pub struct BlobStore {
     /// Sent with every new object (storage class).
     attributes: Attributes,
     presigner: Option<Presigner>,
+    /// Signs upload URLs for clients that upload straight here (MSC3870).
+    direct: Option<DirectUploads>,
     metrics: crate::metrics::Metrics,
     /// The directory of a local datastore, where interrupted writes leave
     /// staging files that `object_store` never lists.
@@ -140,6 +144,7 @@ impl BlobStore {
             prefix: None,
             attributes: Attributes::new(),
             presigner: None,
+            direct: None,
             metrics: crate::metrics::Metrics::default(),
             local_root: None,
         }

@@ -170,11 +170,39 @@ pub async fn create_media_id(
             return Err(ApiError::BadJson("expected a JSON object".to_owned()));
         }
     }
-    let (key, expires) = state.media.reserve(&requester.user_id).await?;
-    Ok(Json(json!({
-        "content_uri": key.to_string(),
-        "unused_expires_at": expires.0,
-    })))
+    let reservation = state.media.reserve(&requester.user_id).await?;
+    let mut answer = json!({
+        "content_uri": reservation.key.to_string(),
+        "unused_expires_at": reservation.expires.0,
+    });
+    // MSC3870: where the client may put the bytes itself.
+    if let Some(url) = reservation.upload_url {
+        answer["com.beeper.msc3870.upload_url"] = Value::String(url.into());
+    }
+    Ok(Json(answer))
+}
+
+/// `POST /_matrix/media/unstable/com.beeper.msc3870/upload/{serverName}/{mediaId}/complete`:
+/// the bytes are at the reservation's upload URL (MSC3870).
+pub async fn complete_direct_upload(
+    State(state): State<AppState>,
+    FullUser(requester): FullUser,
+    client: Client,
+    MatrixPath((server_name, media_id)): MatrixPath<(String, String)>,
+    MatrixQuery(query): MatrixQuery<UploadQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let key = MediaKey::parse(&server_name, &media_id)
+        .map_err(|e| ApiError::InvalidParam(e.to_string()))?;
+    state
+        .media
+        .complete_direct_upload(
+            &requester.user_id,
+            &key,
+            query.filename.as_deref(),
+            client.0,
+        )
+        .await?;
+    Ok(Json(json!({ "content_uri": key.to_string() })))
 }
 
 /// `PUT /upload/{serverName}/{mediaId}`: fill an id reserved by `/create`.
