@@ -1,7 +1,10 @@
 //! End to end with the real pieces: Synapse from PyPI (pinned) as the
 //! homeserver, nginx with exactly the configuration `docs/reverse-proxy.md`
-//! gives admins, mxmedia behind it, and matrix-nio as the client, all on
-//! 127.0.0.1. The client only ever talks to the proxy.
+//! gives admins, mxmedia behind it with its datastores routed by kind (users'
+//! media in an S3 bucket, thumbnails and remote media on disk), and
+//! matrix-nio and mautrix (for direct uploads, MSC3870) as the clients, all
+//! on 127.0.0.1. The clients only ever talk to the proxy, except for a
+//! direct upload's PUT, which goes straight to the bucket.
 //!
 //! The Python packages go into a virtualenv under `target/` that is made on
 //! first use and kept; nginx comes from the system (`.ci/run` installs
@@ -163,13 +166,20 @@ async fn matrix_clients_use_mxmedia_through_nginx_next_to_synapse() {
         .arg(format!("http://127.0.0.1:{hs_port}"))
         .stdout(Stdio::null()));
 
-    // mxmedia, checking tokens with Synapse directly.
+    // mxmedia, checking tokens with Synapse directly. Datastores routed by
+    // kind: users' media in a bucket that clients may upload to straight
+    // (MSC3870), thumbnails and remote media on local disk.
+    let bucket = common::S3Server::start().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mx_port = listener.local_addr().unwrap().port();
     let config = Config::from_yaml(
         &format!(
-            "server_name: {SERVER_NAME}\ndata_dir: {}\nhomeserver:\n  url: http://127.0.0.1:{hs_port}\n  token_cache_ttl: 1s\n  token_negative_cache_ttl: 1s\nmedia:\n  max_upload_size: {MAX_UPLOAD}\ntrusted_proxies: ['127.0.0.1/32']\nmetrics:\n  listen: 127.0.0.1:0\n",
-            dir.path().join("mxmedia").display()
+            "server_name: {SERVER_NAME}\ndata_dir: {}\nhomeserver:\n  url: http://127.0.0.1:{hs_port}\n  token_cache_ttl: 1s\n  token_negative_cache_ttl: 1s\nmedia:\n  max_upload_size: {MAX_UPLOAD}\ntrusted_proxies: ['127.0.0.1/32']\nmetrics:\n  listen: 127.0.0.1:0\ndatastores:\n  - {{type: local, id: local, kinds: [thumbnails, remote_media]}}\n  - {{type: s3, id: bucket, provider: minio, endpoint: '{}', bucket: {}, access_key_id: {}, secret_access_key: {}, kinds: [local_media], direct_uploads: {{enabled: true}}}}\n",
+            dir.path().join("mxmedia").display(),
+            bucket.endpoint(),
+            common::S3_BUCKET,
+            common::S3_ACCESS_KEY,
+            common::S3_SECRET_KEY,
         ),
         std::iter::empty(),
     )
@@ -206,6 +216,7 @@ async fn matrix_clients_use_mxmedia_through_nginx_next_to_synapse() {
             .env("E2E_MAX_UPLOAD", MAX_UPLOAD.to_string())
             .env("E2E_TOKEN_TTL", "1")
             .env("E2E_ADMIN", "moderator:pw-moderator-e2e")
+            .env("E2E_BUCKET", bucket.endpoint())
             .kill_on_drop(true)
             .output(),
     )
@@ -230,21 +241,45 @@ async fn matrix_clients_use_mxmedia_through_nginx_next_to_synapse() {
             .starts_with(&format!("mxc://{SERVER_NAME}/"))
     );
 
-    // The media is mxmedia's: three uploads recorded (a fourth, posted in a
-    // room, quarantined and deleted by the admin), none in Synapse's store.
+    // The media is mxmedia's: four uploads recorded (one of them straight
+    // into the bucket; a fifth, posted in a room, quarantined and deleted
+    // by the admin), none in Synapse's store.
     let counts = server.state().media.counts().await.unwrap();
-    assert_eq!(counts.media, 3, "{counts:?}");
+    assert_eq!(counts.media, 4, "{counts:?}");
     assert_eq!(files_under(&hs_dir.join("media_store")), 0);
-    // The deleted item's object left the datastore: every file there, the
-    // ownership marker aside, is a blob a record still needs.
+    // Each kind where it was routed: the users' media in the bucket, the
+    // thumbnails on disk. The deleted item's object left the bucket: every
+    // object, the ownership markers aside, is a blob a record still needs.
     let evidence = report["seen"]["evidence"].as_str().unwrap();
     let (s, id) = common::split_mxc(evidence);
     let key = mxmedia::ids::MediaKey::parse(&s, &id).unwrap();
     assert!(server.state().media.media_info(&key).await.is_err());
-    let stored = files_under(&dir.path().join("mxmedia/media")) - 1;
+    let in_bucket = bucket
+        .leftovers()
+        .iter()
+        .filter(|p| !p.ends_with("mxmedia-owner.json"))
+        .count();
+    let on_disk = files_under(&dir.path().join("mxmedia/media")) - 1;
+    assert_eq!(in_bucket, 4, "the four uploads' distinct bytes");
+    assert!(on_disk >= 2, "the two thumbnails asked for: {on_disk}");
     assert_eq!(
-        stored as u64, counts.blobs,
+        (in_bucket + on_disk) as u64,
+        counts.blobs,
         "no object outlives its records"
+    );
+    // The direct upload was completed through the proxy.
+    let metrics_addr = server.metrics_addr().unwrap();
+    let metrics = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l.contains("com.beeper.msc3870")
+            && l.contains("status=\"200\"")
+            && l.ends_with(" 1")),
+        "one completed direct upload"
     );
     // The proxy's access log has the requests, and never a token.
     let access = std::fs::read_to_string(proxy_dir.join("access.log")).unwrap();

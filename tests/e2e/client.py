@@ -1,9 +1,11 @@
 """The end-to-end client: matrix-nio against Synapse and mxmedia behind nginx.
 
 Run by tests/e2e.rs with E2E_BASE (the proxy's https URL), E2E_MAX_UPLOAD
-(mxmedia's limit in bytes) and E2E_TOKEN_TTL (seconds mxmedia may remember a
-token). Every request goes through the proxy. Prints one JSON line with what
-it saw and exits non-zero on the first failed check.
+(mxmedia's limit in bytes), E2E_TOKEN_TTL (seconds mxmedia may remember a
+token) and E2E_BUCKET (the S3 endpoint direct uploads go to). Every request
+goes through the proxy, except a direct upload's PUT, which goes straight to
+the bucket. Prints one JSON line with what it saw and exits non-zero on the
+first failed check.
 """
 
 import asyncio
@@ -34,6 +36,7 @@ BASE = os.environ["E2E_BASE"]
 MAX_UPLOAD = int(os.environ["E2E_MAX_UPLOAD"])
 TOKEN_TTL = float(os.environ["E2E_TOKEN_TTL"])
 ADMIN_NAME, ADMIN_PASSWORD = os.environ["E2E_ADMIN"].split(":", 1)
+BUCKET = os.environ["E2E_BUCKET"]
 seen = {}
 
 
@@ -90,6 +93,36 @@ async def raw(client, method, path, body=None, headers=None, token=None):
     response = await client.send(method, path, body, headers)
     data = await response.read()
     return response.status, response.headers, data
+
+
+async def direct_upload(alice, bob):
+    """mautrix, a client library that speaks MSC3870, puts the bytes straight
+    into the bucket through the upload URL and completes through the proxy."""
+    import aiohttp
+    from mautrix.api import HTTPAPI
+    from mautrix.client import ClientAPI
+
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False))
+    try:
+        client = ClientAPI(
+            mxid=alice.user_id, api=HTTPAPI(base_url=BASE, token=alice.access_token, client_session=session)
+        )
+        created = await client.create_mxc()
+        url = created.unstable_upload_url or ""
+        seen["upload_url_host"] = url.split("/")[2] if url.count("/") >= 2 else url
+        check(url.startswith(BUCKET + "/"), f"the upload URL is on the bucket: {url}")
+        picture = png(320, 200)
+        mxc = await client.upload_media(picture, mime_type="image/png", filename="direct.png", async_upload=True)
+        seen["direct"] = mxc
+        reader = ClientAPI(mxid=bob.user_id, api=HTTPAPI(base_url=BASE, token=bob.access_token, client_session=session))
+        data = await reader.download_media(mxc, timeout_ms=30000)
+        check(data == picture, "the direct upload's bytes")
+    finally:
+        await session.close()
+    got = await bob.download(mxc=mxc)
+    check(not isinstance(got, DownloadError), f"download direct upload: {got}")
+    check(got.content_type == "image/png", f"direct upload's type: {got.content_type}")
+    check(got.filename == "direct.png", f"direct upload's name: {got.filename}")
 
 
 async def moderation(alice, bob):
@@ -240,6 +273,8 @@ async def main():
         got = await bob.download(mxc=created["content_uri"])
         check(not isinstance(got, DownloadError), f"download async upload: {got}")
         check(got.body == payload, "async upload bytes")
+
+        await direct_upload(alice, bob)
 
         # A large upload streams through the proxy; one over the limit gets
         # mxmedia's Matrix error, not the proxy's page.
