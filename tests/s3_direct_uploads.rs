@@ -247,3 +247,28 @@ async fn racing_completions_commit_once() {
     let resp = t.get(&download_path(&server, &id), Some(BOB)).await;
     assert_eq!(resp.bytes().await.unwrap().len(), 300_000);
 }
+
+/// Bytes quarantined as such arrive quarantined through the upload URL too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantined_bytes_arrive_quarantined() {
+    let t = TestServer::start_with(direct).await;
+    let (s, first) = t.upload_ok(BOB, b"forbidden bytes", None, None).await;
+    let quarantine = t
+        .http
+        .post(t.url(&format!("/_synapse/admin/v1/media/quarantine/{s}/{first}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(quarantine.status(), 200);
+    let (server, id, url) = create(&t, ALICE).await;
+    assert_eq!(
+        put(&url.unwrap(), b"forbidden bytes", "text/plain").await,
+        200
+    );
+    assert_eq!(complete(&t, ALICE, &server, &id).await.status(), 200);
+    let resp = t.get(&download_path(&server, &id), Some(BOB)).await;
+    assert_matrix_error(resp, 404, "M_NOT_FOUND").await;
+    // Stored once: the upload URL's copy went.
+    assert_eq!(t.wait_for_blob_files(1, false).await.len(), 1);
+}

@@ -15,6 +15,8 @@ mod admin;
 mod admin_bulk;
 #[path = "async_upload.rs"]
 mod async_upload;
+#[path = "s3_direct_uploads.rs"]
+mod direct_uploads;
 #[path = "errors.rs"]
 mod errors;
 #[path = "federation.rs"]
