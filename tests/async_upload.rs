@@ -77,6 +77,39 @@ async fn create_then_put_then_download() {
     assert_eq!(t.counts().await.pending, 0);
 }
 
+/// MSC2246's unstable prefix, for bridges built before spec v1.7.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unstable_prefix_works_too() {
+    let t = TestServer::start().await;
+    let prefix = "/_matrix/media/unstable/fi.mau.msc2246";
+    let resp = t
+        .http
+        .post(t.url(&format!("{prefix}/create")))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let (s, id) = split_mxc(body["content_uri"].as_str().unwrap());
+    let resp = t
+        .http
+        .put(t.url(&format!("{prefix}/upload/{s}/{id}")))
+        .bearer_auth(ALICE)
+        .body("unstable bytes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = t
+        .get(
+            &format!("/_matrix/client/v1/media/download/{s}/{id}"),
+            Some(BOB),
+        )
+        .await;
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), b"unstable bytes");
+}
+
 /// Spec 4.2 #13-14: another user's id is 403; unknown ids, other servers' ids are 404.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_checks_owner_and_existence() {

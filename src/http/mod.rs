@@ -49,6 +49,15 @@ pub fn router(state: AppState) -> Router {
         .route("/_matrix/media/v1/create", post(upload::create_media_id))
         .route("/_matrix/media/v3/create", post(upload::create_media_id))
         .route("/_matrix/media/r0/create", post(upload::create_media_id))
+        // MSC2246's unstable prefix, which bridges built before v1.7 still use.
+        .route(
+            "/_matrix/media/unstable/fi.mau.msc2246/create",
+            post(upload::create_media_id),
+        )
+        .route(
+            "/_matrix/media/unstable/fi.mau.msc2246/upload/{server_name}/{media_id}",
+            put(upload::upload_to_reserved),
+        )
         .route(
             "/_matrix/media/v3/upload/{server_name}/{media_id}",
             put(upload::upload_to_reserved),
