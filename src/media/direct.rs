@@ -26,7 +26,7 @@ use super::{
 use crate::{
     config::DatastoreKind,
     ids::{BlobKey, MediaKey, UnixMillis},
-    media::ports::{CommitMode, Lookup, MediaRecord, NewBlob, Origin},
+    media::ports::{CommitMode, Lookup, NewBlob, Origin},
     storage::StorageError,
 };
 
@@ -119,20 +119,7 @@ impl MediaService {
         let (size, sha256) = meter.finish();
 
         let meta = UploadMeta::new(received.content_type.as_deref(), upload_name, None);
-        let record = MediaRecord {
-            sha256,
-            size,
-            content_type: meta.content_type,
-            upload_name: meta.upload_name,
-            uploader: Some(uploader.to_string()),
-            created: UnixMillis::now(),
-            origin: Origin::Local,
-            requires_auth: config.freeze_unauthenticated,
-            quarantined: false,
-            quarantined_by: None,
-            protected: false,
-            last_access: None,
-        };
+        let record = self.new_record(meta, Some(uploader), Origin::Local, (size, sha256));
         let blob = NewBlob {
             datastore: store.id().clone(),
             key: object,

@@ -260,7 +260,6 @@ impl MediaService {
             }
         };
 
-        let config = &self.inner.config;
         let store = self.inner.stores.writer_for(kind)?;
         let guard = BlobGuard::new(self, store).await?;
         let (body, meter) = Meter::wrap(body, pace);
@@ -281,23 +280,11 @@ impl MediaService {
         })?;
         let (size, sha256) = meter.finish();
 
-        let record = MediaRecord {
-            sha256,
-            size,
-            content_type: meta.content_type,
-            upload_name: meta.upload_name,
-            uploader: uploader.map(ToString::to_string),
-            created: UnixMillis::now(),
-            origin: match target {
-                UploadTarget::Remote { .. } => Origin::Remote,
-                _ => Origin::Local,
-            },
-            requires_auth: config.freeze_unauthenticated,
-            quarantined: false,
-            quarantined_by: None,
-            protected: false,
-            last_access: None,
+        let origin = match target {
+            UploadTarget::Remote { .. } => Origin::Remote,
+            _ => Origin::Local,
         };
+        let record = self.new_record(meta, uploader, origin, (size, sha256));
         let blob = NewBlob {
             datastore: store.id().clone(),
             key: guard.key.clone(),
@@ -330,6 +317,30 @@ impl MediaService {
         self.pregenerate(key.clone());
         tracing::info!(mxc = %key, size, sha256 = %sha256.to_hex(), deduplicated, "media stored");
         Ok((key, size))
+    }
+
+    /// The record of content just received, as this server stores new media.
+    pub(super) fn new_record(
+        &self,
+        meta: UploadMeta,
+        uploader: Option<&UserId>,
+        origin: Origin,
+        (size, sha256): (u64, Sha256Digest),
+    ) -> MediaRecord {
+        MediaRecord {
+            sha256,
+            size,
+            content_type: meta.content_type,
+            upload_name: meta.upload_name,
+            uploader: uploader.map(ToString::to_string),
+            created: UnixMillis::now(),
+            origin,
+            requires_auth: self.inner.config.freeze_unauthenticated,
+            quarantined: false,
+            quarantined_by: None,
+            protected: false,
+            last_access: None,
+        }
     }
 
     /// After a deduplicated commit: if the stored copy of `digest` is gone
