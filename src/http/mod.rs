@@ -39,42 +39,9 @@ pub struct AppState {
 /// The one route table. Paths are spelled out so `grep` finds them; the
 /// legacy `/_matrix/media/` prefix takes `r0`, `v1` and `v3` as Synapse does.
 pub fn router(state: AppState) -> Router {
-    use routes::{download, health, thumbnail, upload};
+    use routes::{download, health, thumbnail};
     Router::new()
-        // Upload (spec: POST /_matrix/media/v3/upload).
-        .route("/_matrix/media/v3/upload", post(upload::upload_media))
-        .route("/_matrix/media/v1/upload", post(upload::upload_media))
-        .route("/_matrix/media/r0/upload", post(upload::upload_media))
-        // Async upload (spec: POST /_matrix/media/v1/create, PUT /_matrix/media/v3/upload/{s}/{m}).
-        .route("/_matrix/media/v1/create", post(upload::create_media_id))
-        .route("/_matrix/media/v3/create", post(upload::create_media_id))
-        .route("/_matrix/media/r0/create", post(upload::create_media_id))
-        // MSC2246's unstable prefix, which bridges built before v1.7 still use.
-        .route(
-            "/_matrix/media/unstable/fi.mau.msc2246/create",
-            post(upload::create_media_id),
-        )
-        .route(
-            "/_matrix/media/unstable/fi.mau.msc2246/upload/{server_name}/{media_id}",
-            put(upload::upload_to_reserved),
-        )
-        .route(
-            "/_matrix/media/v3/upload/{server_name}/{media_id}",
-            put(upload::upload_to_reserved),
-        )
-        .route(
-            "/_matrix/media/v1/upload/{server_name}/{media_id}",
-            put(upload::upload_to_reserved),
-        )
-        .route(
-            "/_matrix/media/r0/upload/{server_name}/{media_id}",
-            put(upload::upload_to_reserved),
-        )
-        // Direct uploads (MSC3870): the bytes went to the upload URL.
-        .route(
-            "/_matrix/media/unstable/com.beeper.msc3870/upload/{server_name}/{media_id}/complete",
-            post(upload::complete_direct_upload),
-        )
+        .merge(upload_routes())
         // Authenticated download (spec v1.11); HEAD is routed with GET.
         .route(
             "/_matrix/client/v1/media/download/{server_name}/{media_id}",
@@ -152,6 +119,46 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(cors))
         .with_state(state)
+}
+
+/// Uploads: plain, async (reserve then fill) and direct (MSC3870).
+fn upload_routes() -> Router<AppState> {
+    use routes::upload;
+    Router::new()
+        // Upload (spec: POST /_matrix/media/v3/upload).
+        .route("/_matrix/media/v3/upload", post(upload::upload_media))
+        .route("/_matrix/media/v1/upload", post(upload::upload_media))
+        .route("/_matrix/media/r0/upload", post(upload::upload_media))
+        // Async upload (spec: POST /_matrix/media/v1/create, PUT /_matrix/media/v3/upload/{s}/{m}).
+        .route("/_matrix/media/v1/create", post(upload::create_media_id))
+        .route("/_matrix/media/v3/create", post(upload::create_media_id))
+        .route("/_matrix/media/r0/create", post(upload::create_media_id))
+        // MSC2246's unstable prefix, which bridges built before v1.7 still use.
+        .route(
+            "/_matrix/media/unstable/fi.mau.msc2246/create",
+            post(upload::create_media_id),
+        )
+        .route(
+            "/_matrix/media/unstable/fi.mau.msc2246/upload/{server_name}/{media_id}",
+            put(upload::upload_to_reserved),
+        )
+        .route(
+            "/_matrix/media/v3/upload/{server_name}/{media_id}",
+            put(upload::upload_to_reserved),
+        )
+        .route(
+            "/_matrix/media/v1/upload/{server_name}/{media_id}",
+            put(upload::upload_to_reserved),
+        )
+        .route(
+            "/_matrix/media/r0/upload/{server_name}/{media_id}",
+            put(upload::upload_to_reserved),
+        )
+        // Direct uploads (MSC3870): the bytes went to the upload URL.
+        .route(
+            "/_matrix/media/unstable/com.beeper.msc3870/upload/{server_name}/{media_id}/complete",
+            post(upload::complete_direct_upload),
+        )
 }
 
 /// The media config (per user class), URL previews and MSC4034's usage.
