@@ -21,7 +21,7 @@ use super::{
     MediaError, MediaService,
     meter::{Meter, Pace},
     rates::Family,
-    upload::{BlobGuard, NOT_OWNER, UploadMeta},
+    upload::{BlobGuard, NOT_OWNER, UploadMeta, may_fill},
 };
 use crate::{
     config::DatastoreKind,
@@ -83,15 +83,20 @@ impl MediaService {
             ));
         }
         let object = object_key(key);
-        // Whose id it is, before anything stored is touched.
-        if let Lookup::Complete { record, blob } = self.inner.meta.records.lookup(key).await? {
+        // Whose id it is, before anything stored is touched (one look: a
+        // racing completion may commit it any moment).
+        if key.server != self.inner.server_name {
+            return Err(MediaError::NotFound);
+        }
+        let found = self.inner.meta.records.lookup(key).await?;
+        if let Lookup::Complete { record, blob } = found {
             if record.uploader.as_deref() != Some(uploader.as_str()) {
                 return Err(MediaError::Forbidden(NOT_OWNER));
             }
             let ours = blob.is_some_and(|b| b.key == object);
             return self.completed_before(store, object, ours).await;
         }
-        self.check_reserved(key, uploader).await?;
+        may_fill(&found, uploader)?;
         self.rate_check(Family::Uploads, Some(uploader), client)
             .await?;
 

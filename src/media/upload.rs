@@ -457,23 +457,11 @@ impl MediaService {
         }
     }
 
-    pub(super) async fn check_reserved(
-        &self,
-        key: &MediaKey,
-        uploader: &UserId,
-    ) -> Result<(), MediaError> {
+    async fn check_reserved(&self, key: &MediaKey, uploader: &UserId) -> Result<(), MediaError> {
         if key.server != self.inner.server_name {
             return Err(MediaError::NotFound);
         }
-        match self.inner.meta.records.lookup(key).await? {
-            Lookup::Missing => Err(MediaError::NotFound),
-            Lookup::Complete { .. } => Err(MediaError::CannotOverwrite),
-            Lookup::Pending(p) if p.expires <= UnixMillis::now() => Err(MediaError::NotFound),
-            Lookup::Pending(p) if p.owner != uploader.as_str() => {
-                Err(MediaError::Forbidden(NOT_OWNER))
-            }
-            Lookup::Pending(_) => Ok(()),
-        }
+        may_fill(&self.inner.meta.records.lookup(key).await?, uploader)
     }
 
     /// Whether `key` is being written right now; for sweeps.
@@ -502,6 +490,17 @@ pub(super) async fn write_detached(
         }
     });
     rx.await.unwrap_or(Err(StorageError::TaskFailed))
+}
+
+/// Whether `uploader` may fill an id found as `found`.
+pub(super) fn may_fill(found: &Lookup, uploader: &UserId) -> Result<(), MediaError> {
+    match found {
+        Lookup::Missing => Err(MediaError::NotFound),
+        Lookup::Complete { .. } => Err(MediaError::CannotOverwrite),
+        Lookup::Pending(p) if p.expires <= UnixMillis::now() => Err(MediaError::NotFound),
+        Lookup::Pending(p) if p.owner != uploader.as_str() => Err(MediaError::Forbidden(NOT_OWNER)),
+        Lookup::Pending(_) => Ok(()),
+    }
 }
 
 pub(super) const NOT_OWNER: &str = "this media id was created by another user";
