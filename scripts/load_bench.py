@@ -241,15 +241,32 @@ def upload(port, token, body, content_type="application/octet-stream"):
     return json.loads(data)["content_uri"][len("mxc://") :]
 
 
-def wrk(port, token, script, seconds, connections, work, name):
+def cpu_seconds(pid):
+    """User plus system CPU time a process has used so far."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# CPU seconds per wrk second of the last wrk run: (server, wrk).
+LAST_CPU = {}
+
+
+def wrk(port, token, script, seconds, connections, work, name, pid=None):
     path = os.path.join(work, f"{name}-{port}.lua")
     open(path, "w").write(script.replace("@TOKEN@", token))
+    import resource
+
+    server_before = cpu_seconds(pid) if pid else 0.0
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", path, f"http://127.0.0.1:{port}"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU["server"] = ((cpu_seconds(pid) - server_before) / seconds) if pid else 0.0
+    LAST_CPU["wrk"] = (after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) / seconds
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
@@ -356,22 +373,96 @@ def thumbnails(port, token, jpeg):
     return statistics.median(cold), statistics.median(warm)
 
 
+def cpu_note():
+    return f"(server {LAST_CPU['server']:.2f} cores, wrk {LAST_CPU['wrk']:.2f} cores)"
+
+
+def start_static(work):
+    """nginx serving files from disk as a static server would: one worker,
+    sendfile on, no logging. The physical limit for serving bytes here."""
+    d = os.path.join(work, "static")
+    root = os.path.join(d, "root")
+    os.makedirs(os.path.join(root, "many"))
+    for sub in ("tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+    open(os.path.join(root, "one.bin"), "wb").write(os.urandom(64 * 1024))
+    for i in range(1000):
+        open(os.path.join(root, "many", f"{i}.bin"), "wb").write(os.urandom(4096))
+    with open(os.path.join(root, "big.bin"), "wb") as f:
+        for _ in range(100):
+            f.write(os.urandom(1024 * 1024))
+    port = free_port()
+    conf = (
+        f"worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n"
+        f"events {{ worker_connections 1024; }}\nhttp {{\n"
+        f"  client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n"
+        f"  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n"
+        f"  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  default_type application/octet-stream;\n"
+        f"  server {{\n    listen 127.0.0.1:{port};\n    root {root};\n  }}\n}}\n"
+    )
+    path = os.path.join(d, "nginx.conf")
+    open(path, "w").write(conf)
+    nginx = next(p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx") if os.path.exists(p))
+    log = open(os.path.join(d, "stdout.log"), "w")
+    proc = subprocess.Popen([nginx, "-p", d, "-c", path, "-g", "daemon off;"], stdout=log, stderr=log)
+    wait_up(port, "/one.bin", proc, "nginx")
+    return proc, port
+
+
+def measure_static(port, pid, seconds, work):
+    """The download loads against nginx serving the same bytes from disk."""
+    print("== nginx (static files)", flush=True)
+    r = {"idle_rss_mb": rss_mb(pid)}
+    script = GET_ONE_LUA.replace("@PATH@", "/one.bin")
+    r["download_rps"], _ = wrk(port, "none", script, seconds, 64, work, "download", pid)
+    r["download_cpu"] = dict(LAST_CPU)
+    print(f"  download 64 KiB c64: {r['download_rps']:.0f} req/s {cpu_note()}", flush=True)
+    paths = ",".join(f'"/many/{i}.bin"' for i in range(1000))
+    script = GET_MANY_LUA.replace("@PATHS@", paths)
+    r["many_rps"], _ = wrk(port, "none", script, seconds, 64, work, "many", pid)
+    r["many_cpu"] = dict(LAST_CPU)
+    print(f"  1,000 x 4 KiB random c64: {r['many_rps']:.0f} req/s {cpu_note()}", flush=True)
+    size = 100 * 1024 * 1024
+
+    def down():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        conn.request("GET", "/big.bin")
+        resp = conn.getresponse()
+        n = 0
+        while True:
+            part = resp.read(1024 * 1024)
+            if not part:
+                break
+            n += len(part)
+        conn.close()
+        if resp.status != 200 or n != size:
+            sys.exit(f"nginx 100 MiB download: {resp.status}, {n} bytes")
+
+    down_s, _ = timed(down)
+    r["down_mbs"] = size / down_s / 1e6
+    print(f"  100 MiB download: {r['down_mbs']:.0f} MB/s", flush=True)
+    return r
+
+
 def measure(name, port, token, pid, seconds, work, jpeg):
     print(f"== {name}", flush=True)
     r = {"idle_rss_mb": rss_mb(pid)}
-    r["upload_rps"], _ = wrk(port, token, UPLOAD_LUA, seconds, 16, work, "upload")
-    print(f"  upload 64 KiB c16: {r['upload_rps']:.0f} req/s", flush=True)
+    r["upload_rps"], _ = wrk(port, token, UPLOAD_LUA, seconds, 16, work, "upload", pid)
+    r["upload_cpu"] = dict(LAST_CPU)
+    print(f"  upload 64 KiB c16: {r['upload_rps']:.0f} req/s {cpu_note()}", flush=True)
     one = upload(port, token, os.urandom(64 * 1024))
     script = GET_ONE_LUA.replace("@PATH@", f"/_matrix/client/v1/media/download/{one}")
-    r["download_rps"], _ = wrk(port, token, script, seconds, 64, work, "download")
-    print(f"  download 64 KiB c64: {r['download_rps']:.0f} req/s", flush=True)
+    r["download_rps"], _ = wrk(port, token, script, seconds, 64, work, "download", pid)
+    r["download_cpu"] = dict(LAST_CPU)
+    print(f"  download 64 KiB c64: {r['download_rps']:.0f} req/s {cpu_note()}", flush=True)
     paths = []
     for _ in range(1000):
         media = upload(port, token, os.urandom(4096))
         paths.append(f'"/_matrix/client/v1/media/download/{media}"')
     script = GET_MANY_LUA.replace("@PATHS@", ",".join(paths))
-    r["many_rps"], _ = wrk(port, token, script, seconds, 64, work, "many")
-    print(f"  1,000 x 4 KiB random c64: {r['many_rps']:.0f} req/s", flush=True)
+    r["many_rps"], _ = wrk(port, token, script, seconds, 64, work, "many", pid)
+    r["many_cpu"] = dict(LAST_CPU)
+    print(f"  1,000 x 4 KiB random c64: {r['many_rps']:.0f} req/s {cpu_note()}", flush=True)
     r.update(big_transfer(port, token, pid))
     print(f"  100 MiB: up {r['up_mbs']:.0f} MB/s, down {r['down_mbs']:.0f} MB/s, RSS +{r['rss_growth_mb']:.1f} MiB", flush=True)
     r["thumb_cold_ms"], r["thumb_warm_ms"] = thumbnails(port, token, jpeg)
@@ -414,6 +505,9 @@ def main():
         if baseline is not None:
             before = measure("baseline", base_port, token, baseline.pid, args.seconds, work, jpeg)
         theirs = measure("Synapse", hs_port, token, synapse.pid, args.seconds, work, jpeg)
+        static_proc, static_port = start_static(work)
+        extra_procs.append(static_proc)
+        static = measure_static(static_port, static_proc.pid, args.seconds, work)
         if not args.no_scale_out:
             scale = scale_out(work, hs_port, token, args.seconds, jpeg, extra_procs)
     finally:
@@ -428,7 +522,8 @@ def main():
                     proc.wait()
         # Several GB of uploads by the end: never leave them behind.
         shutil.rmtree(work, ignore_errors=True)
-    write_table(ours, theirs, args.seconds)
+    write_table(ours, theirs, static, args.seconds)
+    write_chart(py, ours, theirs, static)
     if before is not None:
         write_baseline(ours, before, args.baseline)
     if scale:
@@ -505,7 +600,23 @@ def better_by(ours, theirs, higher):
     return theirs / ours if ours else float("inf")
 
 
-def write_table(ours, theirs, seconds):
+# The loads nginx serving static files is measured on, with the target
+# ratio mxmedia / nginx.
+STATIC_ROWS = [
+    ("download_rps", 0.5),
+    ("many_rps", 0.5),
+    ("down_mbs", 0.8),
+]
+
+
+def cpu_cell(r, key):
+    cpu = r.get(key.replace("_rps", "_cpu"))
+    if not cpu:
+        return ""
+    return f"{cpu['server']:.2f} / {cpu['wrk']:.2f}"
+
+
+def write_table(ours, theirs, static, seconds):
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
     synapse_version = open(REQUIREMENTS).read().split()[0]
     lines = [
@@ -515,23 +626,94 @@ def write_table(ours, theirs, seconds):
         "with its media repository on (SQLite, its default; thumbnails made on request). mxmedia checks each token",
         "with that Synapse (cached). Uploads are distinct bodies. RSS growth is the peak over the idle RSS.",
         "Ratio: how many times better mxmedia is (throughput ours/theirs; times and memory theirs/ours).",
+        "The nginx column is nginx serving the same bytes as static files from disk (one worker, `sendfile on`),",
+        "under the same wrk settings: the physical limit for serving bytes on this machine. CPU: cores the server",
+        "and wrk used during each wrk loop (CPU seconds per second).",
         "",
-        "| load | mxmedia | Synapse | ratio | target |",
-        "|---|---:|---:|---:|---|",
+        "| load | mxmedia | Synapse | mxmedia / Synapse | target | nginx static | mxmedia / nginx | target | CPU mxmedia / wrk | CPU Synapse / wrk | CPU nginx / wrk |",
+        "|---|---:|---:|---:|---|---:|---:|---|---|---|---|",
     ]
+    static_targets = dict(STATIC_ROWS)
     for key, label, unit, higher, target in ROWS:
         a, b = ours[key], theirs[key]
         ratio = better_by(a, b, higher)
         mark = ""
         if target is not None:
             mark = f">= {target}x " + ("met" if ratio >= target else "missed")
-        lines.append(f"| {label} | {a:.1f} {unit} | {b:.1f} {unit} | {ratio:.1f}x | {mark} |")
+        n_cell = n_ratio = n_mark = ""
+        if key in static:
+            n = static[key]
+            n_cell = f"{n:.1f} {unit}"
+            n_ratio_value = better_by(a, n, higher)
+            n_ratio = f"{n_ratio_value:.2f}"
+            if key in static_targets:
+                t = static_targets[key]
+                n_mark = f">= {t} " + ("met" if n_ratio_value >= t else "missed")
+        lines.append(
+            f"| {label} | {a:.1f} {unit} | {b:.1f} {unit} | {ratio:.1f}x | {mark} | {n_cell} | {n_ratio} | {n_mark} "
+            f"| {cpu_cell(ours, key)} | {cpu_cell(theirs, key)} | {cpu_cell(static, key)} |"
+        )
     growth = ours["rss_growth_mb"]
     lines.append("")
     lines.append(f"mxmedia's RSS growth over the 100 MiB transfer: {growth:.1f} MiB (target <= 16 MiB: {'met' if growth <= 16 else 'missed'}).")
+    idle = ours["idle_rss_mb"] / theirs["idle_rss_mb"] if theirs["idle_rss_mb"] else 0
+    lines.append(f"mxmedia's idle RSS is {idle:.2f} of Synapse's (target < 0.25: {'met' if idle < 0.25 else 'missed'}).")
+    lines.append("")
+    lines.append("![req/s per load: mxmedia, Synapse, nginx](load-bench.png)")
     text = "\n".join(lines)
     print(text)
     benchdoc.replace_section("load_bench", text)
+
+
+CHART = r"""
+import json, sys
+from PIL import Image, ImageDraw
+data = json.loads(sys.argv[1])
+loads, servers = data["loads"], data["servers"]
+colors = {"mxmedia": (46, 125, 50), "Synapse": (21, 101, 192), "nginx static": (120, 120, 120)}
+w, h, left, bottom, top = 900, 420, 70, 70, 40
+img = Image.new("RGB", (w, h), "white")
+d = ImageDraw.Draw(img)
+peak = max(v for s in servers.values() for v in s if v) or 1
+group = (w - left - 20) / len(loads)
+bar = group / (len(servers) + 1)
+d.text((left, 10), "req/s per load (same run, same machine)", fill="black")
+for tick in range(0, 6):
+    y = h - bottom - (h - bottom - top) * tick / 5
+    d.line([(left - 5, y), (w - 20, y)], fill=(230, 230, 230))
+    d.text((5, y - 6), f"{peak * tick / 5:,.0f}", fill="black")
+for i, load in enumerate(loads):
+    x0 = left + i * group + bar / 2
+    for j, (name, values) in enumerate(servers.items()):
+        v = values[i]
+        if not v:
+            continue
+        x = x0 + j * bar
+        y = h - bottom - (h - bottom - top) * v / peak
+        d.rectangle([x, y, x + bar * 0.9, h - bottom], fill=colors[name])
+        d.text((x, y - 12), f"{v:,.0f}", fill="black")
+    d.text((x0, h - bottom + 8), load, fill="black")
+for j, name in enumerate(servers):
+    d.rectangle([left + j * 160, h - 22, left + j * 160 + 12, h - 10], fill=colors[name])
+    d.text((left + j * 160 + 18, h - 22), name, fill="black")
+img.save(data["out"])
+"""
+
+
+def write_chart(py, ours, theirs, static):
+    """docs/load-bench.png: req/s per load for the three servers, drawn with
+    Pillow from the Synapse virtualenv."""
+    keys = [("download_rps", "one 64 KiB file, c64"), ("many_rps", "1,000 x 4 KiB, c64"), ("upload_rps", "upload 64 KiB, c16")]
+    data = {
+        "loads": [label for _, label in keys],
+        "servers": {
+            "mxmedia": [ours[k] for k, _ in keys],
+            "Synapse": [theirs[k] for k, _ in keys],
+            "nginx static": [static.get(k, 0) for k, _ in keys],
+        },
+        "out": os.path.join(ROOT, "docs", "load-bench.png"),
+    }
+    subprocess.run([py, "-c", CHART, json.dumps(data)], check=True)
 
 
 def write_baseline(ours, before, binary):

@@ -168,6 +168,12 @@ async fn build_with_probe(config: &Config) -> Result<(AppState, ClosedProbe), Ap
             metadata,
             stores,
             cache,
+            memory: (config.cache.memory.max_size.as_u64() > 0).then(|| {
+                crate::cache::MemoryTier::new(
+                    config.cache.memory.max_size.as_u64(),
+                    config.cache.memory.max_file_size.as_u64(),
+                )
+            }),
             remote: Arc::new(federation.clone()),
             homeserver: Arc::new(Directory::new(
                 auth.homeserver_client(),

@@ -141,6 +141,7 @@ struct Inner {
     cache_hits: Counter,
     cache_misses: Counter,
     cache_bytes: Counter,
+    memory_hits: Counter,
     thumbnails_generated: Family<KindLabels, Counter>,
     thumbnails_refused: Family<ReasonLabels, Counter>,
     pregenerations: Family<OutcomeLabels, Counter>,
@@ -233,6 +234,12 @@ impl Metrics {
             "Bytes served from the hot cache",
             Counter::default(),
         );
+        let memory_hits = register(
+            &mut registry,
+            "memory_cache_hits",
+            "Reads of small blobs served from memory",
+            Counter::default(),
+        );
         let thumbnails_generated = register(
             &mut registry,
             "thumbnails_generated",
@@ -311,6 +318,7 @@ impl Metrics {
                 cache_hits,
                 cache_misses,
                 cache_bytes,
+                memory_hits,
                 thumbnails_generated,
                 thumbnails_refused,
                 pregenerations,
@@ -396,6 +404,10 @@ impl Metrics {
 
     pub fn cache_hit(&self) {
         self.inner.cache_hits.inc();
+    }
+
+    pub fn memory_hit(&self) {
+        self.inner.memory_hits.inc();
     }
 
     pub fn cache_miss(&self) {

@@ -197,7 +197,8 @@ async fn traffic_shows_up_under_route_templates() {
     t.stop().await;
 }
 
-/// Object-store reads count cache hits, misses and the bytes served from the cache.
+/// Object-store reads count cache hits, misses and the bytes served from
+/// the disk cache; small blobs after their first read come from memory.
 #[tokio::test]
 async fn s3_reads_count_cache_hits_and_misses() {
     if !matches!(backend(), TestBackend::S3) {
@@ -207,18 +208,34 @@ async fn s3_reads_count_cache_hits_and_misses() {
         c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
-    let body = vec![9u8; 3000];
-    let (s, id) = t.upload_ok(ALICE, &body, None, None).await;
+    // Larger than the memory tier takes: every read is the disk cache's.
+    let large = vec![9u8; 300_000];
+    let (s, id) = t.upload_ok(ALICE, &large, None, None).await;
     let path = format!("/_matrix/client/v1/media/download/{s}/{id}");
     for _ in 0..3 {
         let resp = t.get(&path, Some(ALICE)).await;
-        assert_eq!(resp.bytes().await.unwrap().len(), 3000);
+        assert_eq!(resp.bytes().await.unwrap().len(), 300_000);
     }
     let (_, m) = scrape(&t).await;
     let misses = m["mxmedia_cache_misses_total"];
     let hits = m["mxmedia_cache_hits_total"];
     assert_eq!(hits + misses, 3.0);
     assert!(hits >= 1.0, "later reads come from the cache");
-    assert_eq!(m["mxmedia_cache_hit_bytes_total"], hits * 3000.0);
+    assert_eq!(m["mxmedia_cache_hit_bytes_total"], hits * 300_000.0);
+    assert_eq!(m["mxmedia_memory_cache_hits_total"], 0.0);
+
+    // A small one: read once from the store (or disk cache), then from memory.
+    let (s, id) = t.upload_ok(ALICE, &[7u8; 3000], None, None).await;
+    let path = format!("/_matrix/client/v1/media/download/{s}/{id}");
+    for _ in 0..3 {
+        let resp = t.get(&path, Some(ALICE)).await;
+        assert_eq!(resp.bytes().await.unwrap().as_ref(), &[7u8; 3000][..]);
+    }
+    let (_, m) = scrape(&t).await;
+    assert_eq!(m["mxmedia_memory_cache_hits_total"], 2.0);
+    assert_eq!(
+        m["mxmedia_cache_hits_total"] + m["mxmedia_cache_misses_total"],
+        4.0
+    );
     t.stop().await;
 }

@@ -570,3 +570,49 @@ async fn media_config_advertises_the_upload_limit() {
         assert_matrix_error(t.get(path, None).await, 401, "M_MISSING_TOKEN").await;
     }
 }
+
+/// Small blobs are served from memory after their first read, and memory
+/// never gets around auth, quarantine or deletion: every read passes the
+/// same checks first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_tier_never_bypasses_the_checks() {
+    let t = TestServer::start().await;
+    let (s, id) = t.upload_ok(ALICE, b"small and hot", None, None).await;
+    let path = format!("/_matrix/client/v1/media/download/{s}/{id}");
+    for _ in 0..3 {
+        let resp = t.get(&path, Some(BOB)).await;
+        assert_eq!(resp.bytes().await.unwrap().as_ref(), b"small and hot");
+    }
+    assert!(t.metric("mxmedia_memory_cache_hits_total", "") >= 2.0);
+    // Ranges are slices of the same bytes.
+    let resp = t
+        .http
+        .get(t.url(&path))
+        .bearer_auth(BOB)
+        .header("range", "bytes=6-8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), b"and");
+
+    assert_matrix_error(t.get(&path, None).await, 401, "M_MISSING_TOKEN").await;
+    let quarantine = t
+        .http
+        .post(t.url(&format!("/_synapse/admin/v1/media/quarantine/{s}/{id}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(quarantine.status(), 200);
+    assert_matrix_error(t.get(&path, Some(BOB)).await, 404, "M_NOT_FOUND").await;
+    let delete = t
+        .http
+        .delete(t.url(&format!("/_synapse/admin/v1/media/{s}/{id}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 200);
+    assert_matrix_error(t.get(&path, Some(BOB)).await, 404, "M_NOT_FOUND").await;
+}

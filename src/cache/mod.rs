@@ -27,6 +27,10 @@ use crate::{
     storage::{ByteStream, file_stream},
 };
 
+mod memory;
+
+pub use memory::MemoryTier;
+
 /// Chunks queued for the writer of one fill; past this the fill is dropped
 /// rather than slowing the client it tees from.
 const FILL_QUEUE: usize = 64;

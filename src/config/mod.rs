@@ -171,6 +171,8 @@ pub struct CacheConfig {
     pub max_size: ByteSize,
     /// Larger blobs are never cached. Default 64MiB.
     pub max_file_size: ByteSize,
+    /// The hottest small blobs of every datastore, kept in memory.
+    pub memory: MemoryCacheConfig,
 }
 
 impl Default for CacheConfig {
@@ -180,6 +182,27 @@ impl Default for CacheConfig {
             path: None,
             max_size: ByteSize::gib(1),
             max_file_size: ByteSize::mib(64),
+            memory: MemoryCacheConfig::default(),
+        }
+    }
+}
+
+/// The memory tier: small, popular blobs (avatars, thumbnails) served
+/// without touching a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryCacheConfig {
+    /// Most bytes kept in memory; 0 turns the tier off. Default 64MiB.
+    pub max_size: ByteSize,
+    /// Larger blobs are never kept. Default 256KiB.
+    pub max_file_size: ByteSize,
+}
+
+impl Default for MemoryCacheConfig {
+    fn default() -> Self {
+        Self {
+            max_size: ByteSize::mib(64),
+            max_file_size: ByteSize::kib(256),
         }
     }
 }

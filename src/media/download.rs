@@ -222,6 +222,64 @@ impl MediaService {
         digest: &Sha256Digest,
         range: Option<Range<u64>>,
     ) -> Result<ByteStream, MediaError> {
+        if let Some(memory) = &self.inner.memory
+            && memory.takes(blob.size)
+        {
+            return self.read_small(memory, blob, digest, range).await;
+        }
+        self.read_stored(blob, digest, range).await
+    }
+
+    /// A blob small enough for the memory tier: from memory, or read whole
+    /// (in one piece where the store allows) and offered to it.
+    async fn read_small(
+        &self,
+        memory: &crate::cache::MemoryTier,
+        blob: &BlobRecord,
+        digest: &Sha256Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, MediaError> {
+        let bytes = if let Some(bytes) = memory.get(digest, None) {
+            self.inner.metrics.memory_hit();
+            bytes
+        } else {
+            let store = self.inner.stores.get(&blob.datastore)?;
+            let bytes = if let Some(bytes) = store.read_small(&blob.key, blob.size).await? {
+                bytes
+            } else {
+                collect(self.read_stored(blob, digest, None).await?, blob.size).await?
+            };
+            if bytes.len() as u64 != blob.size {
+                return Err(StorageError::Read(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "blob and record differ in length",
+                ))
+                .into());
+            }
+            memory.offer(*digest, bytes.clone());
+            bytes
+        };
+        let bytes = match range {
+            None => bytes,
+            Some(r) => bytes.slice(
+                usize::try_from(r.start)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len())
+                    ..usize::try_from(r.end)
+                        .unwrap_or(usize::MAX)
+                        .min(bytes.len()),
+            ),
+        };
+        Ok(futures::stream::once(std::future::ready(Ok(bytes))).boxed())
+    }
+
+    /// A blob through the disk cache (object stores) or from its datastore.
+    async fn read_stored(
+        &self,
+        blob: &BlobRecord,
+        digest: &Sha256Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, MediaError> {
         let store = self.inner.stores.get(&blob.datastore)?;
         if let Some(cache) = self.cache_for(store) {
             if let Some(hit) = cache.open(digest, range.clone()).await {
@@ -241,4 +299,20 @@ impl MediaService {
         }
         Ok(store.open(&blob.key, range).await?)
     }
+}
+
+/// A small stream's bytes in one piece (at most `size` of them).
+async fn collect(mut stream: ByteStream, size: u64) -> Result<bytes::Bytes, MediaError> {
+    let mut out = bytes::BytesMut::with_capacity(usize::try_from(size).unwrap_or(0));
+    while let Some(chunk) = stream.try_next().await.map_err(StorageError::Read)? {
+        if (out.len() + chunk.len()) as u64 > size {
+            return Err(StorageError::Read(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "blob is longer than its record",
+            ))
+            .into());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
 }

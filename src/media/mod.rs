@@ -153,6 +153,8 @@ struct Inner {
     config: MediaConfig,
     /// Hot copies of blobs from object-store datastores.
     cache: Option<HotCache>,
+    /// The hottest small blobs of every datastore, in memory.
+    memory: Option<crate::cache::MemoryTier>,
     metrics: crate::metrics::Metrics,
     thumbnailer: thumbnail::Thumbnailer,
     remote: remote::Remote,
@@ -193,6 +195,8 @@ pub struct Wiring {
     pub stores: Datastores,
     /// Hot copies of blobs from object-store datastores.
     pub cache: Option<HotCache>,
+    /// The hottest small blobs of every datastore, in memory.
+    pub memory: Option<crate::cache::MemoryTier>,
     /// Where other servers' media comes from.
     pub remote: Arc<dyn RemoteSource>,
     /// What only the homeserver knows (room media, avatars, names).
@@ -220,6 +224,7 @@ impl MediaService {
                 stores: wiring.stores,
                 config,
                 cache: wiring.cache,
+                memory: wiring.memory,
                 thumbnailer: thumbnail::Thumbnailer::new(thumbnails),
                 remote,
                 homeserver: wiring.homeserver,

@@ -94,6 +94,7 @@ pub(super) async fn core(tweak: impl FnOnce(&mut MediaConfig)) -> Core {
             metadata: Metadata::new(Arc::new(repo)),
             stores,
             cache: None,
+            memory: None,
             remote: Arc::new(NoRemote),
             homeserver: Arc::new(NoHomeserver),
             metrics: crate::metrics::Metrics::new(),

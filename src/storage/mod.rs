@@ -406,6 +406,36 @@ impl BlobStore {
         }
     }
 
+    /// A small blob of a local datastore read whole in one trip to the
+    /// blocking pool (open and read together); `None` for other backends,
+    /// whose reads go through [`Self::open`].
+    pub async fn read_small(
+        &self,
+        key: &BlobKey,
+        size: u64,
+    ) -> Result<Option<Bytes>, StorageError> {
+        let Some(root) = &self.local_root else {
+            return Ok(None);
+        };
+        let path = root.join(self.path(key).as_ref());
+        let result = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let file = std::fs::File::open(path)?;
+            let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            // One byte more than the record says: a longer file is noticed.
+            file.take(size + 1).read_to_end(&mut buf)?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+        .map_err(|_| StorageError::TaskFailed)?
+        .map_err(|e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::NotFound => StorageError::NotFound,
+            _ => StorageError::Read(e),
+        });
+        self.record("get", &result);
+        result.map(Some)
+    }
+
     /// Deletes `key`; a missing object counts as deleted on every backend.
     pub async fn delete(&self, key: &BlobKey) -> Result<(), StorageError> {
         let result = match self.inner.delete(&self.path(key)).await {
