@@ -8,9 +8,7 @@ use object_store::{
     local::LocalFileSystem,
 };
 
-use super::{
-    Backend, BlobStore, Datastores, DirectUploads, GroupSync, Presigner, StorageError, WritePolicy,
-};
+use super::{Backend, BlobStore, Datastores, DirectUploads, Presigner, StorageError, WritePolicy};
 use crate::{
     config::{DatastoreConfig, S3DatastoreConfig, Secret, SseConfig},
     ids::DatastoreId,
@@ -29,12 +27,10 @@ pub fn build_datastores(
                 std::fs::create_dir_all(&dir).map_err(|e| {
                     StorageError::Setup(format!("cannot create {}: {e}", dir.display()))
                 })?;
-                // Without syncing an acknowledged upload could vanish on
-                // power loss: writes finishing together share one `syncfs`
-                // (the store's own per-file fsyncs stay off).
                 let fs = LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| StorageError::Setup(format!("{}: {e}", dir.display())))?
-                    .with_fsync(false)
+                    // Without fsync an acknowledged upload could vanish on power loss.
+                    .with_fsync(local.fsync)
                     .with_automatic_cleanup(true);
                 let chunk = usize::try_from(local.write_chunk_size.as_u64()).unwrap_or(usize::MAX);
                 let policy = WritePolicy {
@@ -49,8 +45,7 @@ pub fn build_datastores(
                     policy,
                     local.kinds.clone(),
                 )
-                .with_local_root(dir.clone())
-                .with_group_sync(local.fsync.then(|| GroupSync::new(dir)))
+                .with_local_root(dir)
             }
             DatastoreConfig::S3(s3) => build_s3(s3)?,
         });

@@ -6,7 +6,6 @@
 mod build;
 pub mod digest;
 mod direct;
-mod group_sync;
 mod presign;
 mod selfcheck;
 
@@ -21,7 +20,6 @@ use object_store::{
 
 pub use build::build_datastores;
 pub use direct::{DirectUploads, Uploaded};
-pub use group_sync::GroupSync;
 pub use presign::{Presigned, Presigner};
 pub use selfcheck::{SelfcheckError, SelfcheckReport};
 
@@ -51,8 +49,6 @@ pub enum StorageError {
     TaskFailed,
     #[error("reading a stored object failed: {0}")]
     Read(#[source] std::io::Error),
-    #[error("making written objects durable failed: {0}")]
-    Sync(#[source] std::io::Error),
 }
 
 impl From<object_store::Error> for StorageError {
@@ -113,8 +109,6 @@ pub struct BlobStore {
     /// The directory of a local datastore, where interrupted writes leave
     /// staging files that `object_store` never lists.
     local_root: Option<std::path::PathBuf>,
-    /// Makes a local datastore's writes durable, shared by concurrent ones.
-    group_sync: Option<GroupSync>,
 }
 
 /// The object, at the root of a datastore (under its prefix), that names
@@ -153,7 +147,6 @@ impl BlobStore {
             direct: None,
             metrics: crate::metrics::Metrics::default(),
             local_root: None,
-            group_sync: None,
         }
     }
 
@@ -164,22 +157,6 @@ impl BlobStore {
         self.reader = reader;
         self.read_idle = Some(idle);
         self
-    }
-
-    /// Makes every write durable through `sync` before it is reported done.
-    #[must_use]
-    pub fn with_group_sync(mut self, sync: Option<GroupSync>) -> Self {
-        self.group_sync = sync;
-        self
-    }
-
-    /// Waits until what was written so far is durable (local datastores;
-    /// object stores acknowledge durable writes themselves).
-    async fn made_durable(&self) -> Result<(), StorageError> {
-        match &self.group_sync {
-            Some(sync) => sync.sync().await.map_err(StorageError::Sync),
-            None => Ok(()),
-        }
     }
 
     /// Marks this store as the local directory `root`.
@@ -213,7 +190,7 @@ impl BlobStore {
         self.inner
             .put(&self.marker_path(), PutPayload::from(content))
             .await?;
-        self.made_durable().await
+        Ok(())
     }
 
     fn marker_path(&self) -> Path {
@@ -331,12 +308,7 @@ impl BlobStore {
     /// is aborted on any failure so no partial object remains.
     #[tracing::instrument(level = "debug", skip_all, fields(datastore = %self.id, key = key.as_str()))]
     pub async fn put_stream(&self, key: &BlobKey, body: ByteStream) -> Result<u64, StorageError> {
-        let mut result = self.put_stream_inner(key, body).await;
-        if result.is_ok()
-            && let Err(error) = self.made_durable().await
-        {
-            result = Err(error);
-        }
+        let result = self.put_stream_inner(key, body).await;
         // A body that failed (client gone, over the limit) is not the store's failure.
         if !matches!(result, Err(StorageError::Body(_))) {
             self.record("put", &result);
