@@ -393,7 +393,9 @@ def start_static(work):
             f.write(os.urandom(1024 * 1024))
     port = free_port()
     conf = (
-        f"worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n"
+        # One process that serves (no master, so its CPU is the pid's, and it
+        # reads the files as the user who started it).
+        f"master_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n"
         f"events {{ worker_connections 1024; }}\nhttp {{\n"
         f"  client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n"
         f"  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n"
@@ -413,6 +415,9 @@ def measure_static(port, pid, seconds, work):
     """The download loads against nginx serving the same bytes from disk."""
     print("== nginx (static files)", flush=True)
     r = {"idle_rss_mb": rss_mb(pid)}
+    status, _ = request(port, "GET", "/one.bin")
+    if status != 200:
+        sys.exit(f"nginx static: {status}")
     script = GET_ONE_LUA.replace("@PATH@", "/one.bin")
     r["download_rps"], _ = wrk(port, "none", script, seconds, 64, work, "download", pid)
     r["download_cpu"] = dict(LAST_CPU)

@@ -174,7 +174,7 @@ impl Housekeeping for PgRepo {
         .execute(&self.pool)
         .await?;
         Ok(Lease(Box::new(Announced {
-            pool: self.pool.clone(),
+            withdrawals: self.withdrawals.clone(),
             datastore: datastore.0.clone(),
             key: key.as_str().to_owned(),
         })))
@@ -290,31 +290,48 @@ impl Instance {
 
 /// A write announced by [`Housekeeping::writing`]; withdrawn when dropped.
 struct Announced {
-    pool: PgPool,
+    withdrawals: Withdrawals,
     datastore: String,
     key: String,
 }
 
 impl Drop for Announced {
     fn drop(&mut self) {
-        let (pool, datastore, key) = (
-            self.pool.clone(),
+        let entry = (
             std::mem::take(&mut self.datastore),
             std::mem::take(&mut self.key),
         );
-        let withdraw = async move {
-            let done = sqlx::query("DELETE FROM writes WHERE datastore = $1 AND key = $2")
-                .bind(&datastore)
-                .bind(&key)
-                .execute(&pool)
-                .await;
-            if let Err(error) = done {
-                // Forgotten when this instance stops (`expire_pending`).
-                tracing::warn!(%error, key, "could not withdraw a write announcement");
-            }
-        };
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            drop(runtime.spawn(withdraw));
+        // Gone only when the store closed: forgotten then by the others
+        // (`expire_pending`), as this instance's lock went with it.
+        drop(self.withdrawals.send(entry));
+    }
+}
+
+/// Withdrawn announcements, deleted in batches: whatever queued up while
+/// the last delete ran goes in the next one, so concurrent uploads do not
+/// each pay a statement of their own.
+pub(super) type Withdrawals = tokio::sync::mpsc::UnboundedSender<(String, String)>;
+
+/// Deletes withdrawn announcements until every sender is gone.
+pub(super) async fn withdraw_batches(
+    pool: PgPool,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+) {
+    const MOST: usize = 512;
+    let mut batch = Vec::with_capacity(MOST);
+    while queue.recv_many(&mut batch, MOST).await > 0 {
+        let (stores, keys): (Vec<String>, Vec<String>) = batch.drain(..).unzip();
+        let done = sqlx::query(
+            "DELETE FROM writes w USING UNNEST($1::TEXT[], $2::TEXT[]) AS g(datastore, key)
+             WHERE w.datastore = g.datastore AND w.key = g.key",
+        )
+        .bind(&stores)
+        .bind(&keys)
+        .execute(&pool)
+        .await;
+        if let Err(error) = done {
+            // Forgotten when this instance stops (`expire_pending`).
+            tracing::warn!(%error, count = keys.len(), "could not withdraw write announcements");
         }
     }
 }

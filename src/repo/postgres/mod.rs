@@ -43,6 +43,8 @@ pub struct PgRepo {
     instance: std::sync::Arc<housekeeping::Instance>,
     /// Rate-bucket tokens spent, for pruning full buckets now and then.
     spent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Announced writes that ended, for deletion in batches.
+    withdrawals: housekeeping::Withdrawals,
 }
 
 fn backend(error: sqlx::Error) -> RepoError {
@@ -214,10 +216,13 @@ impl PgRepo {
             .await?;
         schema::migrate(&pool).await?;
         let instance = housekeeping::Instance::join(&pool).await?;
+        let (withdrawals, queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(housekeeping::withdraw_batches(pool.clone(), queue));
         Ok(Self {
             pool,
             instance,
             spent: std::sync::Arc::default(),
+            withdrawals,
         })
     }
 
