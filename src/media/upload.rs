@@ -7,7 +7,7 @@ use std::time::Duration;
 use ruma::UserId;
 
 use super::{
-    MediaError, MediaService, Reservation, clean_filename,
+    MediaError, MediaService, Reservation, WriteTicket, clean_filename,
     meter::{Meter, Pace},
     rates::Family,
 };
@@ -16,8 +16,8 @@ use crate::{
     config::DatastoreKind,
     ids::{BlobKey, DatastoreId, MediaId, MediaKey, Sha256Digest, UnixMillis},
     media::ports::{
-        Commit, CommitMode, Lease, Lookup, MediaRecord, NewBlob, Origin, PendingRecord, Quota,
-        RepoError, Reserve,
+        Commit, CommitMode, Lookup, MediaRecord, NewBlob, Origin, PendingRecord, Quota, RepoError,
+        Reserve,
     },
     storage::{BlobStore, ByteStream, StorageError},
 };
@@ -84,69 +84,56 @@ pub enum UploadTarget {
 
 /// Deletes the blob when dropped unless `disarm`ed. Covers `?` returns,
 /// panics, and client disconnects (the server drops the handler future).
+/// While it lives, the blob is marked as being written (no sweep of any
+/// instance removes it).
 pub(super) struct BlobGuard {
-    service: MediaService,
     store: BlobStore,
     pub(super) key: BlobKey,
-    armed: bool,
-    /// Other instances' sweeps leave the key alone while this lives.
-    announced: Option<Lease>,
+    /// `None` once disarmed.
+    ticket: Option<WriteTicket>,
 }
 
 impl BlobGuard {
-    /// A fresh key in `store`, announced as being written.
+    /// A fresh key in `store`, marked as being written.
     pub(super) async fn new(service: &MediaService, store: &BlobStore) -> Result<Self, RepoError> {
         Self::adopt(service, store, BlobKey::random()).await
     }
 
     /// Takes charge of `key` in `store` (an object someone else wrote),
-    /// announced as being written: deleted when dropped unless disarmed.
+    /// marked as being written: deleted when dropped unless disarmed.
     pub(super) async fn adopt(
         service: &MediaService,
         store: &BlobStore,
         key: BlobKey,
     ) -> Result<Self, RepoError> {
-        let announced = service
-            .inner
-            .meta
-            .housekeeping
-            .writing(store.id(), &key)
-            .await?;
-        service
-            .in_flight()
-            .insert((store.id().clone(), key.clone()));
+        let ticket = service.writing(store.id(), &key).await?;
         Ok(Self {
-            service: service.clone(),
             store: store.clone(),
             key,
-            armed: true,
-            announced: Some(announced),
+            ticket: Some(ticket),
         })
     }
 
+    /// Keeps the blob; the write mark goes now.
     pub(super) fn disarm(mut self) {
-        self.armed = false;
+        drop(self.ticket.take());
     }
 }
 
 impl Drop for BlobGuard {
     fn drop(&mut self) {
-        let entry = (self.store.id().clone(), self.key.clone());
-        if !self.armed {
-            self.service.in_flight().remove(&entry);
+        let Some(ticket) = self.ticket.take() else {
             return;
-        }
-        let service = self.service.clone();
+        };
         let store = self.store.clone();
         let key = self.key.clone();
-        let announced = self.announced.take();
         let cleanup = async move {
             if let Err(error) = store.delete(&key).await {
                 // The orphan sweep removes it later; losing this race is harmless.
                 tracing::warn!(key = key.as_str(), %error, "could not remove unused blob");
             }
-            service.in_flight().remove(&entry);
-            drop(announced);
+            // Marked as being written until it is gone.
+            drop(ticket);
         };
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             drop(runtime.spawn(cleanup));
