@@ -37,11 +37,7 @@ impl MemoryTier {
 
     /// The blob's bytes, or `range` of them, if they are here.
     pub fn get(&self, digest: &Sha256Digest, range: Option<Range<u64>>) -> Option<Bytes> {
-        let bytes = self.blobs.get(digest)?;
-        Some(match range {
-            None => bytes,
-            Some(r) => bytes.slice(usize::try_from(r.start).ok()?..usize::try_from(r.end).ok()?),
-        })
+        Some(slice(self.blobs.get(digest)?, range))
     }
 
     /// Offers a blob read whole; kept if it is small and popular enough.
@@ -56,6 +52,20 @@ impl MemoryTier {
         self.blobs.run_pending_tasks();
         self.blobs.weighted_size()
     }
+}
+
+/// `range` of `bytes` (all of them without one), cut at their end.
+pub fn slice(bytes: Bytes, range: Option<Range<u64>>) -> Bytes {
+    let Some(range) = range else {
+        return bytes;
+    };
+    let at = |offset: u64| {
+        usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len())
+    };
+    let (start, end) = (at(range.start), at(range.end));
+    bytes.slice(start.min(end)..end)
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use crate::{
 
 mod memory;
 
-pub use memory::MemoryTier;
+pub use memory::{MemoryTier, slice};
 
 /// Chunks queued for the writer of one fill; past this the fill is dropped
 /// rather than slowing the client it tees from.

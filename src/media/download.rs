@@ -239,9 +239,9 @@ impl MediaService {
         digest: &Sha256Digest,
         range: Option<Range<u64>>,
     ) -> Result<ByteStream, MediaError> {
-        let bytes = if let Some(bytes) = memory.get(digest, None) {
+        let bytes = if let Some(part) = memory.get(digest, range.clone()) {
             self.inner.metrics.memory_hit();
-            bytes
+            part
         } else {
             let store = self.inner.stores.get(&blob.datastore)?;
             let bytes = if let Some(bytes) = store.read_small(&blob.key, blob.size).await? {
@@ -257,18 +257,7 @@ impl MediaService {
                 .into());
             }
             memory.offer(*digest, bytes.clone());
-            bytes
-        };
-        let bytes = match range {
-            None => bytes,
-            Some(r) => bytes.slice(
-                usize::try_from(r.start)
-                    .unwrap_or(usize::MAX)
-                    .min(bytes.len())
-                    ..usize::try_from(r.end)
-                        .unwrap_or(usize::MAX)
-                        .min(bytes.len()),
-            ),
+            crate::cache::slice(bytes, range)
         };
         Ok(futures::stream::once(std::future::ready(Ok(bytes))).boxed())
     }
