@@ -7,13 +7,12 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use futures::TryStreamExt;
 use object_store::{
-    Attribute, GetOptions, GetResultPayload,
+    Attribute, GetOptions,
     signer::{Method, Signer},
 };
 
-use super::{BlobStore, ByteStream, Presigned, StorageError, idle_capped};
+use super::{BlobStore, ByteStream, Presigned, StorageError};
 use crate::ids::BlobKey;
 
 /// How a datastore signs upload URLs.
@@ -78,28 +77,13 @@ impl BlobStore {
 
     /// Opens an uploaded object with its size and type.
     pub async fn open_uploaded(&self, key: &BlobKey) -> Result<Uploaded, StorageError> {
-        let result = self
-            .reader
-            .get_opts(&self.path(key), GetOptions::default())
-            .await
-            .map_err(StorageError::from);
-        self.record("get", &result);
-        let result = result?;
+        let result = self.get(key, GetOptions::default()).await?;
         let size = result.meta.size;
         let content_type = result
             .attributes
             .get(&Attribute::ContentType)
             .map(|v| v.to_string());
-        let body = match result.payload {
-            GetResultPayload::File(file, _) => super::file_stream(file, 0..size),
-            GetResultPayload::Stream(stream) => {
-                let stream = Box::pin(stream.map_err(std::io::Error::other));
-                match self.read_idle {
-                    Some(idle) => idle_capped(stream, idle),
-                    None => stream,
-                }
-            }
-        };
+        let body = self.body_of(result);
         Ok(Uploaded {
             size,
             content_type,

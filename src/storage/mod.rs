@@ -14,8 +14,8 @@ use std::{collections::HashMap, ops::Range, sync::Arc, time::SystemTime};
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt, stream::BoxStream};
 use object_store::{
-    Attributes, GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt as _,
-    PutMultipartOptions, PutOptions, PutPayload, WriteMultipart, path::Path,
+    Attributes, GetOptions, GetRange, GetResult, GetResultPayload, ObjectStore,
+    ObjectStoreExt as _, PutMultipartOptions, PutOptions, PutPayload, WriteMultipart, path::Path,
 };
 
 pub use build::build_datastores;
@@ -386,22 +386,32 @@ impl BlobStore {
             range: range.map(GetRange::Bounded),
             ..GetOptions::default()
         };
+        let result = self.get(key, options).await?;
+        Ok(self.body_of(result))
+    }
+
+    /// A read through the reader, counted.
+    async fn get(&self, key: &BlobKey, options: GetOptions) -> Result<GetResult, StorageError> {
         let result = self
             .reader
             .get_opts(&self.path(key), options)
             .await
             .map_err(StorageError::from);
         self.record("get", &result);
-        let result = result?;
-        let range = result.range.clone();
+        result
+    }
+
+    /// A read's bytes as a stream: local files in `LOCAL_READ_CHUNK` reads,
+    /// remote bodies with each wait capped at `read_idle`.
+    fn body_of(&self, result: GetResult) -> ByteStream {
         match result.payload {
-            GetResultPayload::File(file, _) => Ok(file_stream(file, range)),
+            GetResultPayload::File(file, _) => file_stream(file, result.range),
             GetResultPayload::Stream(stream) => {
                 let stream = stream.map_err(std::io::Error::other).boxed();
-                Ok(match self.read_idle {
+                match self.read_idle {
                     Some(idle) => idle_capped(stream, idle),
                     None => stream,
-                })
+                }
             }
         }
     }
