@@ -197,28 +197,36 @@ def start_postgres(work):
     return proc, port
 
 
-def start_nginx(work, upstreams):
-    """nginx in front of `upstreams` (one worker, as in the nginx rows)."""
-    d = os.path.join(work, "nginx")
+def run_nginx(d, http, top=""):
+    """nginx under `d` with one worker and no access log: `top` before its
+    events block, `http` inside its http block. Returns the process."""
     for sub in ("tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
         os.makedirs(os.path.join(d, sub), exist_ok=True)
-    port = free_port()
-    servers = "".join(f"    server 127.0.0.1:{p};\n" for p in upstreams)
     conf = (
-        f"worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n"
+        f"{top}worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n"
         f"events {{ worker_connections 1024; }}\nhttp {{\n"
         f"  client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n"
         f"  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n"
-        f"  access_log off;\n  upstream mxmedia {{\n{servers}    keepalive 64;\n  }}\n"
-        f"  server {{\n    listen 127.0.0.1:{port};\n    client_max_body_size 200m;\n"
-        f"    location / {{\n      proxy_pass http://mxmedia;\n      proxy_http_version 1.1;\n"
-        f"      proxy_set_header Connection \"\";\n      proxy_request_buffering off;\n      proxy_buffering off;\n    }}\n  }}\n}}\n"
+        f"  access_log off;\n{http}}}\n"
     )
     path = os.path.join(d, "nginx.conf")
     open(path, "w").write(conf)
     nginx = next(p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx") if os.path.exists(p))
     log = open(os.path.join(d, "stdout.log"), "w")
-    proc = subprocess.Popen([nginx, "-p", d, "-c", path, "-g", "daemon off;"], stdout=log, stderr=log)
+    return subprocess.Popen([nginx, "-p", d, "-c", path, "-g", "daemon off;"], stdout=log, stderr=log)
+
+
+def start_nginx(work, upstreams):
+    """nginx in front of `upstreams` (one worker, as in the nginx rows)."""
+    port = free_port()
+    servers = "".join(f"    server 127.0.0.1:{p};\n" for p in upstreams)
+    proc = run_nginx(
+        os.path.join(work, "nginx"),
+        f"  upstream mxmedia {{\n{servers}    keepalive 64;\n  }}\n"
+        f"  server {{\n    listen 127.0.0.1:{port};\n    client_max_body_size 200m;\n"
+        f"    location / {{\n      proxy_pass http://mxmedia;\n      proxy_http_version 1.1;\n"
+        f"      proxy_set_header Connection \"\";\n      proxy_request_buffering off;\n      proxy_buffering off;\n    }}\n  }}\n",
+    )
     return proc, port
 
 
@@ -389,8 +397,6 @@ def start_static(work):
     d = os.path.join(work, "static")
     root = os.path.join(d, "root")
     os.makedirs(os.path.join(root, "many"))
-    for sub in ("tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
-        os.makedirs(os.path.join(d, sub), exist_ok=True)
     open(os.path.join(root, "one.bin"), "wb").write(os.urandom(64 * 1024))
     for i in range(1000):
         open(os.path.join(root, "many", f"{i}.bin"), "wb").write(os.urandom(4096))
@@ -398,21 +404,14 @@ def start_static(work):
         for _ in range(100):
             f.write(os.urandom(1024 * 1024))
     port = free_port()
-    conf = (
-        # One process that serves (no master, so its CPU is the pid's, and it
-        # reads the files as the user who started it).
-        f"master_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n"
-        f"events {{ worker_connections 1024; }}\nhttp {{\n"
-        f"  client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n"
-        f"  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n"
-        f"  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  default_type application/octet-stream;\n"
-        f"  server {{\n    listen 127.0.0.1:{port};\n    root {root};\n  }}\n}}\n"
+    # One process that serves (no master, so its CPU is the pid's, and it
+    # reads the files as the user who started it).
+    proc = run_nginx(
+        d,
+        f"  sendfile on;\n  tcp_nopush on;\n  default_type application/octet-stream;\n"
+        f"  server {{\n    listen 127.0.0.1:{port};\n    root {root};\n  }}\n",
+        top="master_process off;\n",
     )
-    path = os.path.join(d, "nginx.conf")
-    open(path, "w").write(conf)
-    nginx = next(p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx") if os.path.exists(p))
-    log = open(os.path.join(d, "stdout.log"), "w")
-    proc = subprocess.Popen([nginx, "-p", d, "-c", path, "-g", "daemon off;"], stdout=log, stderr=log)
     wait_up(port, "/one.bin", proc, "nginx")
     return proc, port
 
