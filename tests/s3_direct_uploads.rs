@@ -11,7 +11,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
 
 const UPLOAD_URL: &str = "com.beeper.msc3870.upload_url";
 
@@ -24,15 +23,7 @@ fn direct(c: &mut mxmedia::config::Config) {
 
 /// `/create` as `token`: `(server, id, upload URL)`.
 async fn create(t: &TestServer, token: &str) -> (String, String, Option<String>) {
-    let resp = t
-        .http
-        .post(t.url("/_matrix/media/v1/create"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let json: Value = resp.json().await.unwrap();
+    let json = t.create_json(token).await;
     let (server, id) = split_mxc(json["content_uri"].as_str().unwrap());
     (server, id, json[UPLOAD_URL].as_str().map(str::to_owned))
 }

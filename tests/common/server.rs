@@ -212,6 +212,12 @@ impl TestServer {
     /// `POST /create` (an async upload's id) as `token`; `(server_name,
     /// media_id)`.
     pub async fn create_ok(&self, token: &str) -> (String, String) {
+        let json = self.create_json(token).await;
+        split_mxc(json["content_uri"].as_str().unwrap())
+    }
+
+    /// `POST /create` as `token`; its whole (successful) answer.
+    pub async fn create_json(&self, token: &str) -> Value {
         let resp = self
             .http
             .post(self.url("/_matrix/media/v1/create"))
@@ -225,8 +231,7 @@ impl TestServer {
             "create failed: {}",
             resp.text().await.unwrap()
         );
-        let json: Value = resp.json().await.unwrap();
-        split_mxc(json["content_uri"].as_str().unwrap())
+        resp.json().await.unwrap()
     }
 
     /// GET with an optional bearer token.
