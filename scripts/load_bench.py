@@ -261,7 +261,7 @@ LAST_CPU = {}
 
 def wrk(port, token, script, seconds, connections, work, name, pid=None):
     path = os.path.join(work, f"{name}-{port}.lua")
-    open(path, "w").write(script.replace("@TOKEN@", token))
+    open(path, "w").write(script.replace("@TOKEN@", token).replace("@NONCE@", os.urandom(4).hex()))
     import resource
 
     server_before = cpu_seconds(pid) if pid else 0.0
@@ -284,11 +284,18 @@ def wrk(port, token, script, seconds, connections, work, name, pid=None):
 
 
 UPLOAD_LUA = """
-local base = string.rep("m", 65536 - 16)
+-- Every body is distinct, across wrk's threads and across runs (@NONCE@),
+-- as real uploads are: nothing is deduplicated against an earlier upload.
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+local base = string.rep("m", 65536 - 32)
 local n = 0
 request = function()
   n = n + 1
-  local body = string.format("%016d", n) .. base
+  local body = string.format("%8s%08d%016d", "@NONCE@", tid, n) .. base
   return wrk.format("POST", "/_matrix/media/v3/upload",
     {["Authorization"] = "Bearer @TOKEN@", ["Content-Type"] = "application/octet-stream"}, body)
 end
