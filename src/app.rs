@@ -65,6 +65,9 @@ pub enum AppError {
     Previews(#[from] crate::preview::PreviewSetupError),
     #[error("database: type postgres needs url or url_file")]
     NoDatabaseUrl,
+    /// An operation that does not apply to this deployment, and why.
+    #[error("{0}")]
+    Refused(String),
     #[error("listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -88,7 +91,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, AppError> {
 type ClosedProbe = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// The metadata adapter `config` names, behind the core's ports.
-async fn open_metadata(config: &Config) -> Result<(Metadata, ClosedProbe), AppError> {
+pub(crate) async fn open_metadata(config: &Config) -> Result<(Metadata, ClosedProbe), AppError> {
     match &config.database {
         DatabaseConfig::Sled { cache_capacity, .. } => {
             let repo = SledRepo::open(&config.sled_path(), cache_capacity.as_u64())?;

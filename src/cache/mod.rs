@@ -141,6 +141,11 @@ impl HotCache {
         self.inner.index.run_pending_tasks();
     }
 
+    /// The bound on the bytes the cache holds.
+    pub fn max_size(&self) -> u64 {
+        self.inner.index.policy().max_capacity().unwrap_or(0) * 1024
+    }
+
     pub fn max_file_size(&self) -> u64 {
         self.inner.max_file_size
     }

@@ -4,6 +4,8 @@
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
+use super::output::Output;
+
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mxmedia::{
@@ -19,8 +21,6 @@ use serde_json::{Value, json};
 
 #[derive(Args)]
 pub struct Common {
-    #[arg(long, short, env = "MXMEDIA_CONFIG", default_value = "config.yaml")]
-    config: PathBuf,
     /// Who is acting, as the audit log and quarantine records name them
     /// (default `@mxmedia:<server_name>`).
     #[arg(long = "as", value_name = "USER_ID")]
@@ -288,8 +288,8 @@ fn absolute(path: &std::path::Path) -> Result<PathBuf, String> {
     std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn spinner() -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
+fn spinner(out: Output) -> ProgressBar {
+    let bar = out.spinner();
     if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]") {
         bar.set_style(style);
     }
@@ -318,7 +318,7 @@ fn show_progress(bar: &ProgressBar, progress: &Value) {
     }
 }
 
-pub async fn run(cli: MediaCli) -> ExitCode {
+pub async fn run(cli: MediaCli, config: Result<Config, ExitCode>, out: Output) -> ExitCode {
     let (common, command) = match command_of(cli) {
         Ok(parts) => parts,
         Err(error) => {
@@ -326,42 +326,19 @@ pub async fn run(cli: MediaCli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match Config::load(&common.config) {
+    let config = match config {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("{}: {error}", common.config.display());
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let actor = common
         .actor
         .unwrap_or_else(|| format!("@mxmedia:{}", config.server_name));
-    let bar = spinner();
+    let bar = spinner(out);
     let outcome = ask_or_run(&config, &command, &actor, &bar).await;
     bar.finish_and_clear();
     match outcome {
         Ok(result) => {
-            let verb = if result["dry_run"] == true {
-                "would delete"
-            } else {
-                "deleted"
-            };
-            if let Some(media) = result.get("media") {
-                println!("{verb} {media} media, {} bytes", result["bytes"]);
-            }
-            let retention = result.get("thumbnails").is_some();
-            for kind in ["local", "remote", "thumbnails"] {
-                if let Some(freed) = result.get(kind).filter(|_| retention) {
-                    println!(
-                        "retention {verb} {} {kind}, {} bytes",
-                        freed["items"], freed["bytes"]
-                    );
-                }
-            }
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&result).unwrap_or_default()
-            );
+            out.result(&result, || summary(&result));
             ExitCode::SUCCESS
         }
         Err(error) => {
@@ -369,6 +346,30 @@ pub async fn run(cli: MediaCli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The counts of a deletion or retention run, then the whole result.
+fn summary(result: &Value) -> String {
+    let verb = if result["dry_run"] == true {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    let mut lines = Vec::new();
+    if let Some(media) = result.get("media") {
+        lines.push(format!("{verb} {media} media, {} bytes", result["bytes"]));
+    }
+    let retention = result.get("thumbnails").is_some();
+    for kind in ["local", "remote", "thumbnails"] {
+        if let Some(freed) = result.get(kind).filter(|_| retention) {
+            lines.push(format!(
+                "retention {verb} {} {kind}, {} bytes",
+                freed["items"], freed["bytes"]
+            ));
+        }
+    }
+    lines.push(serde_json::to_string_pretty(result).unwrap_or_default());
+    lines.join("\n")
 }
 
 /// Through the running server's control socket, or here when none runs.

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Media not served for a lifetime is deleted, bytes and all.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {
     /// Local media not served for this long is deleted. Off when unset.
@@ -59,7 +59,7 @@ impl RetentionConfig {
 }
 
 /// Upload limits of one class of users; an absent limit is no limit.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Total bytes of a user's local media.
@@ -80,7 +80,7 @@ impl Limits {
 }
 
 /// What a user may upload within `period` before now.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Window {
     #[serde(with = "humantime_serde")]
@@ -92,7 +92,7 @@ pub struct Window {
 }
 
 /// Users matched by id pattern, with their own limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserClass {
     /// Shown in metrics and logs.
@@ -110,7 +110,7 @@ pub struct UserClass {
 
 /// Per-user upload quotas, by class; the first class whose pattern matches
 /// applies, else `default`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QuotaConfig {
     pub default: Limits,
@@ -118,7 +118,7 @@ pub struct QuotaConfig {
 }
 
 /// A token bucket: `burst` requests at once, refilled at `per_second`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Rate {
     pub per_second: f64,
@@ -127,7 +127,7 @@ pub struct Rate {
 
 /// Request rates per user and per client address (through
 /// `trusted_proxies`); a family without a rate is not limited.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
     pub uploads: Option<Rate>,

@@ -12,7 +12,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use bytesize::ByteSize;
 use ruma::OwnedServerName;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::thumbnail::{Method, Spec};
@@ -27,7 +27,7 @@ pub use storage::{
 };
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The homeserver's name, used in every `mxc://` URI we hand out. Required.
@@ -98,7 +98,7 @@ pub struct Config {
 }
 
 /// Thumbnail sizes and the budgets that keep generation safe.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ThumbnailConfig {
     /// The sizes thumbnails are made at; every request snaps to one of them.
@@ -160,7 +160,7 @@ impl Default for ThumbnailConfig {
 
 /// Local disk cache of hot blobs from object-store datastores (never used
 /// for local datastores, which are already on disk).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     /// Default true.
@@ -189,7 +189,7 @@ impl Default for CacheConfig {
 
 /// The memory tier: small, popular blobs (avatars, thumbnails) served
 /// without touching a file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryCacheConfig {
     /// Most bytes kept in memory; 0 turns the tier off. Default 64MiB.
@@ -220,7 +220,7 @@ fn default_datastores() -> Vec<DatastoreConfig> {
 }
 
 /// Token checks against the homeserver.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HomeserverConfig {
     /// Base URL of the homeserver's client API, e.g. `http://127.0.0.1:8008`.
@@ -276,7 +276,7 @@ pub(crate) fn default_true() -> bool {
 }
 
 /// Metadata database.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DatabaseConfig {
     /// Embedded sled database.
@@ -320,7 +320,7 @@ impl Default for DatabaseConfig {
 }
 
 /// Upload, download and async-upload rules.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MediaConfig {
     /// Largest accepted upload; advertised as `m.upload.size`. Default 100MiB.
@@ -376,7 +376,7 @@ impl Default for MediaConfig {
 
 /// Federation: inbound media requests are checked against the origin's
 /// published keys; outbound fetches are signed with our homeserver's key.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FederationConfig {
     /// The homeserver's signing key, in Synapse's format (`ed25519 <id>
@@ -452,7 +452,7 @@ impl Default for FederationConfig {
 }
 
 /// What one client can hold of the public listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConnectionsConfig {
     /// Connections open at once; past it new ones wait in the kernel's
@@ -482,7 +482,7 @@ impl Default for ConnectionsConfig {
 }
 
 /// The Prometheus endpoint (`GET /metrics`), kept off the public listener.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Address of the metrics listener; metrics are off when unset.
@@ -493,7 +493,7 @@ pub struct MetricsConfig {
 /// Server admins for the admin media API. The homeserver's admins are
 /// admins here too (asked through its admin API with the requester's own
 /// token); this list adds users it does not name.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// Matrix user ids, e.g. `@moderator:example.org`. Default none.
@@ -501,7 +501,7 @@ pub struct AdminConfig {
 }
 
 /// Log output.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `tracing` filter directives, e.g. `info` or `mxmedia=debug,info`. Default `info`.
@@ -519,7 +519,7 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     Text,

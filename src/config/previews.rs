@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// URL previews: what may be fetched, and what one preview may spend.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UrlPreviewConfig {
     /// Serve `/preview_url`. Default false (404 `M_UNRECOGNIZED`, as
@@ -81,7 +81,7 @@ impl Default for UrlPreviewConfig {
 /// oEmbed: for URLs of a listed provider the provider's endpoint is asked
 /// (through the same guard and patterns); pages elsewhere that link an
 /// oEmbed endpoint are followed when `discovery` is on.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OEmbedConfig {
     /// Default: `YouTube`, Twitter/X, Vimeo, `SoundCloud`, Flickr.
@@ -93,7 +93,7 @@ pub struct OEmbedConfig {
 
 /// One oEmbed provider: URL patterns (`*` matches anything) and its
 /// endpoint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OEmbedProvider {
     pub name: String,

@@ -6,13 +6,13 @@
 use std::{collections::HashSet, path::PathBuf, time::Duration};
 
 use bytesize::ByteSize;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::secret::Secret;
 
 /// What a datastore may be given to store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DatastoreKind {
     LocalMedia,
@@ -21,7 +21,7 @@ pub enum DatastoreKind {
 }
 
 /// One datastore, chosen by `type`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum DatastoreConfig {
     /// A directory on local disk.
@@ -61,7 +61,7 @@ impl DatastoreConfig {
 }
 
 /// S3-compatible services with known defaults.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum S3Provider {
     Aws,
@@ -76,7 +76,7 @@ pub enum S3Provider {
 }
 
 /// Server-side encryption.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SseConfig {
     /// SSE-KMS with the given key (AWS).
@@ -93,7 +93,7 @@ pub enum SseConfig {
 }
 
 /// Presigned redirects for downloads (spec MSC3860).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedirectConfig {
     /// Answer downloads with a 307 to a presigned URL. Default false.
@@ -119,7 +119,7 @@ impl Default for RedirectConfig {
 
 /// Direct uploads (MSC3870): `/create` answers a presigned PUT URL on
 /// this bucket for local media; the client uploads there, then completes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DirectUploadConfig {
     pub enabled: bool,
@@ -138,7 +138,7 @@ impl Default for DirectUploadConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3DatastoreConfig {
     /// Name recorded with every blob stored here. Required.
@@ -316,7 +316,7 @@ pub enum EndpointError {
     BucketHost(#[source] url::ParseError),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LocalDatastoreConfig {
     /// Name recorded with every blob stored here; never change it once used. Default `local`.

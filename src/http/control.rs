@@ -22,6 +22,8 @@ pub fn control_router(state: AppState) -> Router {
         .route("/control/storage/sync", post(storage_sync))
         .route("/control/storage/fsck", post(storage_fsck))
         .route("/control/media", post(media_command))
+        .route("/control/db/backup", post(db_backup))
+        .route("/control/stats", post(stats))
         .with_state(state)
 }
 
@@ -91,10 +93,29 @@ struct MediaRequest {
     actor: String,
 }
 
+/// Compares metadata with the datastores, with progress after every batch;
+/// stops when the client goes away.
 async fn storage_fsck(State(state): State<AppState>, Json(request): Json<FsckRequest>) -> Response {
-    let value = match state.media.fsck(&request).await {
-        Ok(report) => json!({ "done": report }),
-        Err(error) => json!({ "error": error.to_string() }),
-    };
-    Body::from(line(&value)).into_response()
+    streamed(|mut progress| async move {
+        state
+            .media
+            .fsck_with_progress(&request, move |p| progress(json!(p.progress())))
+            .await
+    })
+}
+
+/// What the CLI sends to `/control/db/backup`.
+#[derive(serde::Deserialize)]
+struct BackupRequest {
+    out: std::path::PathBuf,
+}
+
+/// Writes a point-in-time copy of the metadata to the file the CLI named.
+async fn db_backup(State(state): State<AppState>, Json(request): Json<BackupRequest>) -> Response {
+    streamed(|_| async move { state.media.backup(&request.out).await })
+}
+
+/// Counts of what is stored, and this server's cache hit rate.
+async fn stats(State(state): State<AppState>) -> Response {
+    streamed(|_| async move { state.media.stats().await })
 }

@@ -21,6 +21,23 @@ use crate::{
 
 const PAGE: usize = 500;
 
+impl super::MediaService {
+    /// A point-in-time copy of the metadata, written to the file `out`
+    /// (absolute: it is the server that writes it) while uploads go on.
+    pub async fn backup(
+        &self,
+        out: &std::path::Path,
+    ) -> Result<super::records::BackupReport, MediaError> {
+        if !out.is_absolute() {
+            return Err(MediaError::Invalid(format!(
+                "the backup path must be absolute: {}",
+                out.display()
+            )));
+        }
+        Ok(self.inner.meta.transfer.backup(out).await?)
+    }
+}
+
 /// What a copy did.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct CopyReport {

@@ -26,7 +26,16 @@ pub struct FsckRequest {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FsckReport {
+    /// Blob records when the run started (for progress).
+    #[serde(default)]
+    pub total: u64,
+    /// Objects listed in the datastores so far.
+    #[serde(default)]
+    pub objects_listed: u64,
     pub records_checked: u64,
+    /// Bytes of the records checked so far.
+    #[serde(default)]
+    pub bytes_checked: u64,
     /// `datastore:key` of objects no record points at.
     pub orphans: Vec<String>,
     pub orphans_deleted: u64,
@@ -35,19 +44,66 @@ pub struct FsckReport {
     pub restored_from_cache: u64,
 }
 
+/// The counters of an fsck so far, without its growing lists.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FsckProgress {
+    pub total: u64,
+    pub objects_listed: u64,
+    pub records_checked: u64,
+    pub bytes_checked: u64,
+    pub orphans: u64,
+    pub missing: u64,
+}
+
+impl FsckReport {
+    pub fn progress(&self) -> FsckProgress {
+        FsckProgress {
+            total: self.total,
+            objects_listed: self.objects_listed,
+            records_checked: self.records_checked,
+            bytes_checked: self.bytes_checked,
+            orphans: self.orphans.len() as u64,
+            missing: self.missing.len() as u64,
+        }
+    }
+}
+
 impl MediaService {
     /// Checks metadata against the datastores; with `repair`, fixes what is
     /// safe to fix.
     pub async fn fsck(&self, request: &FsckRequest) -> Result<FsckReport, MediaError> {
-        let mut report = FsckReport::default();
-        self.fsck_orphans(request.repair, &mut report).await?;
-        self.fsck_records(request.repair, &mut report).await?;
+        self.fsck_with_progress(request, |_| true).await
+    }
+
+    /// [`Self::fsck`], telling `progress` the report so far after every
+    /// batch; stops early (with the report so far) when it answers false.
+    pub async fn fsck_with_progress(
+        &self,
+        request: &FsckRequest,
+        mut progress: impl FnMut(&FsckReport) -> bool,
+    ) -> Result<FsckReport, MediaError> {
+        let mut report = FsckReport {
+            total: self.inner.meta.housekeeping.counts().await?.blobs,
+            ..FsckReport::default()
+        };
+        if self
+            .fsck_orphans(request.repair, &mut report, &mut progress)
+            .await?
+        {
+            self.fsck_records(request.repair, &mut report, &mut progress)
+                .await?;
+        }
         Ok(report)
     }
 
     /// Objects no record points at; deleted (when repairing) only if owned
     /// and older than the grace period.
-    async fn fsck_orphans(&self, repair: bool, report: &mut FsckReport) -> Result<(), MediaError> {
+    async fn fsck_orphans(
+        &self,
+        repair: bool,
+        report: &mut FsckReport,
+        progress: &mut impl FnMut(&FsckReport) -> bool,
+    ) -> Result<bool, MediaError> {
         let cutoff = SystemTime::now()
             .checked_sub(self.config().orphan_grace)
             .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -59,7 +115,12 @@ impl MediaService {
                 None
             };
             let mut scan = self.orphan_scan(store);
+            let before = report.objects_listed;
             while let Some(orphans) = scan.next_batch().await? {
+                report.objects_listed = before + scan.listed();
+                if !progress(report) {
+                    return Ok(false);
+                }
                 for orphan in orphans {
                     report
                         .orphans
@@ -74,12 +135,17 @@ impl MediaService {
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Records whose object is gone; restored (when repairing) from the hot
     /// cache when it holds a copy whose digest checks out.
-    async fn fsck_records(&self, repair: bool, report: &mut FsckReport) -> Result<(), MediaError> {
+    async fn fsck_records(
+        &self,
+        repair: bool,
+        report: &mut FsckReport,
+        progress: &mut impl FnMut(&FsckReport) -> bool,
+    ) -> Result<(), MediaError> {
         let mut after: Option<Sha256Digest> = None;
         loop {
             let batch = self
@@ -90,8 +156,12 @@ impl MediaService {
                 .await?;
             let Some((last, _)) = batch.last() else { break };
             after = Some(*last);
+            if !progress(report) {
+                break;
+            }
             for (digest, record) in batch {
                 report.records_checked += 1;
+                report.bytes_checked += record.size;
                 let store = self.inner.stores.get(&record.datastore)?;
                 match store.head(&record.key).await {
                     Ok(_) => continue,

@@ -35,18 +35,27 @@ pub(super) struct OrphanScan {
     service: MediaService,
     store: DatastoreId,
     listed: BoxStream<'static, Result<Vec<ListedBlob>, StorageError>>,
+    /// Objects listed so far.
+    count: u64,
 }
 
 impl OrphanScan {
+    /// How many objects the listing has yielded so far.
+    pub(super) fn listed(&self) -> u64 {
+        self.count
+    }
+
     /// The next orphans found (possibly none), or `None` at the end.
     pub(super) async fn next_batch(&mut self) -> Result<Option<Vec<ListedBlob>>, MediaError> {
         let Some(batch) = self.listed.next().await else {
             return Ok(None);
         };
+        let batch = batch?;
+        self.count += batch.len() as u64;
         // In-flight first, then known: an upload leaves the in-flight set
         // only after its commit, so a key that is in neither at these two
         // moments is a true orphan.
-        let batch: Vec<ListedBlob> = batch?
+        let batch: Vec<ListedBlob> = batch
             .into_iter()
             .filter(|b| !self.service.is_in_flight(&self.store, &b.key))
             .collect();
@@ -76,6 +85,7 @@ impl MediaService {
             service: self.clone(),
             store: store.id().clone(),
             listed: store.list().try_chunks(BATCH).map_err(|e| e.1).boxed(),
+            count: 0,
         }
     }
 

@@ -16,9 +16,9 @@ pub use super::catalog::{
     QuarantinedContent, Usage,
 };
 pub use super::records::{
-    BlobRecord, ClaimRecord, Commit, CommitMode, CommitThumb, Counts, DatabaseIdentity, Deletion,
-    Lookup, MediaRecord, NewBlob, Origin, PendingRecord, Quota, QuotaWindow, Reserve, StoredThumb,
-    ThumbRecord, ThumbSize, Unlinked, UserUsage,
+    BackupReport, BlobRecord, ClaimRecord, Commit, CommitMode, CommitThumb, Counts,
+    DatabaseIdentity, Deletion, Lookup, MediaRecord, NewBlob, Origin, PendingRecord, Quota,
+    QuotaWindow, Reserve, StoredThumb, ThumbRecord, ThumbSize, Unlinked, UserUsage,
 };
 use crate::{
     auth::Credentials,
@@ -331,6 +331,10 @@ pub trait Transfer: Send + Sync {
     async fn adopt_identity(&self, identity: &DatabaseIdentity) -> Result<bool, RepoError>;
     /// Records an object still to be removed from its datastore.
     async fn put_unlinked(&self, object: &Unlinked) -> Result<(), RepoError>;
+    /// Writes a point-in-time copy of the whole database to the file `out`
+    /// (which must not exist), while the server runs. Engines with their
+    /// own backup tools say so instead.
+    async fn backup(&self, out: &std::path::Path) -> Result<BackupReport, RepoError>;
 }
 
 /// The metadata store, one handle per role. An adapter usually implements

@@ -265,6 +265,27 @@ pub struct ClaimRecord {
     pub since: UnixMillis,
 }
 
+/// What a backup of the metadata wrote (`mxmedia db backup`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupReport {
+    pub trees: u64,
+    pub entries: u64,
+    pub bytes: u64,
+    /// How long writes waited while the copy was taken.
+    pub writes_paused_ms: u64,
+}
+
+/// What a restore wrote (`mxmedia db restore`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreReport {
+    pub entries: u64,
+    pub media: u64,
+    pub blobs: u64,
+    /// Datastores whose objects written before the restore the sweeps now
+    /// leave alone (uploads made after the backup have no record here).
+    pub datastores_held: u64,
+}
+
 /// Record counts, for readiness checks, metrics and tests.
 #[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
 pub struct Counts {

@@ -1,8 +1,9 @@
 //! The operator's side: the control-socket client the CLI uses to ask a
 //! running server to move or check storage (the work itself is
 //! `MediaService::sync` and `MediaService::fsck`), and the moderation
-//! commands both sides run.
+//! commands both sides run; backups of the metadata.
 
+pub mod backup;
 pub mod control;
 pub mod media;
 pub mod mmr;

@@ -8,8 +8,8 @@ use super::{PgRepo, digest, int, row_key, uint};
 use crate::{
     ids::{DatastoreId, MediaKey, Sha256Digest, UnixMillis},
     media::ports::{
-        ClaimRecord, DatabaseIdentity, PendingRecord, QuarantinedContent, RepoError, Reserved,
-        Transfer, Unlinked,
+        BackupReport, ClaimRecord, DatabaseIdentity, PendingRecord, QuarantinedContent, RepoError,
+        Reserved, Transfer, Unlinked,
     },
 };
 
@@ -162,5 +162,13 @@ impl Transfer for PgRepo {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// PostgreSQL's own tools take consistent copies of a live database.
+    async fn backup(&self, _out: &std::path::Path) -> Result<BackupReport, RepoError> {
+        Err(RepoError::backend(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "the metadata is in PostgreSQL: back it up with pg_dump --format=custom (docs/backup.md)",
+        )))
     }
 }

@@ -2,12 +2,16 @@
 //! metadata ports. Engine calls run on the blocking pool; commits that must
 //! be durable share one flush with concurrent commits (group commit).
 
+mod backup;
 mod codec;
 mod flush;
 mod keys;
 mod trees;
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{Arc, PoisonError, RwLock},
+};
 
 use async_trait::async_trait;
 
@@ -15,11 +19,11 @@ use self::{flush::GroupFlush, trees::Trees};
 use crate::{
     ids::{BlobKey, DatastoreId, MediaKey, Sha256Digest, UnixMillis},
     media::ports::{
-        Accesses, BlobIndex, BlobRecord, Catalog, ClaimRecord, Commit, CommitMode, CommitThumb,
-        Counts, DatabaseIdentity, Deletion, Housekeeping, Lookup, MediaPage, MediaPageQuery,
-        MediaRecord, MediaRecords, NewBlob, PendingRecord, QuarantineChange, QuarantineEvent,
-        QuarantinedContent, Quota, RepoError, Reserve, Reserved, StoredThumb, ThumbRecord,
-        ThumbSize, Transfer, Unlinked, Usage, UserUsage,
+        Accesses, BackupReport, BlobIndex, BlobRecord, Catalog, ClaimRecord, Commit, CommitMode,
+        CommitThumb, Counts, DatabaseIdentity, Deletion, Housekeeping, Lookup, MediaPage,
+        MediaPageQuery, MediaRecord, MediaRecords, NewBlob, PendingRecord, QuarantineChange,
+        QuarantineEvent, QuarantinedContent, Quota, RepoError, Reserve, Reserved, StoredThumb,
+        ThumbRecord, ThumbSize, Transfer, Unlinked, Usage, UserUsage,
     },
 };
 
@@ -28,6 +32,9 @@ use crate::{
 pub struct SledRepo {
     trees: Arc<Trees>,
     group: Arc<GroupFlush>,
+    /// Engine calls that may write hold it shared; a backup holds it alone,
+    /// so the copy it takes is of one moment.
+    gate: Arc<RwLock<()>>,
 }
 
 impl SledRepo {
@@ -37,7 +44,17 @@ impl SledRepo {
         Ok(Self {
             trees: Arc::new(Trees::open(dir, cache_bytes)?),
             group: Arc::default(),
+            gate: Arc::default(),
         })
+    }
+
+    /// Restores a backup made by [`Transfer::backup`] into `dir`, which
+    /// must hold no database; open it with [`Self::open`] afterwards.
+    pub fn restore(
+        backup: &Path,
+        dir: &Path,
+    ) -> Result<crate::media::records::RestoreReport, RepoError> {
+        backup::restore(backup, dir, Trees::LAYOUT)
     }
 
     /// Whether every handle has been dropped, so the database is closed
@@ -52,10 +69,13 @@ impl SledRepo {
         F: FnOnce(&Trees) -> Result<T, RepoError> + Send + 'static,
         T: Send + 'static,
     {
-        let trees = Arc::clone(&self.trees);
-        tokio::task::spawn_blocking(move || f(&trees))
-            .await
-            .map_err(RepoError::backend)?
+        let (trees, gate) = (Arc::clone(&self.trees), Arc::clone(&self.gate));
+        tokio::task::spawn_blocking(move || {
+            let _shared = gate.read().unwrap_or_else(PoisonError::into_inner);
+            f(&trees)
+        })
+        .await
+        .map_err(RepoError::backend)?
     }
 
     /// Runs a point read right here, on the caller's thread: a lookup of
@@ -76,8 +96,12 @@ impl SledRepo {
     {
         let trees = Arc::clone(&self.trees);
         let group = Arc::clone(&self.group);
+        let gate = Arc::clone(&self.gate);
         tokio::task::spawn_blocking(move || {
-            let out = f(&trees)?;
+            let out = {
+                let _shared = gate.read().unwrap_or_else(PoisonError::into_inner);
+                f(&trees)?
+            };
             if durable(&out) {
                 group.flush(|| trees.flush())?;
             }
@@ -416,6 +440,20 @@ impl Transfer for SledRepo {
         let object = object.clone();
         self.run_durably(move |t| t.put_unlinked(&object), |()| true)
             .await
+    }
+
+    async fn backup(&self, out: &Path) -> Result<BackupReport, RepoError> {
+        let (trees, gate, out) = (
+            Arc::clone(&self.trees),
+            Arc::clone(&self.gate),
+            out.to_owned(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let _alone = gate.write().unwrap_or_else(PoisonError::into_inner);
+            trees.backup(&out)
+        })
+        .await
+        .map_err(RepoError::backend)?
     }
 }
 

@@ -122,4 +122,12 @@ impl Trees {
         self.db.flush()?;
         Ok(())
     }
+
+    /// Every tree to the file `out`; the caller keeps writers out.
+    pub fn backup(
+        &self,
+        out: &std::path::Path,
+    ) -> Result<crate::media::records::BackupReport, RepoError> {
+        super::super::backup::write(&self.db, Self::LAYOUT, out)
+    }
 }

@@ -245,7 +245,7 @@ fn flatten<T>(result: Result<T, TransactionError<RepoError>>) -> Result<T, RepoE
 
 impl Trees {
     /// Bump when the on-disk layout changes; a migration reads the old directory.
-    const LAYOUT: &'static str = "v1";
+    pub(super) const LAYOUT: &'static str = "v1";
 
     /// Opens (or creates) the database. A lock still held by a previous
     /// instance that is shutting down is waited for, up to a few seconds.

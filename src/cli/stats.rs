@@ -1,0 +1,86 @@
+//! `mxmedia stats`: what is stored, by kind and by datastore, and how the
+//! hot cache does; the running server's numbers when one runs.
+
+use std::process::ExitCode;
+
+use bytesize::ByteSize;
+use mxmedia::{
+    config::Config,
+    media::{Stats, Tally},
+    ops::control::{self, ControlError},
+};
+
+use super::output::Output;
+
+pub async fn run(config: &Config, out: Output) -> ExitCode {
+    let asked = control::call::<Stats>(
+        &config.control_socket_path(),
+        "/control/stats",
+        &serde_json::json!({}),
+        |_| {},
+    )
+    .await;
+    let outcome = match asked {
+        Ok(stats) => Ok(stats),
+        Err(ControlError::NotRunning(_)) => match mxmedia::app::build_state(config).await {
+            Ok(built) => {
+                let counted = built.media.stats().await.map_err(|e| e.to_string());
+                let closed = built.media.close().await.map_err(|e| e.to_string());
+                counted.and_then(|s| closed.map(|()| s))
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    match outcome {
+        Ok(stats) => {
+            out.result(&stats, || text(&stats));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("mxmedia stats: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn line(name: &str, tally: Tally) -> String {
+    format!(
+        "{name:<24} {:>10} {:>12}",
+        tally.count,
+        ByteSize(tally.bytes).to_string()
+    )
+}
+
+fn text(stats: &Stats) -> String {
+    let mut lines = vec![
+        format!("{:<24} {:>10} {:>12}", "", "items", "bytes"),
+        line("local media", stats.local_media),
+        line("remote media (cached)", stats.remote_media),
+        line("thumbnails", stats.thumbnails),
+        format!(
+            "{:<24} {:>10}",
+            "async uploads pending", stats.pending_uploads
+        ),
+        String::new(),
+        format!("{:<24} {:>10} {:>12}", "datastore", "objects", "bytes"),
+    ];
+    for (id, tally) in &stats.datastores {
+        lines.push(line(id, *tally));
+    }
+    if let Some(cache) = &stats.cache {
+        lines.push(String::new());
+        lines.push(format!(
+            "hot cache: {} of {}, {} hits / {} misses{}",
+            ByteSize(cache.bytes),
+            ByteSize(cache.max_bytes),
+            cache.hits,
+            cache.misses,
+            cache
+                .hit_rate
+                .map(|r| format!(" ({:.1}% hit rate)", r * 100.0))
+                .unwrap_or_default()
+        ));
+    }
+    lines.join("\n")
+}
