@@ -164,7 +164,7 @@ async fn build_with_probe(config: &Config) -> Result<(AppState, ClosedProbe), Ap
         None
     };
     let federation = Federation::new(config.server_name.clone(), &config.federation)?;
-    let auth = Authenticator::new(&config.homeserver, &config.admin)?;
+    let auth = Authenticator::new(&config.homeserver, &config.admin, metrics.ops().clone())?;
     let media = MediaService::new(
         Wiring {
             server_name: config.server_name.clone(),
@@ -312,6 +312,9 @@ fn metrics_router(state: AppState) -> Router {
             Ok(pending) => state.metrics.set_uploads_pending(pending),
             Err(error) => tracing::warn!(%error, "cannot count pending uploads"),
         }
+        if let Some((bytes, max)) = state.media.cache_size() {
+            state.metrics.ops().cache_size(bytes, max);
+        }
         (
             [(
                 header::CONTENT_TYPE,
@@ -439,7 +442,12 @@ impl Server {
             None => None,
         };
 
-        let sweeper = tokio::spawn(housekeeping(state.media.clone(), config.clone(), stop));
+        let sweeper = tokio::spawn(housekeeping(
+            state.media.clone(),
+            state.metrics.ops().clone(),
+            config.clone(),
+            stop,
+        ));
         let relay_media = state.media.clone();
         let relay = tokio::spawn(async move {
             if let Err(error) = relay_media.relay_commits().await {
@@ -533,6 +541,7 @@ impl Server {
 /// time, until `stop`.
 async fn housekeeping(
     media: MediaService,
+    jobs: crate::metrics::Operations,
     config: Config,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -541,11 +550,13 @@ async fn housekeeping(
         start + config.media.sweep_interval,
         config.media.sweep_interval,
     );
+    // What the datastores hold: sampled at start, then with every sweep.
+    let mut sample = tokio::time::interval_at(start, config.media.sweep_interval);
     let flush = config.retention.access_flush_interval;
     let mut accesses = tokio::time::interval_at(start + flush, flush);
     let mut retention =
         tokio::time::interval_at(start + config.retention.interval, config.retention.interval);
-    for timer in [&mut sweep, &mut accesses, &mut retention] {
+    for timer in [&mut sweep, &mut accesses, &mut retention, &mut sample] {
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     let stopped = async move {
@@ -556,18 +567,31 @@ async fn housekeeping(
         tokio::select! {
             () = &mut stopped => return,
             _ = sweep.tick() => {
-                if let Err(error) = media.sweep().await {
+                let done = media.sweep().await;
+                jobs.job("sweep", done.is_ok());
+                if let Err(error) = done {
                     tracing::warn!(%error, "sweep failed");
                 }
             }
             _ = accesses.tick() => {
-                if let Err(error) = media.flush_accesses().await {
+                let done = media.flush_accesses().await;
+                jobs.job("access_times", done.is_ok());
+                if let Err(error) = done {
                     tracing::warn!(%error, "recording access times failed");
                 }
             }
             _ = retention.tick(), if config.retention.enabled() => {
-                if let Err(error) = media.retention(false, |_| {}).await {
+                let done = media.retention(false, |_| {}).await;
+                jobs.job("retention", done.is_ok());
+                if let Err(error) = done {
                     tracing::warn!(%error, "retention failed");
+                }
+            }
+            _ = sample.tick() => {
+                let done = media.sample_datastores().await;
+                jobs.job("datastore_sample", done.is_ok());
+                if let Err(error) = done {
+                    tracing::warn!(%error, "sampling the datastores failed");
                 }
             }
         }

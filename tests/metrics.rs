@@ -169,31 +169,128 @@ async fn traffic_shows_up_under_route_templates() {
     for leaked in [id.as_str(), photo.as_str(), "secret-path", "width"] {
         assert!(!text.contains(leaked), "{leaked} leaked into labels");
     }
-    // Every metric the Grafana dashboard queries exists.
+    // Every metric the Grafana dashboard and the alert rules query exists.
+    for (file, at_least) in [
+        ("/docs/grafana-dashboard.json", 20),
+        ("/deploy/prometheus-alerts.yml", 10),
+    ] {
+        let queries =
+            std::fs::read_to_string(format!("{}{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let mut queried = 0;
+        for word in queries.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !word.starts_with("mxmedia_") || word == "mxmedia_" {
+                continue;
+            }
+            let base = ["_total", "_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| word.strip_suffix(suffix))
+                .unwrap_or(word);
+            assert!(
+                text.contains(&format!("# TYPE {base} ")),
+                "{file} queries {word}, which is not exported"
+            );
+            queried += 1;
+        }
+        assert!(queried >= at_least, "{file}: {queried}");
+    }
     let dashboard = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/docs/grafana-dashboard.json"
     ))
     .unwrap();
     let _: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
-    let mut queried = 0;
-    for word in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-        if !word.starts_with("mxmedia_") || word == "mxmedia_" {
-            continue;
-        }
-        let base = ["_total", "_bucket", "_count", "_sum"]
-            .iter()
-            .find_map(|suffix| word.strip_suffix(suffix))
-            .unwrap_or(word);
-        assert!(
-            text.contains(&format!("# TYPE {base} ")),
-            "the dashboard queries {word}, which is not exported"
-        );
-        queried += 1;
-    }
-    assert!(queried >= 10);
     // And nothing of it on the public listener.
     assert_eq!(t.get("/metrics", None).await.status(), 404);
+    t.stop().await;
+}
+
+/// What an operator alerts on: token checks with the homeserver (cache
+/// hits and misses, outcomes, latency), fetches of other servers' media by
+/// outcome, background job runs, and what each datastore holds, sampled.
+#[tokio::test]
+async fn operations_are_counted() {
+    let t = TestServer::start_with(|c| {
+        c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+        c.media.sweep_interval = std::time::Duration::from_millis(200);
+    })
+    .await;
+    for bytes in [&b"one"[..], b"two", b"two"] {
+        t.upload_ok(ALICE, bytes, None, None).await;
+    }
+    let resp = t
+        .get("/_matrix/client/v1/media/config", Some("nobody-knows-this"))
+        .await;
+    assert_eq!(resp.status(), 401);
+    let resp = t
+        .get(
+            "/_matrix/client/v1/media/download/elsewhere.invalid/abcdef",
+            Some(ALICE),
+        )
+        .await;
+    assert!(resp.status().is_client_error() || resp.status().is_server_error());
+    // The sample runs with every sweep: wait for one after the uploads.
+    let mut m = HashMap::new();
+    for _ in 0..100 {
+        m = scrape(&t).await.1;
+        if sample(&m, "mxmedia_datastore_objects", &[]) == 2.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(sample(&m, "mxmedia_datastore_objects", &[]), 2.0, "{m:?}");
+    assert_eq!(sample(&m, "mxmedia_datastore_bytes", &[]), 6.0, "{m:?}");
+    assert_eq!(
+        sample(
+            &m,
+            "mxmedia_homeserver_token_checks_total",
+            &["outcome=\"valid\""]
+        ),
+        1.0,
+        "one check for ALICE, then the cache"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "mxmedia_homeserver_token_checks_total",
+            &["outcome=\"unknown_token\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m["mxmedia_homeserver_token_check_duration_seconds_count"],
+        2.0
+    );
+    assert!(
+        sample(
+            &m,
+            "mxmedia_homeserver_token_cache_total",
+            &["outcome=\"hit\""]
+        ) >= 3.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "mxmedia_homeserver_token_cache_total",
+            &["outcome=\"miss\""]
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(&m, "mxmedia_federation_fetches_total", &[]),
+        1.0,
+        "{m:?}"
+    );
+    assert!(
+        sample(
+            &m,
+            "mxmedia_background_jobs_total",
+            &["task=\"sweep\"", "outcome=\"ok\""]
+        ) >= 1.0
+    );
+    assert_eq!(
+        sample(&m, "mxmedia_background_jobs_total", &["outcome=\"failed\""]),
+        0.0
+    );
     t.stop().await;
 }
 
@@ -223,6 +320,8 @@ async fn s3_reads_count_cache_hits_and_misses() {
     assert!(hits >= 1.0, "later reads come from the cache");
     assert_eq!(m["mxmedia_cache_hit_bytes_total"], hits * 300_000.0);
     assert_eq!(m["mxmedia_memory_cache_hits_total"], 0.0);
+    assert!(m["mxmedia_cache_size_bytes"] >= 300_000.0, "{m:?}");
+    assert_eq!(m["mxmedia_cache_max_size_bytes"], (1u64 << 30) as f64);
 
     // A small one: read once from the store (or disk cache), then from memory.
     let (s, id) = t.upload_ok(ALICE, &[7u8; 3000], None, None).await;
@@ -238,4 +337,31 @@ async fn s3_reads_count_cache_hits_and_misses() {
         4.0
     );
     t.stop().await;
+}
+
+/// The alert rules load in Prometheus and their unit tests pass (each
+/// alert fires on the series it is meant for), when promtool is installed
+/// (`.ci/run` installs it).
+#[test]
+fn alert_rules_check_out() {
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
+    for args in [
+        ["check", "rules", "prometheus-alerts.yml"],
+        ["test", "rules", "prometheus-alerts.test.yml"],
+    ] {
+        let Ok(out) = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(deploy)
+            .output()
+        else {
+            println!("promtool is not installed: the alert rules are not checked");
+            return;
+        };
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -157,6 +157,7 @@ struct Inner {
     /// Tokens being checked again in the background (one check each).
     refreshing: std::sync::Mutex<HashSet<TokenKey>>,
     admins: Arc<admin::Admins>,
+    metrics: crate::metrics::Operations,
 }
 
 #[derive(Deserialize)]
@@ -184,7 +185,11 @@ impl Authenticator {
         self.inner.http.clone()
     }
 
-    pub fn new(config: &HomeserverConfig, admin: &AdminConfig) -> Result<Self, AuthError> {
+    pub fn new(
+        config: &HomeserverConfig,
+        admin: &AdminConfig,
+        metrics: crate::metrics::Operations,
+    ) -> Result<Self, AuthError> {
         let whoami = config
             .url
             .join("_matrix/client/v3/account/whoami")
@@ -215,6 +220,7 @@ impl Authenticator {
                 cache,
                 refresh_after: config.token_refresh_after.min(config.token_cache_ttl),
                 refreshing: std::sync::Mutex::new(HashSet::new()),
+                metrics,
             }),
         })
     }
@@ -229,7 +235,9 @@ impl Authenticator {
     /// share a single whoami call; only definite answers are cached.
     pub async fn authenticate(&self, credentials: Credentials) -> Result<Requester, AuthError> {
         let key = token_key(&credentials);
-        if let Some(entry) = self.inner.cache.get(&key).await {
+        let cached = self.inner.cache.get(&key).await;
+        self.inner.metrics.token_cache(cached.is_some());
+        if let Some(entry) = cached {
             return match entry.verdict {
                 Verdict::Unknown => Err(AuthError::UnknownToken),
                 Verdict::User(requester) => {
@@ -333,7 +341,22 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
+    /// Asks the homeserver who `credentials` belong to, counted and timed.
     async fn whoami(&self, credentials: &Credentials) -> Result<Verdict, AuthError> {
+        let started = Instant::now();
+        let answer = self.ask_whoami(credentials).await;
+        let outcome = match &answer {
+            Ok(Verdict::User(_)) => "valid",
+            Ok(Verdict::Unknown) => "unknown_token",
+            Err(AuthError::Rejected { .. }) => "rejected",
+            Err(_) => "failed",
+        };
+        self.metrics
+            .token_checked(outcome, started.elapsed().as_secs_f64());
+        answer
+    }
+
+    async fn ask_whoami(&self, credentials: &Credentials) -> Result<Verdict, AuthError> {
         let (status, body) = ask_homeserver(
             &self.http,
             self.whoami.clone(),

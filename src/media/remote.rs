@@ -189,6 +189,7 @@ impl MediaService {
             return Ok(());
         }
         if remote.source.is_blocked(&key.server) {
+            self.inner.metrics.ops().fetched("blocked");
             return Err(FetchError::Blocked.into());
         }
         if self.is_stored(key).await? {
@@ -226,6 +227,21 @@ impl MediaService {
     /// Fetches and stores `key` within a slot and the total deadline; its
     /// size on success.
     async fn fetch_remote(&self, key: &MediaKey) -> Result<u64, FetchError> {
+        let result = self.try_fetch_remote(key).await;
+        self.inner.metrics.ops().fetched(match &result {
+            Ok(_) => "fetched",
+            Err(FetchError::NotFound) => "not_found",
+            Err(FetchError::TooLarge { .. }) => "too_large",
+            Err(FetchError::BackingOff) => "backing_off",
+            Err(FetchError::Busy { .. } | FetchError::OverBudget { .. }) => "busy",
+            Err(FetchError::Blocked) => "blocked",
+            Err(FetchError::NotConfigured) => "not_configured",
+            Err(FetchError::Unavailable(_)) => "failed",
+        });
+        result
+    }
+
+    async fn try_fetch_remote(&self, key: &MediaKey) -> Result<u64, FetchError> {
         let remote = &self.inner.remote;
         if let Some(backoff) = remote.backoff.get(&key.server)
             && backoff.until > Instant::now()

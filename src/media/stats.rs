@@ -81,22 +81,7 @@ impl MediaService {
                 stats.thumbnails.add(record.size);
             }
         }
-        for store in self.inner.stores.iter() {
-            stats.datastores.entry(store.id().0.clone()).or_default();
-        }
-        let mut after: Option<Sha256Digest> = None;
-        loop {
-            let page = meta.blobs.blobs_after(after.as_ref(), PAGE).await?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(*last);
-            for (_, blob) in &page {
-                stats
-                    .datastores
-                    .entry(blob.datastore.0.clone())
-                    .or_default()
-                    .add(blob.size);
-            }
-        }
+        stats.datastores = self.datastore_tallies().await?;
         stats.cache = self.inner.cache.as_ref().map(|cache| {
             let seen = cache.stats();
             let reads = seen.hits + seen.misses;
@@ -110,5 +95,53 @@ impl MediaService {
             }
         });
         Ok(stats)
+    }
+
+    /// Objects and bytes recorded per datastore (every configured one,
+    /// also when empty).
+    pub async fn datastore_tallies(&self) -> Result<BTreeMap<String, Tally>, MediaError> {
+        let mut tallies: BTreeMap<String, Tally> = self
+            .inner
+            .stores
+            .iter()
+            .map(|store| (store.id().0.clone(), Tally::default()))
+            .collect();
+        let mut after: Option<Sha256Digest> = None;
+        loop {
+            let page = self
+                .inner
+                .meta
+                .blobs
+                .blobs_after(after.as_ref(), PAGE)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(*last);
+            for (_, blob) in &page {
+                tallies
+                    .entry(blob.datastore.0.clone())
+                    .or_default()
+                    .add(blob.size);
+            }
+        }
+        Ok(tallies)
+    }
+
+    /// Samples what each datastore holds into the metrics.
+    pub async fn sample_datastores(&self) -> Result<(), MediaError> {
+        for (datastore, tally) in self.datastore_tallies().await? {
+            self.inner
+                .metrics
+                .ops()
+                .datastore_sample(&datastore, tally.count, tally.bytes);
+        }
+        Ok(())
+    }
+
+    /// The hot cache's bytes and bound, when there is one (for metrics).
+    pub fn cache_size(&self) -> Option<(u64, u64)> {
+        self.inner
+            .cache
+            .as_ref()
+            .map(|cache| (cache.weighted_size(), cache.max_size()))
     }
 }

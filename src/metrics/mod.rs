@@ -3,7 +3,11 @@
 //! the config, and fixed reason names. Nothing a client chooses (sizes,
 //! media ids, file names) ever becomes a label.
 
+mod operations;
+
 use std::sync::Arc;
+
+pub use operations::Operations;
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -153,6 +157,7 @@ struct Inner {
     rate_limited: Family<LimitedLabels, Counter>,
     uploads_pending: Gauge,
     downloads_waiting: Gauge,
+    ops: Operations,
 }
 
 /// The process's metrics; cheap to clone, one per server.
@@ -306,6 +311,7 @@ impl Metrics {
             "Media ids created for async upload and not uploaded yet",
             Gauge::default(),
         );
+        let ops = Operations::register(&mut registry);
         let metrics = Self {
             inner: Arc::new(Inner {
                 registry,
@@ -330,6 +336,7 @@ impl Metrics {
                 rate_limited,
                 uploads_pending,
                 downloads_waiting,
+                ops,
             }),
         };
         metrics.start_known_series_at_zero();
@@ -369,6 +376,11 @@ impl Metrics {
                     .get_or_create(&ModerationLabels { action, found });
             }
         }
+    }
+
+    /// Token checks, remote fetches, background jobs, datastore samples.
+    pub fn ops(&self) -> &Operations {
+        &self.inner.ops
     }
 
     /// The text exposition of every metric.
