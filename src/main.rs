@@ -41,8 +41,10 @@ enum Command {
     /// with secrets redacted.
     CheckConfig,
     /// Run every datastore's self-test (put, head, ranged get, multipart,
-    /// presign, delete) and report; safe while the server runs.
-    Selfcheck,
+    /// presign, delete) and report; safe while the server runs. With
+    /// `--public-url`: check the deployment from outside, through the
+    /// reverse proxy, one line per check with the fix for each failure.
+    Selfcheck(cli::selfcheck::SelfcheckArgs),
     /// What is stored, by kind and by datastore, and the hot cache's size
     /// and hit rate (the running server's, when one runs).
     Stats,
@@ -106,7 +108,10 @@ async fn main() -> ExitCode {
     let config = || cli::load(&cli.config);
     match cli.command {
         Command::CheckConfig => check_config(&cli.config, out),
-        Command::Selfcheck => match config() {
+        Command::Selfcheck(args) if args.public_url.is_some() => {
+            cli::selfcheck::public(args, out).await
+        }
+        Command::Selfcheck(_) => match config() {
             Ok(config) => selfcheck(&config, out).await,
             Err(code) => code,
         },

@@ -4,7 +4,10 @@
 //! media in an S3 bucket, thumbnails and remote media on disk), and
 //! matrix-nio and mautrix (for direct uploads, MSC3870) as the clients, all
 //! on 127.0.0.1. The clients only ever talk to the proxy, except for a
-//! direct upload's PUT, which goes straight to the bucket.
+//! direct upload's PUT, which goes straight to the bucket. Then the same
+//! deployment behind each other recipe of the doc (Caddy, HAProxy, Apache):
+//! the flows every proxy must carry, and `mxmedia selfcheck --public-url`
+//! through each, all checks passing.
 //!
 //! The Python packages go into a virtualenv under `target/` that is made on
 //! first use and kept; nginx comes from the system (`.ci/run` installs
@@ -13,96 +16,152 @@
 #![allow(clippy::pedantic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::Duration,
 };
 
 use mxmedia::{app::Server, config::Config};
+use proxies::{Recipe, Upstreams};
 use synapse::{Daemon, free_port, python, root, run, synapse_config, wait_until_up};
 
 mod common;
+#[path = "common/proxies.rs"]
+mod proxies;
 #[path = "common/synapse.rs"]
 mod synapse;
 
 const SERVER_NAME: &str = "e2e.test";
 const MAX_UPLOAD: u64 = 8 * 1024 * 1024;
 
-fn nginx() -> PathBuf {
-    ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect(
-            "nginx is needed for the end-to-end tests: apt-get install nginx-light (.ci/run does)",
-        )
+/// Starts recipe `name` in front of `up`; `None` when the proxy is not
+/// installed (CI installs them all).
+async fn start_proxy(name: &'static str, dir: &Path, up: Upstreams) -> Option<(Recipe, Daemon)> {
+    start_edited(name, dir, up, |_| {}).await
 }
 
-/// The tested nginx block from the docs, with only the certificate paths,
-/// the log path and the addresses replaced.
-fn nginx_config(dir: &Path, port: u16, synapse: u16, mxmedia: u16) -> PathBuf {
-    let doc = std::fs::read_to_string(root().join("docs/reverse-proxy.md")).unwrap();
-    let block = doc
-        .split("<!-- e2e:nginx:start -->")
-        .nth(1)
-        .and_then(|rest| rest.split("<!-- e2e:nginx:end -->").next())
-        .expect("docs/reverse-proxy.md marks its tested nginx block");
-    let block = block
-        .trim()
-        .strip_prefix("```nginx")
-        .and_then(|b| b.strip_suffix("```"))
-        .expect("the tested block is one nginx code fence");
-    let d = dir.display();
-    let mut site = block.to_owned();
-    for (from, to) in [
-        (
-            "listen 443 ssl http2;",
-            format!("listen 127.0.0.1:{port} ssl http2;"),
-        ),
-        (
-            "/etc/letsencrypt/live/matrix.example.org/fullchain.pem",
-            format!("{d}/cert.pem"),
-        ),
-        (
-            "/etc/letsencrypt/live/matrix.example.org/privkey.pem",
-            format!("{d}/key.pem"),
-        ),
-        (
-            "/var/log/nginx/matrix.access.log",
-            format!("{d}/access.log"),
-        ),
-        ("127.0.0.1:8008", format!("127.0.0.1:{synapse}")),
-        ("127.0.0.1:8009", format!("127.0.0.1:{mxmedia}")),
-    ] {
-        assert!(site.contains(from), "the documented block has `{from}`");
-        site = site.replace(from, &to);
+/// [`start_proxy`], with `edit` changing the written config first.
+async fn start_edited(
+    name: &'static str,
+    dir: &Path,
+    up: Upstreams,
+    edit: impl FnOnce(&Path),
+) -> Option<(Recipe, Daemon)> {
+    let mut recipe = proxies::recipe(name, dir, up, free_port(), free_port())?;
+    edit(dir);
+    let log = dir.join("stdout.log");
+    let mut daemon = Daemon::spawn(name, &mut recipe.command, &log);
+    wait_until_up(
+        &format!("https://127.0.0.1:{}/_matrix/client/versions", recipe.port),
+        &mut daemon,
+        &log,
+    )
+    .await;
+    Some((recipe, daemon))
+}
+
+/// `mxmedia --json selfcheck --public-url` through `recipe`: whether it
+/// succeeded, and its verdicts.
+async fn selfcheck(recipe: &Recipe, token: &str) -> (bool, Vec<serde_json::Value>) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mxmedia"));
+    command
+        .args(["--json", "selfcheck", "--public-url"])
+        .arg(format!("https://127.0.0.1:{}", recipe.port))
+        .arg("--federation-url")
+        .arg(format!("https://127.0.0.1:{}", recipe.federation))
+        .arg("--ca-file")
+        .arg(&recipe.cert)
+        .env("MXMEDIA_SELFCHECK_TOKEN", token);
+    if let Some(log) = &recipe.access_log {
+        command.arg("--proxy-log").arg(log);
     }
-    std::fs::write(dir.join("site.conf"), site).unwrap();
-    let main = format!(
-        "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 256; }}\nhttp {{\n  client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n  access_log off;\n  include {d}/site.conf;\n}}\n"
+    let out = command.output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let verdicts: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: {text}{}",
+            recipe.name,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    eprintln!("selfcheck through {}: {verdicts}", recipe.name);
+    (out.status.success(), verdicts.as_array().unwrap().clone())
+}
+
+/// Every check passes through `recipe` (only the log check may be skipped,
+/// by a recipe that keeps no log).
+async fn selfcheck_passes(recipe: &Recipe, token: &str) {
+    let (ok, verdicts) = selfcheck(recipe, token).await;
+    for verdict in &verdicts {
+        let skippable = verdict["check"] == "tokens_in_logs" && recipe.access_log.is_none();
+        assert!(
+            verdict["outcome"] == "ok" || (skippable && verdict["outcome"] == "skipped"),
+            "{}: {verdict}",
+            recipe.name
+        );
+    }
+    assert!(ok, "{}", recipe.name);
+    assert_eq!(verdicts.len(), 11, "every check ran");
+}
+
+/// An access token of `user`, logged in at Synapse directly.
+async fn login(hs_port: u16, user: &str, password: &str) -> String {
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{hs_port}/_matrix/client/v3/login"
+        ))
+        .json(&serde_json::json!({
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": user},
+            "password": password,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// The Python client's flows through `recipe`: `flows` is `all` or `proxy`.
+async fn client_flows(
+    python: &Path,
+    recipe: &Recipe,
+    flows: &str,
+    extra: &[(&str, String)],
+) -> serde_json::Value {
+    let mut command = tokio::process::Command::new(python);
+    command
+        .arg(root().join("tests/e2e/client.py"))
+        .env("E2E_BASE", format!("https://127.0.0.1:{}", recipe.port))
+        .env(
+            "E2E_FED",
+            format!("https://127.0.0.1:{}", recipe.federation),
+        )
+        .env("E2E_MAX_UPLOAD", MAX_UPLOAD.to_string())
+        .env("E2E_TOKEN_TTL", "1")
+        .env("E2E_FLOWS", flows)
+        .env("E2E_PREFIX", format!("{}_", recipe.name))
+        .kill_on_drop(true);
+    for (key, value) in extra {
+        command.env(key, value);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(300), command.output())
+        .await
+        .expect("the client finishes")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "client through {} failed: {stdout}\n{}",
+        recipe.name,
+        String::from_utf8_lossy(&output.stderr),
     );
-    std::fs::create_dir_all(dir.join("tmp")).unwrap();
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, main).unwrap();
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=matrix.example.org",
-            "-keyout",
-        ])
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null()));
-    path
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap();
+    eprintln!("client report through {}: {report}", recipe.name);
+    assert_eq!(report["ok"], true, "{stdout}");
+    report
 }
 
 fn files_under(dir: &Path) -> usize {
@@ -187,53 +246,25 @@ async fn matrix_clients_use_mxmedia_through_nginx_next_to_synapse() {
     let server = Server::start_on(listener, &config).await.unwrap();
 
     // nginx with the documented configuration.
-    let proxy_port = free_port();
-    let nginx_conf = nginx_config(&proxy_dir, proxy_port, hs_port, mx_port);
-    let nginx_log = proxy_dir.join("stdout.log");
-    let mut proxy = Daemon::spawn(
-        "nginx",
-        Command::new(nginx())
-            .arg("-p")
-            .arg(&proxy_dir)
-            .arg("-c")
-            .arg(&nginx_conf)
-            .args(["-g", "daemon off;"]),
-        &nginx_log,
+    let up = Upstreams {
+        synapse: hs_port,
+        mxmedia: mx_port,
+    };
+    let (nginx, proxy) = start_proxy("nginx", &proxy_dir, up).await.expect(
+        "nginx is needed for the end-to-end tests: apt-get install nginx-light (.ci/run does)",
     );
-    wait_until_up(
-        &format!("https://127.0.0.1:{proxy_port}/_matrix/client/versions"),
-        &mut proxy,
-        &nginx_log,
-    )
-    .await;
 
     // The client, through the proxy only.
-    let output = tokio::time::timeout(
-        Duration::from_secs(300),
-        tokio::process::Command::new(&python)
-            .arg(root().join("tests/e2e/client.py"))
-            .env("E2E_BASE", format!("https://127.0.0.1:{proxy_port}"))
-            .env("E2E_MAX_UPLOAD", MAX_UPLOAD.to_string())
-            .env("E2E_TOKEN_TTL", "1")
-            .env("E2E_ADMIN", "moderator:pw-moderator-e2e")
-            .env("E2E_BUCKET", bucket.endpoint())
-            .kill_on_drop(true)
-            .output(),
+    let report = client_flows(
+        &python,
+        &nginx,
+        "all",
+        &[
+            ("E2E_ADMIN", "moderator:pw-moderator-e2e".to_owned()),
+            ("E2E_BUCKET", bucket.endpoint()),
+        ],
     )
-    .await
-    .expect("the client finishes")
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "client failed: {stdout}\n{}\nsynapse log:\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        std::fs::read_to_string(&hs_log).unwrap_or_default()
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap();
-    eprintln!("client report: {report}");
-    assert_eq!(report["ok"], true, "{stdout}");
+    .await;
     assert!(
         report["seen"]["mxc"]
             .as_str()
@@ -286,7 +317,74 @@ async fn matrix_clients_use_mxmedia_through_nginx_next_to_synapse() {
     assert!(access.contains("/_matrix/client/v1/media/download/"));
     assert!(!access.contains("access_token"), "tokens stay out of logs");
 
+    // The deployment seen from outside, through nginx.
+    let token = login(hs_port, "moderator", "pw-moderator-e2e").await;
+    selfcheck_passes(&nginx, &token).await;
     drop(proxy);
+
+    // A proxy that sends the legacy media routes to Synapse: the selfcheck
+    // names exactly those, each with its fix, and fails.
+    let (misrouted, proxy) = start_edited("nginx", &dir.path().join("misrouted"), up, |d| {
+        let site = std::fs::read_to_string(d.join("site.conf")).unwrap();
+        let narrowed = site.replace(
+            "location ~ ^/_matrix/(media|client/v1/media)/ {",
+            "location ~ ^/_matrix/client/v1/media/ {",
+        );
+        assert_ne!(site, narrowed);
+        std::fs::write(d.join("site.conf"), narrowed).unwrap();
+    })
+    .await
+    .unwrap();
+    let (ok, verdicts) = selfcheck(&misrouted, &token).await;
+    assert!(!ok, "a misrouted deployment fails the selfcheck");
+    let failed: Vec<&str> = verdicts
+        .iter()
+        .filter(|v| v["outcome"] == "fail")
+        .map(|v| v["check"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            "legacy_media_v3",
+            "legacy_media_r0",
+            "upload_near_limit",
+            "range_and_head"
+        ],
+        "{verdicts:?}"
+    );
+    for verdict in verdicts.iter().filter(|v| v["outcome"] == "fail") {
+        assert!(
+            verdict["fix"]
+                .as_str()
+                .unwrap()
+                .contains("docs/reverse-proxy.md"),
+            "{verdict}"
+        );
+    }
+    drop(proxy);
+
+    // Every other recipe of the doc, with the flows each must carry.
+    for name in ["caddy", "haproxy", "apache"] {
+        let Some((recipe, daemon)) = start_proxy(name, &dir.path().join(name), up).await else {
+            eprintln!("{name} is not installed: its recipe is not tested here");
+            continue;
+        };
+        client_flows(&python, &recipe, "proxy", &[]).await;
+        selfcheck_passes(&recipe, &token).await;
+        if let Some(log) = &recipe.access_log {
+            let access = std::fs::read_to_string(log).unwrap();
+            assert!(
+                access.contains("/_matrix/media/v3/upload"),
+                "{name} logs requests"
+            );
+            assert!(
+                !access.contains("access_token="),
+                "{name} keeps tokens out of its log"
+            );
+        }
+        drop(daemon);
+    }
+
     server.stop().await;
     drop(synapse);
 }

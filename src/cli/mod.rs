@@ -3,6 +3,7 @@
 pub mod db;
 pub mod media;
 pub mod output;
+pub mod selfcheck;
 pub mod stats;
 pub mod storage;
 

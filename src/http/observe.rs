@@ -11,7 +11,7 @@ use std::{
 use axum::{
     body::{Body, Bytes},
     extract::{MatchedPath, Request, State},
-    http::Method,
+    http::{HeaderName, HeaderValue, Method},
     middleware::Next,
     response::Response,
 };
@@ -51,8 +51,17 @@ pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next)
         started.elapsed().as_secs_f64(),
     );
     let bytes_out = metrics.route_bytes_out(&route);
-    response.map(|body| Body::new(Counted::new(body, bytes_out)))
+    let mut response = response.map(|body| Body::new(Counted::new(body, bytes_out)));
+    // Says the answer is mxmedia's, so `mxmedia selfcheck --public-url` can
+    // tell which service a proxy sent a route to.
+    response
+        .headers_mut()
+        .insert(SERVED_BY, HeaderValue::from_static("mxmedia"));
+    response
 }
+
+/// The response header naming mxmedia as the responder.
+pub const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
 
 /// A body that adds the length of each data frame to a counter, and keeps
 /// the inner body's size hint (so fixed-length bodies stay fixed-length).

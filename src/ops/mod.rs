@@ -7,4 +7,5 @@ pub mod backup;
 pub mod control;
 pub mod media;
 pub mod mmr;
+pub mod selfcheck;
 pub mod synapse;

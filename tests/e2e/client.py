@@ -2,7 +2,10 @@
 
 Run by tests/e2e.rs with E2E_BASE (the proxy's https URL), E2E_MAX_UPLOAD
 (mxmedia's limit in bytes), E2E_TOKEN_TTL (seconds mxmedia may remember a
-token) and E2E_BUCKET (the S3 endpoint direct uploads go to). Every request
+token) and E2E_BUCKET (the S3 endpoint direct uploads go to). With
+E2E_FLOWS=proxy it runs only the flows every proxy recipe must carry (config,
+an upload near the limit, over-limit 413s, async upload, Range, the
+federation listener at E2E_FED), as users named with E2E_PREFIX. Every request
 goes through the proxy, except a direct upload's PUT, which goes straight to
 the bucket. Prints one JSON line with what it saw and exits non-zero on the
 first failed check.
@@ -35,8 +38,11 @@ from nio import (
 BASE = os.environ["E2E_BASE"]
 MAX_UPLOAD = int(os.environ["E2E_MAX_UPLOAD"])
 TOKEN_TTL = float(os.environ["E2E_TOKEN_TTL"])
-ADMIN_NAME, ADMIN_PASSWORD = os.environ["E2E_ADMIN"].split(":", 1)
-BUCKET = os.environ["E2E_BUCKET"]
+ADMIN_NAME, ADMIN_PASSWORD = os.environ.get("E2E_ADMIN", ":").split(":", 1)
+BUCKET = os.environ.get("E2E_BUCKET", "")
+FLOWS = os.environ.get("E2E_FLOWS", "all")
+FED = os.environ.get("E2E_FED", "")
+PREFIX = os.environ.get("E2E_PREFIX", "")
 seen = {}
 
 
@@ -76,6 +82,7 @@ def png_size(data):
 
 
 async def new_user(name):
+    name = PREFIX + name
     client = AsyncClient(BASE, name, ssl=False)
     registered = await client.register(name, f"pw-{name}-e2e", device_name="register")
     check(isinstance(registered, RegisterResponse), f"register {name}: {registered}")
@@ -214,6 +221,131 @@ async def moderation(alice, bob):
         await admin.close()
 
 
+async def async_upload(alice, bob):
+    # Async upload: create an id, upload to it, download it.
+    status, _, body = await raw(alice, "POST", "/_matrix/media/v1/create")
+    check(status == 200, f"create: {status} {body!r}")
+    created = json.loads(body)
+    seen["created"] = created["content_uri"]
+    check("unused_expires_at" in created, "create gives an expiry")
+    s, m = created["content_uri"][len("mxc://") :].split("/", 1)
+    payload = os.urandom(300_000)
+    status, _, body = await raw(
+        alice,
+        "PUT",
+        f"/_matrix/media/v3/upload/{s}/{m}?filename=later.bin",
+        payload,
+        {"Content-Type": "application/octet-stream"},
+    )
+    check(status == 200, f"async upload: {status} {body!r}")
+    status, _, body = await raw(bob, "PUT", f"/_matrix/media/v3/upload/{s}/{m}", b"x")
+    check(status in (403, 409), f"a second upload to the id is refused: {status}")
+    got = await bob.download(mxc=created["content_uri"])
+    check(not isinstance(got, DownloadError), f"download async upload: {got}")
+    check(got.body == payload, "async upload bytes")
+
+
+async def refused(send):
+    """An upload the server refuses while the client is still sending it.
+    The refusal races the rest of the body: a proxy may close the
+    connection before the client reads the answer (the client then sees a
+    disconnect, as any client would). Up to three tries; the answer that
+    arrives must be mxmedia's."""
+    import aiohttp
+
+    for attempt in range(3):
+        try:
+            return await send()
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+            seen.setdefault("refusal_disconnects", []).append(type(e).__name__)
+    check(False, "the refusal never reached the client")
+
+
+async def limits(alice, bob):
+    # A large upload streams through the proxy; one over the limit gets
+    # mxmedia's Matrix error, not the proxy's page.
+    big = os.urandom(MAX_UPLOAD - 1024)
+    uploaded, _ = await alice.upload(io.BytesIO(big), content_type="application/octet-stream", filesize=len(big))
+    check(isinstance(uploaded, UploadResponse), f"large upload: {uploaded}")
+    got = await bob.download(mxc=uploaded.content_uri)
+    check(not isinstance(got, DownloadError) and got.body == big, "large download")
+    status, _, body = await refused(
+        lambda: raw(
+            alice, "POST", "/_matrix/media/v3/upload", os.urandom(MAX_UPLOAD + 4096), {"Content-Type": "text/plain"}
+        )
+    )
+    seen["too_large"] = status
+    check(status == 413, f"over the limit: {status}")
+    check(json.loads(body).get("errcode") == "M_TOO_LARGE", f"over the limit is M_TOO_LARGE: {body[:200]!r}")
+
+    # The same, streamed chunked with no declared length: cut off on arrival.
+    async def chunks():
+        for _ in range(MAX_UPLOAD // 65536 + 64):
+            yield os.urandom(65536)
+
+    status, _, body = await refused(
+        lambda: raw(alice, "POST", "/_matrix/media/v3/upload", chunks(), {"Content-Type": "text/plain"})
+    )
+    seen["too_large_chunked"] = status
+    check(status == 413, f"chunked over the limit: {status} {body[:200]!r}")
+    check(json.loads(body).get("errcode") == "M_TOO_LARGE", "chunked over the limit is M_TOO_LARGE")
+
+
+async def ranges(bob, server_name, media_id, picture):
+    # Range requests pass through the proxy untouched.
+    status, headers, body = await raw(
+        bob, "GET", f"/_matrix/client/v1/media/download/{server_name}/{media_id}", headers={"Range": "bytes=0-9"}
+    )
+    check(status == 206 and body == picture[:10], f"range: {status}")
+    check(headers.get("Content-Range") == f"bytes 0-9/{len(picture)}", "content-range")
+
+
+async def federation_listener():
+    """The federation listener sends media requests to mxmedia: an
+    unsigned request gets mxmedia's Matrix error, marked as its answer."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    url = f"{FED}/_matrix/federation/v1/media/download/e2eNoSuchMedia"
+    try:
+        urllib.request.urlopen(url, context=context, timeout=30)
+        check(False, "an unsigned federation request is refused")
+    except urllib.error.HTTPError as e:
+        seen["federation"] = e.code
+        check(e.code == 401, f"federation listener: {e.code}")
+        check(e.headers.get("X-Served-By") == "mxmedia", "the federation media route reaches mxmedia")
+        check(json.loads(e.read()).get("errcode") == "M_UNAUTHORIZED", "federation errcode")
+
+
+async def proxy_flows():
+    """What every proxy recipe must carry."""
+    alice = await new_user("alice")
+    bob = await new_user("bob")
+    try:
+        config = await alice.content_repository_config()
+        check(isinstance(config, ContentRepositoryConfigResponse), f"config: {config}")
+        check(config.upload_size == MAX_UPLOAD, "config advertises mxmedia's limit")
+        picture = png(320, 200)
+        uploaded, _ = await alice.upload(
+            io.BytesIO(picture), content_type="image/png", filename="p.png", filesize=len(picture)
+        )
+        check(isinstance(uploaded, UploadResponse), f"upload: {uploaded}")
+        seen["mxc"] = uploaded.content_uri
+        server_name, media_id = uploaded.content_uri[len("mxc://") :].split("/", 1)
+        await async_upload(alice, bob)
+        await limits(alice, bob)
+        await ranges(bob, server_name, media_id, picture)
+        await federation_listener()
+    finally:
+        await alice.close()
+        await bob.close()
+    print(json.dumps({"ok": True, "seen": seen}), flush=True)
+
+
 async def main():
     alice = await new_user("alice")
     bob = await new_user("bob")
@@ -252,60 +384,13 @@ async def main():
         seen["crop"] = png_size(cropped.body)
         check(seen["crop"] == (96, 96), "crop thumbnail is 96x96")
 
-        # Async upload: create an id, upload to it, download it.
-        status, _, body = await raw(alice, "POST", "/_matrix/media/v1/create")
-        check(status == 200, f"create: {status} {body!r}")
-        created = json.loads(body)
-        seen["created"] = created["content_uri"]
-        check("unused_expires_at" in created, "create gives an expiry")
-        s, m = created["content_uri"][len("mxc://") :].split("/", 1)
-        payload = os.urandom(300_000)
-        status, _, body = await raw(
-            alice,
-            "PUT",
-            f"/_matrix/media/v3/upload/{s}/{m}?filename=later.bin",
-            payload,
-            {"Content-Type": "application/octet-stream"},
-        )
-        check(status == 200, f"async upload: {status} {body!r}")
-        status, _, body = await raw(bob, "PUT", f"/_matrix/media/v3/upload/{s}/{m}", b"x")
-        check(status in (403, 409), f"a second upload to the id is refused: {status}")
-        got = await bob.download(mxc=created["content_uri"])
-        check(not isinstance(got, DownloadError), f"download async upload: {got}")
-        check(got.body == payload, "async upload bytes")
+        await async_upload(alice, bob)
 
         await direct_upload(alice, bob)
 
-        # A large upload streams through the proxy; one over the limit gets
-        # mxmedia's Matrix error, not the proxy's page.
-        big = os.urandom(MAX_UPLOAD - 1024)
-        uploaded, _ = await alice.upload(io.BytesIO(big), content_type="application/octet-stream", filesize=len(big))
-        check(isinstance(uploaded, UploadResponse), f"large upload: {uploaded}")
-        got = await bob.download(mxc=uploaded.content_uri)
-        check(not isinstance(got, DownloadError) and got.body == big, "large download")
-        status, _, body = await raw(
-            alice, "POST", "/_matrix/media/v3/upload", os.urandom(MAX_UPLOAD + 4096), {"Content-Type": "text/plain"}
-        )
-        seen["too_large"] = status
-        check(status == 413, f"over the limit: {status}")
-        check(json.loads(body).get("errcode") == "M_TOO_LARGE", f"over the limit is M_TOO_LARGE: {body[:200]!r}")
+        await limits(alice, bob)
 
-        # The same, streamed chunked with no declared length: cut off on arrival.
-        async def chunks():
-            for _ in range(MAX_UPLOAD // 65536 + 64):
-                yield os.urandom(65536)
-
-        status, _, body = await raw(alice, "POST", "/_matrix/media/v3/upload", chunks(), {"Content-Type": "text/plain"})
-        seen["too_large_chunked"] = status
-        check(status == 413, f"chunked over the limit: {status} {body[:200]!r}")
-        check(json.loads(body).get("errcode") == "M_TOO_LARGE", "chunked over the limit is M_TOO_LARGE")
-
-        # Range requests pass through the proxy untouched.
-        status, headers, body = await raw(
-            bob, "GET", f"/_matrix/client/v1/media/download/{server_name}/{media_id}", headers={"Range": "bytes=0-9"}
-        )
-        check(status == 206 and body == picture[:10], f"range: {status}")
-        check(headers.get("Content-Range") == f"bytes 0-9/{len(picture)}", "content-range")
+        await ranges(bob, server_name, media_id, picture)
 
         # Unknown media is the spec's 404.
         missing = await bob.download(server_name=server_name, media_id="doesNotExist0000000000000")
@@ -328,4 +413,4 @@ async def main():
     print(json.dumps({"ok": True, "seen": seen}), flush=True)
 
 
-asyncio.run(main())
+asyncio.run(proxy_flows() if FLOWS == "proxy" else main())
