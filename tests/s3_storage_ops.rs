@@ -211,7 +211,8 @@ async fn storage_commands_work_with_and_without_a_running_server() {
     let out = cli(vec!["storage".into(), "fsck".into()]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("20 records checked, 20 orphan objects (0 deleted)"),
+        stdout.contains("20 records checked (")
+            && stdout.contains("40 objects listed, 20 orphan objects (0 deleted)"),
         "{stdout}"
     );
 
