@@ -651,3 +651,51 @@ async fn animated_webp_gives_still_thumbnails_of_a_representative_frame() {
         assert!(frame_count(&body) > 1, "{case}");
     }
 }
+
+/// Animated WebP made by Pillow, as the defect was first seen (see
+/// `tests/fixtures/make_animated_webp.py`): 12 lossy frames of 400x300 that
+/// fade in from black, and 8 lossless frames of 161x121 on a transparent
+/// background. Still thumbnails come back in every method, showing content;
+/// `animated=true` keeps them moving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pillow_made_animated_webp_gives_stills() {
+    const LOSSY: &[u8] = include_bytes!("fixtures/pillow-animated-lossy.webp");
+    const ALPHA: &[u8] = include_bytes!("fixtures/pillow-animated-alpha.webp");
+    let t = TestServer::start().await;
+    for (name, source, still_type) in [
+        ("lossy", LOSSY, "image/jpeg"),
+        ("alpha", ALPHA, "image/png"),
+    ] {
+        let (s, id) = t.upload_ok(ALICE, source, Some("image/webp"), None).await;
+        for (query, want) in [
+            ("width=96&height=96&method=crop", (96, 96)),
+            ("width=96&height=96&method=crop&animated=false", (96, 96)),
+            ("width=320&height=240&method=scale", (320, 240)),
+        ] {
+            let (status, headers, body) = fetch(&t, &thumb_path(&s, &id, query)).await;
+            assert_eq!(
+                status,
+                200,
+                "{name} {query}: {}",
+                String::from_utf8_lossy(&body)
+            );
+            assert_eq!(headers["content-type"], still_type, "{name} {query}");
+            let (w, h) = dims(&body);
+            if name == "alpha" && query.contains("scale") {
+                // Scale never enlarges: the 161x121 source comes back as is.
+                assert_eq!((w, h), (161, 121), "{name} {query}");
+            } else {
+                assert_eq!((w, h), want, "{name} {query}");
+            }
+            assert!(spread(&body) > 10.0, "{name} {query}: a blank frame");
+        }
+        let (status, headers, body) = fetch(
+            &t,
+            &thumb_path(&s, &id, "width=96&height=96&method=crop&animated=true"),
+        )
+        .await;
+        assert_eq!(status, 200, "{name}");
+        assert_eq!(headers["content-type"], "image/webp");
+        assert!(frame_count(&body) > 1, "{name}");
+    }
+}
