@@ -699,3 +699,86 @@ async fn pillow_made_animated_webp_gives_stills() {
         assert!(frame_count(&body) > 1, "{name}");
     }
 }
+
+/// Files mxmedia does not thumbnail get one clear answer each, the same
+/// every time, whatever type the uploader claimed: 400 `M_UNKNOWN` naming
+/// what the file is (SVG is never rasterised). Decoding failures of the
+/// formats it does thumbnail are counted by kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_say_what_the_file_is() {
+    let t = TestServer::start_with(|c| {
+        c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let mut mp4 = vec![0, 0, 0, 0x18];
+    mp4.extend_from_slice(b"ftypisom\0\0\0\0isommp41");
+    let mut heic = vec![0, 0, 0, 0x18];
+    heic.extend_from_slice(b"ftypheic\0\0\0\0mif1heic");
+    let mut bmp = b"BM".to_vec();
+    bmp.extend_from_slice(&[0u8; 60]);
+    let cases: [(&str, Vec<u8>, &str, &str); 6] = [
+        (
+            "svg",
+            b"<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"/>".to_vec(),
+            "image/svg+xml",
+            "never thumbnailed",
+        ),
+        ("pdf", b"%PDF-1.7\n%\xE2\xE3\xCF\xD3\n".to_vec(), "application/pdf", "PDF documents"),
+        ("bmp", bmp, "image/bmp", "BMP images"),
+        ("tiff", b"II*\0\x08\0\0\0\0\0".to_vec(), "image/png", "TIFF images"),
+        ("video", mp4, "video/mp4", "videos are not thumbnailed"),
+        ("heif", heic, "image/heic", "HEIC/HEIF images"),
+    ];
+    for (kind, bytes, claimed, says) in &cases {
+        let (s, id) = t.upload_ok(ALICE, bytes, Some(claimed), None).await;
+        for query in ["width=96&height=96&method=crop", "width=320&height=240"] {
+            for _ in 0..2 {
+                let (status, _, body) = fetch(&t, &thumb_path(&s, &id, query)).await;
+                assert_eq!(status, 400, "{kind} {query}");
+                let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(error["errcode"], "M_UNKNOWN", "{kind}");
+                let text = error["error"].as_str().unwrap();
+                assert!(text.contains(says), "{kind}: {text}");
+                assert!(text.contains("JPEG, PNG, GIF and WebP"), "{kind}: {text}");
+            }
+        }
+    }
+    // A JPEG cut short: a decoding failure of a thumbnailed format.
+    let photo = picture(640, 480, 9, image::ImageFormat::Jpeg);
+    let cut = &photo[..photo.len() / 2];
+    let (s, id) = t.upload_ok(ALICE, cut, Some("image/jpeg"), None).await;
+    let (status, _, body) = fetch(&t, &thumb_path(&s, &id, "width=96&height=96")).await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+
+    let addr = t.server().metrics_addr().unwrap();
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |labels: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(&format!("mxmedia_thumbnails_refused_total{{{labels}}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{labels} in {text}"))
+    };
+    for (kind, ..) in &cases {
+        assert_eq!(
+            count(&format!("reason=\"unsupported\",detail=\"{kind}\"")),
+            4.0,
+            "{kind}"
+        );
+    }
+    let decode: f64 = ["truncated", "invalid", "unsupported_feature", "other"]
+        .iter()
+        .map(|d| count(&format!("reason=\"decode_failed\",detail=\"{d}\"")))
+        .sum();
+    assert_eq!(decode, 1.0);
+    assert_eq!(
+        count("reason=\"decode_failed\",detail=\"truncated\""),
+        1.0,
+        "a cut JPEG is truncated"
+    );
+}

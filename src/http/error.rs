@@ -155,7 +155,7 @@ fn media_verdict(error: &MediaError) -> Verdict<'_> {
         }
         M::UploadTimedOut(_) => Verdict::new(S::REQUEST_TIMEOUT, "M_UNKNOWN"),
         // The spec's example errcode for "cannot thumbnail this" is M_UNKNOWN.
-        M::Body(_) | M::Thumbnail(ThumbnailError::Unsupported | ThumbnailError::Decode(_)) => {
+        M::Body(_) | M::Thumbnail(ThumbnailError::Unsupported(_) | ThumbnailError::Decode(..)) => {
             Verdict::new(S::BAD_REQUEST, "M_UNKNOWN")
         }
         M::Remote(remote) => remote_verdict(remote),

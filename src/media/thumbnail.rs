@@ -122,8 +122,8 @@ impl MediaService {
                 Ok(Opened::stream(self, view, thumb.blob))
             }
             Err(error) => {
-                if let Some(reason) = refusal_reason(&error) {
-                    self.inner.metrics.thumbnail_refused(reason);
+                if let Some((reason, detail)) = refusal_reason(&error) {
+                    self.inner.metrics.thumbnail_refused(reason, detail);
                 }
                 Err(error)
             }
@@ -150,7 +150,9 @@ impl MediaService {
             request.height,
             request.method,
         )
-        .ok_or(MediaError::Thumbnail(ThumbnailError::Unsupported))?;
+        .ok_or(MediaError::Thumbnail(ThumbnailError::Unsupported(
+            crate::thumbnail::Refused::NoSize,
+        )))?;
         let size = stored_size(spec, request.animated);
         let stored = self.inner.meta.records.thumbnail(key, &size).await?;
         if let Some(thumb) = stored {
@@ -440,16 +442,18 @@ const HEAD_READ: u64 = 64 * 1024;
 /// An animated PNG carries an `acTL` chunk before its image data.
 /// Why a thumbnail was refused, for the metrics; `None` for errors that are
 /// not a refusal of the picture (not found, storage, auth).
-fn refusal_reason(error: &MediaError) -> Option<&'static str> {
+/// The detail is the kind of file for `unsupported`, the kind of failure
+/// for `decode_failed`, and empty otherwise.
+fn refusal_reason(error: &MediaError) -> Option<(&'static str, &'static str)> {
     match error {
-        MediaError::TooLarge { .. } => Some("source_too_large"),
+        MediaError::TooLarge { .. } => Some(("source_too_large", "")),
         MediaError::Thumbnail(e) => Some(match e {
-            ThumbnailError::Unsupported => "unsupported",
-            ThumbnailError::TooManyPixels { .. } => "too_many_pixels",
-            ThumbnailError::TooManyFrames(_) => "too_many_frames",
-            ThumbnailError::TooExpensive { .. } => "over_memory_budget",
-            ThumbnailError::Decode(_) => "decode_failed",
-            ThumbnailError::Encode(_) => "encode_failed",
+            ThumbnailError::Unsupported(kind) => ("unsupported", kind.label()),
+            ThumbnailError::TooManyPixels { .. } => ("too_many_pixels", ""),
+            ThumbnailError::TooManyFrames(_) => ("too_many_frames", ""),
+            ThumbnailError::TooExpensive { .. } => ("over_memory_budget", ""),
+            ThumbnailError::Decode(failure, _) => ("decode_failed", failure.label()),
+            ThumbnailError::Encode(_) => ("encode_failed", ""),
         }),
         MediaError::Shared(shared) => refusal_reason(shared),
         _ => None,

@@ -49,11 +49,6 @@ struct KindLabels {
     kind: &'static str,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: &'static str,
-}
-
 /// The operations datastore metrics are counted under.
 pub const DATASTORE_OPERATIONS: [&str; 4] = ["put", "get", "head", "delete"];
 
@@ -67,6 +62,28 @@ pub const REFUSAL_REASONS: [&str; 7] = [
     "decode_failed",
     "encode_failed",
 ];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+    detail: &'static str,
+}
+
+/// Every (reason, detail) pair a refusal can be counted under.
+fn refusal_series() -> Vec<(&'static str, &'static str)> {
+    use crate::thumbnail::{DecodeFailure, Refused};
+    let mut series = Vec::new();
+    for reason in REFUSAL_REASONS {
+        match reason {
+            "unsupported" => series.extend(Refused::ALL.iter().map(|k| (reason, k.label()))),
+            "decode_failed" => {
+                series.extend(DecodeFailure::ALL.iter().map(|f| (reason, f.label())));
+            }
+            _ => series.push((reason, "")),
+        }
+    }
+    series
+}
 
 /// How a background pre-generation of thumbnails ended.
 pub const PREGENERATION_OUTCOMES: [&str; 3] = ["made", "refused", "skipped"];
@@ -147,7 +164,7 @@ struct Inner {
     cache_bytes: Counter,
     memory_hits: Counter,
     thumbnails_generated: Family<KindLabels, Counter>,
-    thumbnails_refused: Family<ReasonLabels, Counter>,
+    thumbnails_refused: Family<RefusalLabels, Counter>,
     pregenerations: Family<OutcomeLabels, Counter>,
     previews: Family<OutcomeLabels, Counter>,
     moderation: Family<ModerationLabels, Counter>,
@@ -254,8 +271,8 @@ impl Metrics {
         let thumbnails_refused = register(
             &mut registry,
             "thumbnails_refused",
-            "Thumbnail requests refused, by reason",
-            Family::<ReasonLabels, Counter>::default(),
+            "Thumbnail requests refused, by reason, and by the kind of file or of decoding failure",
+            Family::<RefusalLabels, Counter>::default(),
         );
         let pregenerations = register(
             &mut registry,
@@ -352,10 +369,10 @@ impl Metrics {
                 .thumbnails_generated
                 .get_or_create(&KindLabels { kind });
         }
-        for reason in REFUSAL_REASONS {
+        for (reason, detail) in refusal_series() {
             let _ = inner
                 .thumbnails_refused
-                .get_or_create(&ReasonLabels { reason });
+                .get_or_create(&RefusalLabels { reason, detail });
         }
         for outcome in PREGENERATION_OUTCOMES {
             let _ = inner
@@ -439,10 +456,13 @@ impl Metrics {
             .inc_by(count);
     }
 
-    pub fn thumbnail_refused(&self, reason: &'static str) {
+    /// A refused thumbnail: `reason` from `REFUSAL_REASONS`, `detail` the
+    /// kind of file (for `unsupported`) or of decoding failure (for
+    /// `decode_failed`), empty otherwise.
+    pub fn thumbnail_refused(&self, reason: &'static str, detail: &'static str) {
         self.inner
             .thumbnails_refused
-            .get_or_create(&ReasonLabels { reason })
+            .get_or_create(&RefusalLabels { reason, detail })
             .inc();
     }
 

@@ -129,7 +129,7 @@ pub fn representative(
     format: Format,
     scan: u64,
 ) -> Result<RgbaImage, ThumbnailError> {
-    let decode = |e: image::ImageError| ThumbnailError::Decode(e.to_string());
+    let decode = |e: image::ImageError| ThumbnailError::image(&e);
     let take = usize::try_from(scan.max(1)).unwrap_or(usize::MAX);
     for frame in frames_of(bytes, format).map_err(decode)?.take(take) {
         let frame = frame.map_err(decode)?.into_buffer();
@@ -142,7 +142,12 @@ pub fn representative(
     let first = frames_of(bytes, format)
         .map_err(decode)?
         .next()
-        .ok_or_else(|| ThumbnailError::Decode("an animation without frames".to_owned()))?;
+        .ok_or_else(|| {
+            ThumbnailError::Decode(
+                super::DecodeFailure::Invalid,
+                "an animation without frames".to_owned(),
+            )
+        })?;
     Ok(first.map_err(decode)?.into_buffer())
 }
 

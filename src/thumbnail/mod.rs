@@ -8,6 +8,7 @@
 pub mod budget;
 mod frames;
 pub mod geometry;
+mod refusal;
 #[cfg(feature = "turbojpeg")]
 mod turbo;
 
@@ -125,8 +126,9 @@ pub struct Thumbnail {
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum ThumbnailError {
-    #[error("not an image format we thumbnail")]
-    Unsupported,
+    /// Not a format mxmedia thumbnails, and what it is instead.
+    #[error("{0}")]
+    Unsupported(Refused),
     #[error("image of {width}x{height} pixels is over the limit")]
     TooManyPixels { width: u64, height: u64 },
     #[error("animation of {0} frames is over the limit")]
@@ -135,10 +137,24 @@ pub enum ThumbnailError {
         "making this thumbnail would take {needed} bytes of memory, over the {budget} byte budget"
     )]
     TooExpensive { needed: u64, budget: u64 },
-    #[error("cannot decode the image: {0}")]
-    Decode(String),
+    #[error("cannot decode the image: {1}")]
+    Decode(DecodeFailure, String),
     #[error("cannot encode the thumbnail: {0}")]
     Encode(String),
+}
+
+pub use refusal::{DecodeFailure, Refused};
+
+impl ThumbnailError {
+    /// A decoder error of the `image` crate, classified.
+    pub fn image(error: &image::ImageError) -> Self {
+        Self::Decode(DecodeFailure::of(error), error.to_string())
+    }
+
+    /// An error of the JPEG decoder that scales while decoding, classified.
+    pub fn jpeg(error: &jpeg_decoder::Error) -> Self {
+        Self::Decode(DecodeFailure::of_jpeg(error), error.to_string())
+    }
 }
 
 /// The format the bytes really are, if it is one we decode.
@@ -173,7 +189,7 @@ pub fn probe_head(
     head: &[u8],
     limits: Limits,
 ) -> Result<Option<(Format, u32, u32)>, ThumbnailError> {
-    let format = sniff(head).ok_or(ThumbnailError::Unsupported)?;
+    let format = sniff(head).ok_or_else(|| ThumbnailError::Unsupported(Refused::sniff(head)))?;
     let Ok((width, height)) =
         ImageReader::with_format(Cursor::new(head), format.image_format()).into_dimensions()
     else {
@@ -191,10 +207,10 @@ pub fn probe_head(
 /// Format, dimensions and frame count from the header and container alone;
 /// refuses over-budget images before any decoding.
 pub fn probe(bytes: &[u8], limits: Limits) -> Result<Probe, ThumbnailError> {
-    let format = sniff(bytes).ok_or(ThumbnailError::Unsupported)?;
+    let format = sniff(bytes).ok_or_else(|| ThumbnailError::Unsupported(Refused::sniff(bytes)))?;
     let (width, height) = ImageReader::with_format(Cursor::new(bytes), format.image_format())
         .into_dimensions()
-        .map_err(|e| ThumbnailError::Decode(e.to_string()))?;
+        .map_err(|e| ThumbnailError::image(&e))?;
     if u64::from(width) * u64::from(height) > limits.max_pixels {
         return Err(ThumbnailError::TooManyPixels {
             width: width.into(),
@@ -232,7 +248,7 @@ pub fn generate_animated(
         // One frame, or too large a canvas to animate within the budget.
         return Ok(None);
     }
-    let decode_err = |e: image::ImageError| ThumbnailError::Decode(e.to_string());
+    let decode_err = |e: image::ImageError| ThumbnailError::image(&e);
     let frames_iter: Box<dyn Iterator<Item = image::ImageResult<Frame>>> = match probe.format {
         Format::Gif => Box::new(
             GifDecoder::new(Cursor::new(bytes))
@@ -389,7 +405,7 @@ fn webp_view(webp: &webp::WebPImage) -> Result<ImageRef<'_>, ThumbnailError> {
         PixelType::U8x3
     };
     ImageRef::new(webp.width(), webp.height(), webp, pixel_type)
-        .map_err(|e| ThumbnailError::Decode(e.to_string()))
+        .map_err(|e| ThumbnailError::Decode(DecodeFailure::Invalid, e.to_string()))
 }
 
 /// What to cut from a `width` x `height` source for `spec`, and the result's size.
@@ -412,9 +428,10 @@ fn resize_to(
         Some(PixelType::U8x3) => image::ColorType::Rgb8,
         Some(PixelType::U8x4) => image::ColorType::Rgba8,
         other => {
-            return Err(ThumbnailError::Decode(format!(
-                "unexpected pixel type {other:?}"
-            )));
+            return Err(ThumbnailError::Decode(
+                DecodeFailure::Invalid,
+                format!("unexpected pixel type {other:?}"),
+            ));
         }
     };
     let mut out = DynamicImage::new(plan.width, plan.height, color);
@@ -464,14 +481,17 @@ fn decode(
     }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format.image_format())
         .into_decoder()
-        .map_err(|e| ThumbnailError::Decode(e.to_string()))?;
+        .map_err(|e| ThumbnailError::image(&e))?;
     let orientation = reader.orientation().unwrap_or(Orientation::NoTransforms);
     if format == Format::Webp {
         // libwebp decodes about twice as fast as the pure-Rust decoder, and
         // its buffer is resized in place.
-        let webp = webp::Decoder::new(bytes)
-            .decode()
-            .ok_or_else(|| ThumbnailError::Decode("libwebp cannot decode the image".to_owned()))?;
+        let webp = webp::Decoder::new(bytes).decode().ok_or_else(|| {
+            ThumbnailError::Decode(
+                DecodeFailure::Invalid,
+                "libwebp cannot decode the image".to_owned(),
+            )
+        })?;
         if orientation == Orientation::NoTransforms {
             return Ok(Decoded::Webp(webp));
         }
@@ -482,13 +502,14 @@ fn decode(
         } else {
             image::RgbImage::from_raw(w, h, raw).map(DynamicImage::ImageRgb8)
         }
-        .ok_or_else(|| ThumbnailError::Decode("short pixel buffer".to_owned()))?;
+        .ok_or_else(|| {
+            ThumbnailError::Decode(DecodeFailure::Invalid, "short pixel buffer".to_owned())
+        })?;
         image.apply_orientation(orientation);
         return Ok(Decoded::Image(image));
     }
     // image's default Limits (512 MiB per allocation) stay on as a second line.
-    let mut image =
-        DynamicImage::from_decoder(reader).map_err(|e| ThumbnailError::Decode(e.to_string()))?;
+    let mut image = DynamicImage::from_decoder(reader).map_err(|e| ThumbnailError::image(&e))?;
     image.apply_orientation(orientation);
     // The resizer and encoders take 8-bit grey or RGB(A); 16-bit and float
     // pictures are brought down once, here.
@@ -514,9 +535,7 @@ fn decode_jpeg_scaled(
     specs: &[Spec],
 ) -> Result<Option<DynamicImage>, ThumbnailError> {
     let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
-    decoder
-        .read_info()
-        .map_err(|e| ThumbnailError::Decode(e.to_string()))?;
+    decoder.read_info().map_err(|e| ThumbnailError::jpeg(&e))?;
     let orientation = decoder
         .exif_data()
         .and_then(Orientation::from_exif_chunk)
@@ -548,13 +567,11 @@ fn decode_jpeg_scaled(
     let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
     let (w, h) = decoder
         .scale(clamp(want_w), clamp(want_h))
-        .map_err(|e| ThumbnailError::Decode(e.to_string()))?;
-    let pixels = decoder
-        .decode()
-        .map_err(|e| ThumbnailError::Decode(e.to_string()))?;
-    let info = decoder
-        .info()
-        .ok_or_else(|| ThumbnailError::Decode("no image info".to_owned()))?;
+        .map_err(|e| ThumbnailError::jpeg(&e))?;
+    let pixels = decoder.decode().map_err(|e| ThumbnailError::jpeg(&e))?;
+    let info = decoder.info().ok_or_else(|| {
+        ThumbnailError::Decode(DecodeFailure::Invalid, "no image info".to_owned())
+    })?;
     let (w, h) = (u32::from(w), u32::from(h));
     let image = match info.pixel_format {
         jpeg_decoder::PixelFormat::RGB24 => {
@@ -565,7 +582,9 @@ fn decode_jpeg_scaled(
         }
         jpeg_decoder::PixelFormat::CMYK32 | jpeg_decoder::PixelFormat::L16 => return Ok(None),
     };
-    let mut image = image.ok_or_else(|| ThumbnailError::Decode("short pixel buffer".to_owned()))?;
+    let mut image = image.ok_or_else(|| {
+        ThumbnailError::Decode(DecodeFailure::Invalid, "short pixel buffer".to_owned())
+    })?;
     image.apply_orientation(orientation);
     Ok(Some(image))
 }

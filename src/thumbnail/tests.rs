@@ -54,19 +54,19 @@ fn sniffing_picks_only_allowlisted_formats() {
         sniff(&encode_as(&img, ImageFormat::WebP)),
         Some(Format::Webp)
     );
-    for other in [
-        &b"%!PS-Adobe-3.0"[..],
-        b"%PDF-1.7",
-        b"II*\0tiff",
-        b"\0\0\x01\0ico",
-        b"BM bmp",
-        b"<svg",
-        b"",
+    for (other, kind) in [
+        (&b"%!PS-Adobe-3.0"[..], Refused::Other),
+        (b"%PDF-1.7", Refused::Pdf),
+        (b"II*\0tiff", Refused::Tiff),
+        (b"\0\0\x01\0ico", Refused::Ico),
+        (b"BM bmp", Refused::Bmp),
+        (b"<svg", Refused::Svg),
+        (b"", Refused::Other),
     ] {
         assert_eq!(sniff(other), None);
         assert_eq!(
             probe(other, limits()).unwrap_err(),
-            ThumbnailError::Unsupported
+            ThumbnailError::Unsupported(kind)
         );
     }
 }
@@ -174,7 +174,7 @@ fn webp_stills_keep_geometry_and_alpha() {
             &[spec(32, 32, Method::Crop)],
             limits()
         ),
-        Err(ThumbnailError::Decode(_))
+        Err(ThumbnailError::Decode(..))
     ));
 }
 
@@ -253,7 +253,7 @@ fn truncated_files_are_errors() {
     let png = encode_as(&DynamicImage::ImageRgb8(picture(64, 64)), ImageFormat::Png);
     assert!(matches!(
         generate(&png[..60], &[spec(32, 32, Method::Crop)], limits()),
-        Err(ThumbnailError::Decode(_))
+        Err(ThumbnailError::Decode(..))
     ));
 }
 

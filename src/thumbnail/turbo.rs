@@ -6,12 +6,12 @@
 use image::{DynamicImage, RgbImage};
 use turbojpeg::{Colorspace, Compressor, Decompressor, Image, PixelFormat, ScalingFactor, Subsamp};
 
-use super::ThumbnailError;
+use super::{DecodeFailure, ThumbnailError};
 
 // Takes the error by value to serve directly as a `map_err` adapter.
 #[allow(clippy::needless_pass_by_value)]
 fn err(e: turbojpeg::Error) -> ThumbnailError {
-    ThumbnailError::Decode(e.to_string())
+    ThumbnailError::Decode(DecodeFailure::Invalid, e.to_string())
 }
 
 /// Decodes at the largest DCT reduction whose result still covers
@@ -52,12 +52,16 @@ pub(super) fn decode_scaled(
         )
         .map_err(err)?;
     let (w, h) = (
-        u32::try_from(scaled.width).map_err(|e| ThumbnailError::Decode(e.to_string()))?,
-        u32::try_from(scaled.height).map_err(|e| ThumbnailError::Decode(e.to_string()))?,
+        u32::try_from(scaled.width)
+            .map_err(|e| ThumbnailError::Decode(DecodeFailure::Other, e.to_string()))?,
+        u32::try_from(scaled.height)
+            .map_err(|e| ThumbnailError::Decode(DecodeFailure::Other, e.to_string()))?,
     );
     RgbImage::from_raw(w, h, pixels)
         .map(|img| Some(DynamicImage::ImageRgb8(img)))
-        .ok_or_else(|| ThumbnailError::Decode("short pixel buffer".to_owned()))
+        .ok_or_else(|| {
+            ThumbnailError::Decode(DecodeFailure::Invalid, "short pixel buffer".to_owned())
+        })
 }
 
 /// JPEG at quality 80 with 4:2:0 chroma, as other thumbnailers make them.
