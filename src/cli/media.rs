@@ -11,7 +11,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mxmedia::{
     config::Config,
     ops::{
-        control::{self, ControlError},
         media::{MediaCommand, execute},
         mmr::MmrImport,
         synapse::{SynapseExport, SynapseImport},
@@ -380,27 +379,16 @@ async fn ask_or_run(
     bar: &ProgressBar,
 ) -> Result<Value, String> {
     let body = json!({ "command": command, "actor": actor });
-    let asked = control::call(
-        &config.control_socket_path(),
+    super::ask_or_run(
+        config,
         "/control/media",
         &body,
-        |p| {
-            show_progress(bar, &p);
+        |p: Value| show_progress(bar, &p),
+        |state| async move {
+            execute(&state.media, command, actor, |p| show_progress(bar, &p))
+                .await
+                .map_err(|e| e.to_string())
         },
     )
-    .await;
-    match asked {
-        Ok(result) => Ok(result),
-        Err(ControlError::NotRunning(_)) => {
-            let state = mxmedia::app::build_state(config)
-                .await
-                .map_err(|e| e.to_string())?;
-            let result = execute(&state.media, command, actor, |p| show_progress(bar, &p))
-                .await
-                .map_err(|e| e.to_string());
-            state.media.close().await.map_err(|e| e.to_string())?;
-            result
-        }
-        Err(other) => Err(other.to_string()),
-    }
+    .await
 }

@@ -7,31 +7,19 @@ use bytesize::ByteSize;
 use mxmedia::{
     config::Config,
     media::{Stats, Tally},
-    ops::control::{self, ControlError},
 };
 
 use super::output::Output;
 
 pub async fn run(config: &Config, out: Output) -> ExitCode {
-    let asked = control::call::<Stats>(
-        &config.control_socket_path(),
+    let outcome: Result<Stats, String> = super::ask_or_run(
+        config,
         "/control/stats",
         &serde_json::json!({}),
-        |_| {},
+        |_: serde_json::Value| {},
+        |state| async move { state.media.stats().await.map_err(|e| e.to_string()) },
     )
     .await;
-    let outcome = match asked {
-        Ok(stats) => Ok(stats),
-        Err(ControlError::NotRunning(_)) => match mxmedia::app::build_state(config).await {
-            Ok(built) => {
-                let counted = built.media.stats().await.map_err(|e| e.to_string());
-                let closed = built.media.close().await.map_err(|e| e.to_string());
-                counted.and_then(|s| closed.map(|()| s))
-            }
-            Err(e) => Err(e.to_string()),
-        },
-        Err(e) => Err(e.to_string()),
-    };
     match outcome {
         Ok(stats) => {
             out.result(&stats, || text(&stats));

@@ -8,7 +8,6 @@ use indicatif::ProgressBar;
 use mxmedia::{
     config::Config,
     media::{FsckProgress, FsckReport, FsckRequest, SyncProgress, SyncRequest},
-    ops::control::{self, ControlError},
 };
 
 use super::output::Output;
@@ -108,32 +107,24 @@ fn show_sync(bar: &ProgressBar, p: &SyncProgress) {
 async fn sync(config: &Config, request: &SyncRequest, out: Output) -> ExitCode {
     let bar = out.bar("{bar:40} {pos}/{len} blobs, {msg} [{elapsed_precise}, ETA {eta}]");
     let body = serde_json::to_value(request).unwrap_or_default();
-    let asked = control::call(
-        &config.control_socket_path(),
+    let shown = &bar;
+    let outcome: Result<SyncProgress, String> = super::ask_or_run(
+        config,
         "/control/storage/sync",
         &body,
-        |p| {
-            if let Ok(p) = serde_json::from_value(p) {
-                show_sync(&bar, &p);
-            }
-        },
-    )
-    .await;
-    let outcome: Result<SyncProgress, String> = match asked {
-        Ok(report) => Ok(report),
-        Err(ControlError::NotRunning(_)) => match mxmedia::app::build_state(config).await {
-            Ok(state) => state
+        |p| show_sync(shown, &p),
+        |state| async move {
+            state
                 .media
                 .sync(request, |p| {
-                    show_sync(&bar, p);
+                    show_sync(shown, p);
                     true
                 })
                 .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+                .map_err(|e| e.to_string())
         },
-        Err(e) => Err(e.to_string()),
-    };
+    )
+    .await;
     bar.finish_and_clear();
     match outcome {
         Ok(report) => {
@@ -184,32 +175,24 @@ fn show_fsck(bar: &ProgressBar, p: &FsckProgress) {
 async fn fsck(config: &Config, request: &FsckRequest, out: Output) -> ExitCode {
     let bar = out.bar("{bar:40} {pos}/{len} records, {msg} [{elapsed_precise}, ETA {eta}]");
     let body = serde_json::to_value(request).unwrap_or_default();
-    let asked = control::call(
-        &config.control_socket_path(),
+    let shown = &bar;
+    let outcome: Result<FsckReport, String> = super::ask_or_run(
+        config,
         "/control/storage/fsck",
         &body,
-        |p| {
-            if let Ok(p) = serde_json::from_value(p) {
-                show_fsck(&bar, &p);
-            }
-        },
-    )
-    .await;
-    let outcome: Result<FsckReport, String> = match asked {
-        Ok(report) => Ok(report),
-        Err(ControlError::NotRunning(_)) => match mxmedia::app::build_state(config).await {
-            Ok(state) => state
+        |p| show_fsck(shown, &p),
+        |state| async move {
+            state
                 .media
                 .fsck_with_progress(request, |r| {
-                    show_fsck(&bar, &r.progress());
+                    show_fsck(shown, &r.progress());
                     true
                 })
                 .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+                .map_err(|e| e.to_string())
         },
-        Err(e) => Err(e.to_string()),
-    };
+    )
+    .await;
     bar.finish_and_clear();
     match outcome {
         Ok(report) => {
