@@ -149,19 +149,9 @@ async fn kill_during_uploads(datastores: &str, objects_dir: &std::path::Path) {
 
     let server = RealServer::start_on(dir.path().join("config.yaml"), port).await;
     for (i, mxc) in &acknowledged {
-        let (s, id) = split_mxc(mxc);
-        let resp = server
-            .http
-            .get(server.url(&format!("/_matrix/client/v1/media/download/{s}/{id}")))
-            .bearer_auth(ALICE)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "acknowledged upload {i} lost");
-        assert!(
-            resp.bytes().await.unwrap().as_ref() == body(*i).as_slice(),
-            "acknowledged upload {i} corrupted"
-        );
+        let (status, bytes) = server.download_as(ALICE, mxc).await;
+        assert_eq!(status, 200, "acknowledged upload {i} lost");
+        assert!(bytes == body(*i), "acknowledged upload {i} corrupted");
     }
     // The sweep runs every second: wait until it has cleared what the kill
     // left (fsck reports the orphans it sees, and bytes that are missing).

@@ -51,29 +51,11 @@ async fn cli_json(config: &Path, args: &[&str]) -> Value {
 }
 
 async fn upload(server: &RealServer, bytes: Vec<u8>) -> String {
-    let resp = server
-        .http
-        .post(server.url("/_matrix/media/v3/upload"))
-        .bearer_auth(ALICE)
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let json: Value = resp.json().await.unwrap();
-    json["content_uri"].as_str().unwrap().to_owned()
+    server.upload_as(ALICE, bytes).await
 }
 
 async fn download(server: &RealServer, mxc: &str) -> (u16, Vec<u8>) {
-    let (s, id) = split_mxc(mxc);
-    let resp = server
-        .http
-        .get(server.url(&format!("/_matrix/client/v1/media/download/{s}/{id}")))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
+    server.download_as(ALICE, mxc).await
 }
 
 /// Objects in the datastore directory, as `local:<key>` like fsck names them.

@@ -56,6 +56,37 @@ impl RealServer {
         format!("http://{}{path}", self.addr)
     }
 
+    /// Uploads `bytes` as the user of `token`, which must succeed: the mxc URI.
+    pub async fn upload_as(&self, token: &str, bytes: Vec<u8>) -> String {
+        let resp = self
+            .http
+            .post(self.url("/_matrix/media/v3/upload"))
+            .bearer_auth(token)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let json: serde_json::Value = resp.json().await.unwrap();
+        json["content_uri"].as_str().unwrap().to_owned()
+    }
+
+    /// Downloads `mxc` as the user of `token`: status and bytes.
+    pub async fn download_as(&self, token: &str, mxc: &str) -> (u16, Vec<u8>) {
+        let (s, id) = mxc
+            .strip_prefix("mxc://")
+            .and_then(|rest| rest.split_once('/'))
+            .unwrap();
+        let resp = self
+            .http
+            .get(self.url(&format!("/_matrix/client/v1/media/download/{s}/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap()
     }
