@@ -91,7 +91,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, AppError> {
 type ClosedProbe = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// The metadata adapter `config` names, behind the core's ports.
-pub(crate) async fn open_metadata(config: &Config) -> Result<(Metadata, ClosedProbe), AppError> {
+async fn open_metadata(config: &Config) -> Result<(Metadata, ClosedProbe), AppError> {
     match &config.database {
         DatabaseConfig::Sled { cache_capacity, .. } => {
             let repo = SledRepo::open(&config.sled_path(), cache_capacity.as_u64())?;
@@ -134,6 +134,54 @@ pub async fn migrate_database(config: &Config) -> Result<String, AppError> {
         database_label(config),
         identity.id
     ))
+}
+
+/// Backs the configured database up to the file `out` in this process (no
+/// server runs; a running one takes backups itself through its control
+/// socket). PostgreSQL answers that `pg_dump` does this.
+pub async fn backup_database(
+    config: &Config,
+    out: &std::path::Path,
+) -> Result<crate::media::records::BackupReport, AppError> {
+    let (metadata, _) = open_metadata(config).await?;
+    let taken = metadata.transfer.backup(out).await;
+    metadata.housekeeping.close().await?;
+    Ok(taken?)
+}
+
+/// Restores `backup` as the configured (embedded) database, which must not
+/// exist yet. Every datastore then keeps the objects written before the
+/// restore out of the sweeps' reach: uploads made after the backup have no
+/// record in it, and only `storage fsck` names them.
+pub async fn restore_database(
+    config: &Config,
+    backup: &std::path::Path,
+) -> Result<crate::media::records::RestoreReport, AppError> {
+    if !matches!(config.database, DatabaseConfig::Sled { .. }) {
+        return Err(AppError::Refused(
+            "the configured database is PostgreSQL: restore it with pg_restore, or restore the backup into a sled directory and move it with `mxmedia db copy` (docs/backup.md)".to_owned(),
+        ));
+    }
+    let (backup, dir) = (backup.to_owned(), config.sled_path());
+    let mut report = tokio::task::spawn_blocking(move || SledRepo::restore(&backup, &dir))
+        .await
+        .map_err(|e| AppError::Refused(e.to_string()))??;
+    let (metadata, _) = open_metadata(config).await?;
+    let held = async {
+        let now = crate::ids::UnixMillis::now();
+        for (datastore, _) in metadata.transfer.claims().await? {
+            let claim = crate::media::records::ClaimRecord { since: now };
+            metadata.housekeeping.put_claim(&datastore, &claim).await?;
+            report.datastores_held += 1;
+        }
+        let counts = metadata.housekeeping.counts().await?;
+        (report.media, report.blobs) = (counts.media, counts.blobs);
+        Ok::<_, AppError>(())
+    }
+    .await;
+    metadata.housekeeping.close().await?;
+    held?;
+    Ok(report)
 }
 
 /// The URL previewer, when previews are on.

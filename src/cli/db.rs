@@ -71,7 +71,7 @@ pub async fn run(command: DbCommand, config: &Path, out: Output) -> ExitCode {
         },
         DbCommand::Backup { out: file } => backup(&config, file, out).await,
         DbCommand::Restore { input } => {
-            match mxmedia::ops::backup::restore(&config, &input).await {
+            match mxmedia::app::restore_database(&config, &input).await {
                 Ok(report) => {
                     out.result(&report, || {
                         format!(
@@ -105,7 +105,7 @@ async fn backup(config: &Config, file: PathBuf, out: Output) -> ExitCode {
     .await;
     let outcome = match asked {
         Ok(report) => Ok(report),
-        Err(ControlError::NotRunning(_)) => mxmedia::ops::backup::backup(config, &file)
+        Err(ControlError::NotRunning(_)) => mxmedia::app::backup_database(config, &file)
             .await
             .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
