@@ -104,6 +104,34 @@ async fn selfcheck_passes(recipe: &Recipe, token: &str) {
     assert_eq!(verdicts.len(), 11, "every check ran");
 }
 
+/// A large upload with a token the homeserver does not know, through the
+/// proxy: the client gets mxmedia's 401, not a proxy's 502 (mxmedia reads
+/// out the body it refused, so the proxy can finish sending it).
+async fn expired_token_upload_is_refused_cleanly(recipe: &Recipe) {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&recipe.cert).unwrap()).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .no_proxy()
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let resp = http
+            .post(format!(
+                "https://127.0.0.1:{}/_matrix/media/v3/upload",
+                recipe.port
+            ))
+            .bearer_auth("syt_expired_or_never_issued")
+            .body(vec![7u8; 6 * 1024 * 1024])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{}", recipe.name);
+        assert_eq!(resp.headers()["x-served-by"], "mxmedia", "{}", recipe.name);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["errcode"], "M_UNKNOWN_TOKEN", "{}", recipe.name);
+    }
+}
+
 /// An access token of `user`, logged in at Synapse directly.
 async fn login(hs_port: u16, user: &str, password: &str) -> String {
     let resp = reqwest::Client::new()
@@ -320,6 +348,7 @@ async fn matrix_clients_use_mxmedia_through_nginx_next_to_synapse() {
     // The deployment seen from outside, through nginx.
     let token = login(hs_port, "moderator", "pw-moderator-e2e").await;
     selfcheck_passes(&nginx, &token).await;
+    expired_token_upload_is_refused_cleanly(&nginx).await;
     drop(proxy);
 
     // A proxy that sends the legacy media routes to Synapse: the selfcheck
@@ -371,6 +400,7 @@ async fn matrix_clients_use_mxmedia_through_nginx_next_to_synapse() {
         };
         client_flows(&python, &recipe, "proxy", &[]).await;
         selfcheck_passes(&recipe, &token).await;
+        expired_token_upload_is_refused_cleanly(&recipe).await;
         if let Some(log) = &recipe.access_log {
             let access = std::fs::read_to_string(log).unwrap();
             assert!(

@@ -41,7 +41,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     use routes::{download, health, thumbnail};
     Router::new()
-        .merge(upload_routes())
+        .merge(upload_routes(&state))
         // Authenticated download (spec v1.11); HEAD is routed with GET.
         .route(
             "/_matrix/client/v1/media/download/{server_name}/{media_id}",
@@ -121,8 +121,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Uploads: plain, async (reserve then fill) and direct (MSC3870).
-fn upload_routes() -> Router<AppState> {
+/// Uploads: plain, async (reserve then fill) and direct (MSC3870). Every
+/// body a client is still sending when the answer is ready (a refusal
+/// before the handler ran, such as an expired token, or after) is read
+/// out, so the answer reaches it through a proxy.
+fn upload_routes(state: &AppState) -> Router<AppState> {
     use routes::upload;
     Router::new()
         // Upload (spec: POST /_matrix/media/v3/upload).
@@ -159,6 +162,10 @@ fn upload_routes() -> Router<AppState> {
             "/_matrix/media/unstable/com.beeper.msc3870/upload/{server_name}/{media_id}/complete",
             post(upload::complete_direct_upload),
         )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            upload::linger,
+        ))
 }
 
 /// The media config (per user class), URL previews and MSC4034's usage.

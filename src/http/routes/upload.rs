@@ -98,6 +98,21 @@ impl Drop for Lingering {
     }
 }
 
+/// Wraps an upload route's request body so that however the request ends
+/// (refused before its handler ran, cut off, or answered early), what the
+/// client is still sending is read out, up to the upload limit once more:
+/// see [`Lingering`].
+pub async fn linger(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let media = &state.config.media;
+    let (max_bytes, idle) = (media.max_upload_size.as_u64(), media.upload_idle_timeout);
+    next.run(request.map(|body| Body::from_stream(Lingering::new(body, max_bytes, idle))))
+        .await
+}
+
 /// The upload's metadata as the client sent it (the core cleans it).
 fn upload_meta(query: &UploadQuery, headers: &HeaderMap) -> UploadMeta {
     let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
@@ -116,16 +131,11 @@ async fn store(
     body: Body,
     target: UploadTarget,
 ) -> Result<MediaKey, ApiError> {
-    // However the upload ends, a body the client is still sending is read
-    // out (up to the limit once more), so the answer reaches it.
-    let media = &state.config.media;
-    let body = Lingering::new(
-        body,
-        media.max_upload_size.as_u64(),
-        media.upload_idle_timeout,
-    );
     let meta = upload_meta(&query, headers).from_client(client);
-    let body = body.map_err(std::io::Error::other).boxed();
+    let body = body
+        .into_data_stream()
+        .map_err(std::io::Error::other)
+        .boxed();
     Ok(state
         .media
         .upload(&requester.user_id, meta, body, target)
