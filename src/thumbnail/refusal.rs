@@ -191,6 +191,15 @@ impl DecodeFailure {
         }
     }
 
+    /// Classifies a decoder's message (libjpeg-turbo's errors are text).
+    pub fn of_message(message: &str) -> Self {
+        if mentions_end(message) {
+            Self::Truncated
+        } else {
+            Self::Invalid
+        }
+    }
+
     /// Classifies an error of the JPEG decoder that scales while decoding.
     pub fn of_jpeg(error: &jpeg_decoder::Error) -> Self {
         use jpeg_decoder::Error as E;

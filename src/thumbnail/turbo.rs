@@ -11,7 +11,8 @@ use super::{DecodeFailure, ThumbnailError};
 // Takes the error by value to serve directly as a `map_err` adapter.
 #[allow(clippy::needless_pass_by_value)]
 fn err(e: turbojpeg::Error) -> ThumbnailError {
-    ThumbnailError::Decode(DecodeFailure::Invalid, e.to_string())
+    let message = e.to_string();
+    ThumbnailError::Decode(DecodeFailure::of_message(&message), message)
 }
 
 /// Decodes at the largest DCT reduction whose result still covers
