@@ -16,6 +16,7 @@ const LIMITS: Limits = Limits {
     max_frames: 1000,
     max_bytes: 256 << 20,
     max_animation_pixels: 200_000_000,
+    formats: mxmedia::thumbnail::Formats::SAFE,
 };
 
 fn peak_rss_mb() -> f64 {

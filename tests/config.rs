@@ -434,3 +434,34 @@ fn sample_s3_example_is_valid() {
     assert_eq!((s3.id.as_str(), s3.bucket.as_str()), ("s3", "matrix-media"));
     assert!(s3.kinds.is_empty() && !s3.redirect.enabled && s3.multipart);
 }
+
+/// HEIC and AVIF can be listed only in a build that decodes them; the
+/// default list is the four formats every build decodes.
+#[test]
+fn heif_formats_need_the_heif_feature() {
+    let yaml = "server_name: example.org\nhomeserver: {url: 'http://127.0.0.1:8008'}\nthumbnails: {formats: [jpeg, heic, avif]}\n";
+    let loaded = Config::from_yaml(yaml, Vec::new());
+    if cfg!(feature = "heif") {
+        loaded.unwrap();
+    } else {
+        let err = loaded.unwrap_err().to_string();
+        assert!(
+            err.contains("thumbnails.formats: heic needs a build with the heif feature"),
+            "{err}"
+        );
+        assert!(err.contains("thumbnails.formats: avif needs"), "{err}");
+    }
+    let default = Config::from_yaml(
+        "server_name: example.org\nhomeserver: {url: 'http://127.0.0.1:8008'}\n",
+        Vec::new(),
+    )
+    .unwrap();
+    assert_eq!(default.thumbnails.formats.len(), 4);
+    let bad = Config::from_yaml(
+        "server_name: example.org\nhomeserver: {url: 'http://127.0.0.1:8008'}\nthumbnails: {formats: [tiff]}\n",
+        Vec::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(bad.contains("thumbnails.formats"), "{bad}");
+}

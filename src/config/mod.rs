@@ -129,6 +129,26 @@ pub struct ThumbnailConfig {
     pub max_animation_pixels: u64,
     /// Thumbnails generated at once; 0 means one per CPU core. Default 0.
     pub concurrency: usize,
+    /// The image formats thumbnails are made from. Default: jpeg, png,
+    /// gif, webp; `heic` and `avif` need a build with the `heif` feature.
+    pub formats: Vec<crate::thumbnail::Format>,
+}
+
+impl ThumbnailConfig {
+    /// HEIC and AVIF listed in a build that cannot decode them.
+    fn format_problems(&self) -> Vec<String> {
+        use crate::thumbnail::Format;
+        self.formats
+            .iter()
+            .filter(|f| matches!(f, Format::Heic | Format::Avif) && !cfg!(feature = "heif"))
+            .map(|f| {
+                let name = if *f == Format::Heic { "heic" } else { "avif" };
+                format!(
+                    "thumbnails.formats: {name} needs a build with the heif feature (cargo build --release --features heif)"
+                )
+            })
+            .collect()
+    }
 }
 
 impl Default for ThumbnailConfig {
@@ -154,6 +174,12 @@ impl Default for ThumbnailConfig {
             max_job_memory: ByteSize::mib(256),
             max_animation_pixels: 200_000_000,
             concurrency: 0,
+            formats: vec![
+                crate::thumbnail::Format::Jpeg,
+                crate::thumbnail::Format::Png,
+                crate::thumbnail::Format::Gif,
+                crate::thumbnail::Format::Webp,
+            ],
         }
     }
 }
@@ -573,6 +599,7 @@ impl Config {
         if self.media.sweep_interval.is_zero() {
             problems.push("media.sweep_interval: must be greater than zero".to_owned());
         }
+        problems.extend(self.thumbnails.format_problems());
         if self.connections.max == 0 {
             problems.push("connections.max: must be at least 1".to_owned());
         }

@@ -69,6 +69,7 @@ impl Thumbnailer {
             max_frames: config.max_frames,
             max_bytes: config.max_job_memory.as_u64(),
             max_animation_pixels: config.max_animation_pixels,
+            formats: crate::thumbnail::Formats::of(&config.formats),
         }
     }
 

@@ -39,6 +39,8 @@ pub fn still_cost(bytes: &[u8], probe: &Probe, specs: &[Spec]) -> u64 {
         // composed canvas and the frame drawn on it; WebP: libwebp's output
         // and, for lossless pictures, its ARGB plane.
         Format::Png | Format::Gif | Format::Webp => pixels * RGBA * 2,
+        // libheif's YCbCr planes, its interleaved RGB(A) and our copy of it.
+        Format::Heic | Format::Avif => pixels * RGBA * 3,
     };
     decode + outputs(specs, probe.width, probe.height, probe.height)
 }

@@ -8,6 +8,8 @@
 pub mod budget;
 mod frames;
 pub mod geometry;
+#[cfg_attr(not(feature = "heif"), path = "heif_off.rs")]
+mod heif;
 mod refusal;
 #[cfg(feature = "turbojpeg")]
 mod turbo;
@@ -23,13 +25,17 @@ use image::{
 };
 
 /// Formats we decode. The declared Content-Type never picks a decoder:
-/// only these magic bytes do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// only these magic bytes do. HEIC and AVIF are decoded only in a build
+/// with the `heif` feature, and only when `thumbnails.formats` lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     Jpeg,
     Png,
     Gif,
     Webp,
+    Heic,
+    Avif,
 }
 
 impl Format {
@@ -39,16 +45,47 @@ impl Format {
             Self::Png => "image/png",
             Self::Gif => "image/gif",
             Self::Webp => "image/webp",
+            Self::Heic => "image/heic",
+            Self::Avif => "image/avif",
         }
     }
 
-    fn image_format(self) -> ImageFormat {
+    /// The `image` crate's decoder for it; `None` for those libheif decodes.
+    fn image_format(self) -> Option<ImageFormat> {
         match self {
-            Self::Jpeg => ImageFormat::Jpeg,
-            Self::Png => ImageFormat::Png,
-            Self::Gif => ImageFormat::Gif,
-            Self::Webp => ImageFormat::WebP,
+            Self::Jpeg => Some(ImageFormat::Jpeg),
+            Self::Png => Some(ImageFormat::Png),
+            Self::Gif => Some(ImageFormat::Gif),
+            Self::Webp => Some(ImageFormat::WebP),
+            Self::Heic | Self::Avif => None,
         }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// The formats a deployment decodes (`thumbnails.formats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Formats(u8);
+
+impl Formats {
+    /// JPEG, PNG, GIF and WebP: the default.
+    pub const SAFE: Self = Self(0b1111);
+
+    pub fn of(formats: &[Format]) -> Self {
+        Self(formats.iter().fold(0, |bits, f| bits | f.bit()))
+    }
+
+    pub fn allows(self, format: Format) -> bool {
+        self.0 & format.bit() != 0
+    }
+}
+
+impl Default for Formats {
+    fn default() -> Self {
+        Self::SAFE
     }
 }
 
@@ -103,6 +140,8 @@ pub struct Limits {
     pub max_bytes: u64,
     /// Pixels an animated thumbnail may decode (frames x canvas).
     pub max_animation_pixels: u64,
+    /// What is decoded at all.
+    pub formats: Formats,
 }
 
 /// What the header and container say, before any pixel is decoded.
@@ -178,7 +217,36 @@ pub fn sniff(bytes: &[u8]) -> Option<Format> {
             b'P',
             ..,
         ] => Some(Format::Webp),
-        _ => None,
+        _ => match Refused::sniff(bytes) {
+            Refused::Heif => Some(Format::Heic),
+            Refused::Avif => Some(Format::Avif),
+            _ => None,
+        },
+    }
+}
+
+/// The format of `bytes`, if it is one this deployment decodes.
+fn admitted(bytes: &[u8], limits: Limits) -> Result<Format, ThumbnailError> {
+    let format = sniff(bytes).ok_or_else(|| ThumbnailError::Unsupported(Refused::sniff(bytes)))?;
+    if limits.formats.allows(format) {
+        Ok(format)
+    } else {
+        Err(ThumbnailError::Unsupported(match format {
+            Format::Heic => Refused::Heif,
+            Format::Avif => Refused::Avif,
+            _ => Refused::Disabled,
+        }))
+    }
+}
+
+/// Width and height from the header (and, for HEIC and AVIF, the
+/// container's image properties), before any pixel is decoded.
+fn dimensions(bytes: &[u8], format: Format) -> Result<(u32, u32), ThumbnailError> {
+    match format.image_format() {
+        Some(image_format) => ImageReader::with_format(Cursor::new(bytes), image_format)
+            .into_dimensions()
+            .map_err(|e| ThumbnailError::image(&e)),
+        None => heif::dimensions(bytes),
     }
 }
 
@@ -189,10 +257,8 @@ pub fn probe_head(
     head: &[u8],
     limits: Limits,
 ) -> Result<Option<(Format, u32, u32)>, ThumbnailError> {
-    let format = sniff(head).ok_or_else(|| ThumbnailError::Unsupported(Refused::sniff(head)))?;
-    let Ok((width, height)) =
-        ImageReader::with_format(Cursor::new(head), format.image_format()).into_dimensions()
-    else {
+    let format = admitted(head, limits)?;
+    let Ok((width, height)) = dimensions(head, format) else {
         return Ok(None);
     };
     if u64::from(width) * u64::from(height) > limits.max_pixels {
@@ -207,10 +273,8 @@ pub fn probe_head(
 /// Format, dimensions and frame count from the header and container alone;
 /// refuses over-budget images before any decoding.
 pub fn probe(bytes: &[u8], limits: Limits) -> Result<Probe, ThumbnailError> {
-    let format = sniff(bytes).ok_or_else(|| ThumbnailError::Unsupported(Refused::sniff(bytes)))?;
-    let (width, height) = ImageReader::with_format(Cursor::new(bytes), format.image_format())
-        .into_dimensions()
-        .map_err(|e| ThumbnailError::image(&e))?;
+    let format = admitted(bytes, limits)?;
+    let (width, height) = dimensions(bytes, format)?;
     if u64::from(width) * u64::from(height) > limits.max_pixels {
         return Err(ThumbnailError::TooManyPixels {
             width: width.into(),
@@ -220,7 +284,7 @@ pub fn probe(bytes: &[u8], limits: Limits) -> Result<Probe, ThumbnailError> {
     let frames = match format {
         Format::Gif => frames::gif_frames(bytes),
         Format::Webp => frames::webp_frames(bytes),
-        Format::Jpeg | Format::Png => 1,
+        Format::Jpeg | Format::Png | Format::Heic | Format::Avif => 1,
     };
     if frames > limits.max_frames {
         return Err(ThumbnailError::TooManyFrames(frames));
@@ -260,7 +324,7 @@ pub fn generate_animated(
                 .map_err(decode_err)?
                 .into_frames(),
         ),
-        Format::Jpeg | Format::Png => return Ok(None),
+        Format::Jpeg | Format::Png | Format::Heic | Format::Avif => return Ok(None),
     };
     let plan = plan(spec, probe.width, probe.height);
     // Each frame is decoded, resized and kept small; the encoder reads
@@ -479,7 +543,10 @@ fn decode(
     {
         return Ok(Decoded::Image(image));
     }
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), format.image_format())
+    let Some(image_format) = format.image_format() else {
+        return heif::decode(bytes).map(Decoded::Image);
+    };
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), image_format)
         .into_decoder()
         .map_err(|e| ThumbnailError::image(&e))?;
     let orientation = reader.orientation().unwrap_or(Orientation::NoTransforms);

@@ -25,11 +25,13 @@ pub enum Refused {
     Other,
     /// No thumbnail size is configured for the method asked.
     NoSize,
+    /// A format mxmedia can decode, left out of `thumbnails.formats` here.
+    Disabled,
 }
 
 impl Refused {
     /// Every kind, for metrics that start at zero.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Svg,
         Self::Pdf,
         Self::Bmp,
@@ -41,6 +43,7 @@ impl Refused {
         Self::Audio,
         Self::Other,
         Self::NoSize,
+        Self::Disabled,
     ];
 
     /// What `bytes` (the start of a file) are, among the kinds refused.
@@ -117,6 +120,7 @@ impl Refused {
             Self::Audio => "audio",
             Self::Other => "other",
             Self::NoSize => "no_size",
+            Self::Disabled => "disabled",
         }
     }
 }
@@ -130,6 +134,11 @@ impl fmt::Display for Refused {
                 "SVG images are never thumbnailed: mxmedia does not rasterise SVG, which can carry scripts and load other resources"
             }
             Self::NoSize => return f.write_str("no thumbnail size is configured for this method"),
+            Self::Disabled => {
+                return f.write_str(
+                    "this server does not thumbnail this image format (thumbnails.formats)",
+                );
+            }
             Self::Pdf => "PDF documents are not thumbnailed",
             Self::Bmp => "BMP images are not thumbnailed",
             Self::Tiff => "TIFF images are not thumbnailed",

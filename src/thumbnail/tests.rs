@@ -9,6 +9,7 @@ fn limits() -> Limits {
         max_frames: 1000,
         max_bytes: 256 << 20,
         max_animation_pixels: 200_000_000,
+        formats: Formats::SAFE,
     }
 }
 
@@ -354,6 +355,7 @@ fn frame_budget_is_enforced_from_the_container() {
         max_frames: 10,
         max_bytes: 256 << 20,
         max_animation_pixels: 200_000_000,
+        formats: Formats::SAFE,
     };
     assert_eq!(
         probe(&gif, tight).unwrap_err(),
