@@ -706,10 +706,7 @@ async fn pillow_made_animated_webp_gives_stills() {
 /// formats it does thumbnail are counted by kind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_say_what_the_file_is() {
-    let t = TestServer::start_with(|c| {
-        c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
-    })
-    .await;
+    let t = TestServer::start().await;
     let mut mp4 = vec![0, 0, 0, 0x18];
     mp4.extend_from_slice(b"ftypisom\0\0\0\0isommp41");
     let mut heic = vec![0, 0, 0, 0x18];
@@ -750,20 +747,7 @@ async fn refusals_say_what_the_file_is() {
     let (status, _, body) = fetch(&t, &thumb_path(&s, &id, "width=96&height=96")).await;
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
 
-    let addr = t.server().metrics_addr().unwrap();
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let count = |labels: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(&format!("mxmedia_thumbnails_refused_total{{{labels}}}")))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{labels} in {text}"))
-    };
+    let count = |labels: &str| t.metric("mxmedia_thumbnails_refused_total", labels);
     for (kind, ..) in &cases {
         assert_eq!(
             count(&format!("reason=\"unsupported\",detail=\"{kind}\"")),

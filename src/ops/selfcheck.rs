@@ -11,6 +11,9 @@ use reqwest::{Method, StatusCode, header};
 use serde::Serialize;
 use url::Url;
 
+// The error with its causes: reqwest's top line alone says little.
+use crate::net::error_chain as describe;
+
 /// Where to look from, and what the admin gave us to look with.
 #[derive(Debug, Clone)]
 pub struct PublicCheck {
@@ -213,18 +216,6 @@ async fn answer(response: reqwest::Response) -> Result<Answer, String> {
     })
 }
 
-/// The error with its causes (reqwest's top line alone says little).
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 fn reaches_us(name: &'static str, path: &str, answer: Result<Answer, String>) -> Verdict {
     match answer {
         Ok(a) if a.ours => Verdict::ok(name, format!("{path} reaches mxmedia ({})", a.status)),
@@ -414,7 +405,9 @@ async fn ranges(client: &reqwest::Client, base: &str, token: &str) -> Vec<Verdic
             }
             Err(e) => return vec![Verdict::fail("range_and_head", e, ROUTES_FIX)],
         },
-        Err(e) => return vec![Verdict::fail("range_and_head", describe(&e), ROUTES_FIX)],
+        Err(e) => {
+            return vec![Verdict::fail("range_and_head", describe(&e), ROUTES_FIX)];
+        }
     };
     let Some(path) = mxc.as_deref().and_then(|m| m.strip_prefix("mxc://")) else {
         return vec![Verdict::fail(
