@@ -69,6 +69,21 @@ fn thumbnails(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    let webp = inputs::webp_animated_50();
+    group.bench_function("webp50/still320", |b| {
+        b.iter(|| generate(&webp, &[spec(320, 240, Method::Scale)], LIMITS).unwrap())
+    });
+    group.bench_function("webp50/animated320", |b| {
+        b.iter(|| {
+            generate_animated(&webp, spec(320, 180, Method::Scale), LIMITS)
+                .unwrap()
+                .unwrap()
+        })
+    });
+    let sticker = inputs::webp_sticker_24();
+    group.bench_function("sticker24/still96", |b| {
+        b.iter(|| generate(&sticker, &[spec(96, 96, Method::Crop)], LIMITS).unwrap())
+    });
     group.finish();
 }
 

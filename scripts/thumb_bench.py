@@ -4,9 +4,11 @@ path and libvips (in-process), on the same generated inputs, single core
 (taskset -c 1), median of 5 timed runs after a warm-up, one case per fresh
 process so peak RSS is the case's own. Writes docs/benchmarks.md.
 
-Needs: the Rust toolchain with cmake and nasm (the turbojpeg feature);
-python3; Pillow and pyvips (installed into .bench-venv by this script);
-Debian's libvips42 (apt-get install libvips42 cmake nasm).
+Needs: the Rust toolchain with cmake and nasm (the turbojpeg feature),
+libde265-dev and libdav1d-dev (the heif feature); python3; Pillow and
+pyvips (installed into .bench-venv by this script); Debian's libvips42 and
+heif-enc (apt-get install libvips42 libheif-examples cmake nasm
+libde265-dev libdav1d-dev).
 Run from the repository root: python3 scripts/thumb_bench.py
 """
 import io
@@ -29,7 +31,13 @@ CASES = [
     ("photo12mp_prog.jpg", "scale320"), ("photo12mp.webp", "scale320"), ("photo12mp.webp", "crop96"),
     ("photo12mp_lossless.webp", "scale320"),
     ("alpha2mp.png", "scale320"), ("alpha2mp.png", "crop96"), ("anim50.gif", "scale320"), ("anim50.gif", "anim"),
+    ("anim50.webp", "scale320"), ("anim50.webp", "crop96"), ("anim50.webp", "anim"),
+    ("sticker24.webp", "crop96"), ("sticker24.webp", "anim"),
+    ("photo12mp.heic", "scale320"), ("photo12mp.heic", "crop96"), ("photo12mp.heic", "all5"),
+    ("photo12mp.avif", "scale320"), ("photo12mp.avif", "crop96"),
 ]
+# Synapse thumbnails JPEG, PNG, GIF and WebP only (its thumbnail_requirements).
+NOT_IN_SYNAPSE = (".heic", ".avif")
 
 
 def specs(op):
@@ -48,7 +56,9 @@ def pil_synapse(data, op):
         for frame in ImageSequence.Iterator(image):
             frames.append(frame.convert("RGBA").resize((320, 180), Image.LANCZOS))
         out = io.BytesIO()
-        frames[0].save(out, "GIF", save_all=True, append_images=frames[1:], loop=0)
+        # An animation stays in its own format: GIF as GIF, WebP as WebP.
+        anim_fmt = "WEBP" if fmt == "WEBP" else "GIF"
+        frames[0].save(out, anim_fmt, save_all=True, append_images=frames[1:], loop=0)
         return out.getbuffer().nbytes
     image = ImageOps.exif_transpose(image)
     if image.mode in ("1", "L", "P"):
@@ -83,7 +93,8 @@ def vips(data, op):
     import pyvips
     pyvips.cache_set_max(0)
     if op == "anim":
-        return len(pyvips.Image.thumbnail_buffer(data, 320, height=180, option_string="n=-1").write_to_buffer(".gif"))
+        suffix = ".webp" if data[8:12] == b"WEBP" else ".gif"
+        return len(pyvips.Image.thumbnail_buffer(data, 320, height=180, option_string="n=-1").write_to_buffer(suffix))
     total = 0
     for (w, h, method) in specs(op):
         kwargs = {"height": h}
@@ -121,18 +132,30 @@ def main():
     if not os.path.exists(python):
         subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
         subprocess.run([python, "-m", "pip", "install", "-q", "pillow==13.0.0", "pyvips"], check=True)
-    # The release build's JPEG path: libjpeg-turbo (needs cmake and nasm).
-    subprocess.run(["cargo", "build", "--release", "--features", "turbojpeg", "--example", "thumb_compare"], cwd=ROOT, check=True)
+    # The release build's JPEG path: libjpeg-turbo (needs cmake and nasm),
+    # and HEIC/AVIF through libheif (the heif feature).
+    subprocess.run(["cargo", "build", "--release", "--features", "turbojpeg,heif", "--example", "thumb_compare"],
+                   cwd=ROOT, check=True)
     binary = os.path.join(ROOT, "target", "release", "examples", "thumb_compare")
     inputs = tempfile.mkdtemp(prefix="thumb-inputs-")
     subprocess.run([binary, "gen", inputs], check=True)
+    # HEIC (x265) and AVIF (aom) of the same 12 MP photo, at heif-enc's
+    # quality 50, as phones and browsers write them.
+    photo = os.path.join(inputs, "photo12mp.jpg")
+    subprocess.run(["heif-enc", "-q", "50", "-o", os.path.join(inputs, "photo12mp.heic"), photo], check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run(["heif-enc", "-A", "-q", "50", "-o", os.path.join(inputs, "photo12mp.avif"), photo], check=True,
+                   stdout=subprocess.DEVNULL)
     env = dict(os.environ, VIPS_CONCURRENCY="1", OMP_NUM_THREADS="1")
     rows = []
     for name, op in CASES:
         path = os.path.join(inputs, name)
         row = {"case": f"{name} {op}", "bytes": os.path.getsize(path)}
         row["mxmedia"] = measure([binary, "run", path, op])
-        row["pillow"] = measure([python, os.path.abspath(__file__), "--tool", "pil-synapse", path, op], env)
+        if name.endswith(NOT_IN_SYNAPSE):
+            row["pillow"] = {"skipped": "Synapse does not thumbnail it"}
+        else:
+            row["pillow"] = measure([python, os.path.abspath(__file__), "--tool", "pil-synapse", path, op], env)
         row["vips"] = measure([python, os.path.abspath(__file__), "--tool", "vips", path, op], env)
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -140,7 +163,9 @@ def main():
 
 
 def cell(result, key):
-    return f"{result[key]:.1f}" if key in result else "error"
+    if key in result:
+        return f"{result[key]:.1f}"
+    return "-" if "skipped" in result else "error"
 
 
 def ratio(other, ours):
@@ -157,7 +182,12 @@ def write_table(rows):
         "runtime included: Python with Pillow or pyvips imported, or the Rust binary holding its input).",
         "mxmedia is built with `--features turbojpeg` (libjpeg-turbo for JPEG decode and encode).",
         "Inputs are generated (`benches/support/inputs.rs`): 12 MP photo-like JPEG q90 (baseline and progressive),",
-        "12 MP WebP (lossy q80 from libwebp, and lossless), 2 MP RGBA PNG, 50-frame 480x270 GIF.",
+        "12 MP WebP (lossy q80 from libwebp, and lossless), 2 MP RGBA PNG, 50-frame 480x270 GIF,",
+        "the same 50 frames as a lossy animated WebP fading in from black over four frames (a still shows a later",
+        "frame in mxmedia; libvips and Pillow take the first), a 512x512 24-frame lossless animated sticker with",
+        "transparency, and the 12 MP photo as HEIC (x265) and AVIF (aom) by `heif-enc -q 50`.",
+        "`anim` keeps the animation (GIF stays GIF, WebP stays WebP).",
+        "Synapse does not thumbnail HEIC or AVIF (`-`); mxmedia does when built with `--features heif`.",
         "`Pillow (Synapse)` is Synapse's thumbnailer logic: full decode, LANCZOS, JPEG q80 or PNG.",
         "`libvips` is `thumbnail_buffer` in-process (pyvips, Debian libvips 8.14, VIPS_CONCURRENCY=1).",
         "Ratios are their time divided by mxmedia's (higher = mxmedia faster).",

@@ -123,3 +123,59 @@ pub fn gif_50_frames() -> Vec<u8> {
     }
     out
 }
+
+/// 50 frames of 480x270, the pan of `gif_50_frames` as a lossy animated
+/// WebP (libwebp's animation encoder, quality 75), fading in from black
+/// over the first four frames as clips often do: a still shows a later
+/// frame, so the representative-frame search does its real work.
+pub fn webp_animated_50() -> Vec<u8> {
+    let big = photo(960, 540);
+    let frames: Vec<Vec<u8>> = (0..50u32)
+        .map(|i| {
+            let frame = image::imageops::crop_imm(&big, i * 9, i * 5, 480, 270).to_image();
+            let fade = (i as f32 / 4.0).min(1.0);
+            RgbaImage::from_fn(480, 270, |x, y| {
+                let p = frame.get_pixel(x, y).0;
+                Rgba([
+                    (f32::from(p[0]) * fade) as u8,
+                    (f32::from(p[1]) * fade) as u8,
+                    (f32::from(p[2]) * fade) as u8,
+                    255,
+                ])
+            })
+            .into_raw()
+        })
+        .collect();
+    animated_webp(&frames, 480, 270, false, 40)
+}
+
+/// A 512x512 animated sticker: 24 lossless frames with transparency (a
+/// disc moving over a transparent canvas), 60 ms a frame.
+pub fn webp_sticker_24() -> Vec<u8> {
+    let frames: Vec<Vec<u8>> = (0..24u32)
+        .map(|i| {
+            let (cx, cy) = (128.0 + 10.0 * i as f32, 256.0);
+            RgbaImage::from_fn(512, 512, |x, y| {
+                let d = ((x as f32 - cx).powi(2) + (y as f32 - cy).powi(2)).sqrt();
+                if d < 110.0 {
+                    Rgba([(x / 2) as u8, (y / 2) as u8, (i * 10) as u8, 255])
+                } else {
+                    Rgba([0, 0, 0, 0])
+                }
+            })
+            .into_raw()
+        })
+        .collect();
+    animated_webp(&frames, 512, 512, true, 60)
+}
+
+fn animated_webp(frames: &[Vec<u8>], w: u32, h: u32, lossless: bool, delay_ms: i32) -> Vec<u8> {
+    let mut config = webp::WebPConfig::new().expect("webp config");
+    config.lossless = i32::from(lossless);
+    config.quality = 75.0;
+    let mut encoder = webp::AnimEncoder::new(w, h, &config);
+    for (i, frame) in frames.iter().enumerate() {
+        encoder.add_frame(webp::AnimFrame::from_rgba(frame, w, h, i as i32 * delay_ms));
+    }
+    encoder.encode().to_vec()
+}
