@@ -13,6 +13,8 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod federation;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod homeserver;
 pub mod http;
 pub mod ids;

@@ -140,8 +140,17 @@ impl PartReader {
     /// Reads until `needle`, returning what came before it (at most `cap`
     /// bytes) and consuming the needle.
     async fn until(&mut self, needle: &[u8], cap: usize) -> Result<Bytes, MultipartError> {
+        // Where the needle may still start: bytes already searched are not
+        // searched again, so a body trickled in byte by byte costs linear
+        // time, not quadratic.
+        let mut from = 0;
         loop {
-            if let Some(at) = find(&self.buffer, needle) {
+            if let Some(at) = find(&self.buffer[from..], needle).map(|at| at + from) {
+                // One network chunk may carry more than the cap before
+                // the needle: the cap holds whatever the chunking.
+                if at > cap {
+                    return Err(MultipartError::PartTooLarge);
+                }
                 let before = self.buffer.split_to(at).freeze();
                 let _ = self.buffer.split_to(needle.len());
                 return Ok(before);
@@ -149,6 +158,7 @@ impl PartReader {
             if self.buffer.len() > cap + needle.len() {
                 return Err(MultipartError::PartTooLarge);
             }
+            from = self.buffer.len().saturating_sub(needle.len() - 1);
             if !self.fill().await? {
                 return Err(MultipartError::Truncated);
             }

@@ -60,23 +60,17 @@ impl Federation {
     }
 
     async fn discover_uncached(&self, server: &ServerName) -> Result<Url, LookupError> {
-        let base = |host: &str, port: u16| {
-            Ok::<_, LookupError>(Url::parse(&format!("https://{host}:{port}/"))?)
-        };
         if server.is_ip_literal() || server.port().is_some() {
-            return base(server.host(), server.port().unwrap_or(8448));
+            return base_url(server.host(), server.port().unwrap_or(8448));
         }
-        let well_known = base(server.host(), 443)?.join("/.well-known/matrix/server")?;
+        let well_known = base_url(server.host(), 443)?.join("/.well-known/matrix/server")?;
         let delegated = match self.get_document(well_known).await {
-            Ok(body) => serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("m.server")?.as_str().map(str::to_owned))
-                .and_then(|s| ServerName::parse(&s).ok()),
+            Ok(body) => delegated_server(&body),
             Err(_) => None,
         };
         match delegated {
             Some(target) if target.is_ip_literal() || target.port().is_some() => {
-                base(target.host(), target.port().unwrap_or(8448))
+                base_url(target.host(), target.port().unwrap_or(8448))
             }
             Some(target) => self.srv_or_default(target.host()).await,
             None => self.srv_or_default(server.host()).await,
@@ -95,26 +89,18 @@ impl Federation {
             else {
                 continue;
             };
-            let best = lookup
-                .answers()
-                .iter()
-                .filter_map(|record| match &record.data {
-                    hickory_resolver::proto::rr::RData::SRV(srv) => Some(srv.clone()),
-                    _ => None,
-                })
-                .min_by_key(|srv| (srv.priority, std::cmp::Reverse(srv.weight)));
-            if let Some(srv) = best {
-                let target = srv.target.to_ascii();
-                let target = target.trim_end_matches('.');
-                if target.is_empty() {
-                    // "." means the service is deliberately not offered.
+            match best_srv(lookup.answers()) {
+                Some(SrvChoice::NotOffered) => {
                     return Err(LookupError::NoService(host.to_owned()));
                 }
-                self.inner.resolver.set_srv_target(host, target);
-                return Ok(Url::parse(&format!("https://{host}:{}/", srv.port))?);
+                Some(SrvChoice::Target { target, port }) => {
+                    self.inner.resolver.set_srv_target(host, &target);
+                    return base_url(host, port);
+                }
+                None => {}
             }
         }
-        Ok(Url::parse(&format!("https://{host}:8448/"))?)
+        base_url(host, 8448)
     }
 
     /// A small JSON document from another server, size-capped.
@@ -139,6 +125,66 @@ impl Federation {
             .await
             .map_err(|source| LookupError::Body { url, source })
     }
+}
+
+/// The base URL of a federation API at `host:port`. A host that would not
+/// stay the URL's host (anything but a server name's host part) is refused.
+pub fn base_url(host: &str, port: u16) -> Result<Url, LookupError> {
+    let url = Url::parse(&format!("https://{host}:{port}/"))?;
+    let kept = match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case(host),
+        Some(url::Host::Ipv4(ip)) => host.parse() == Ok(ip),
+        Some(url::Host::Ipv6(ip)) => host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .is_some_and(|h| h.parse() == Ok(ip)),
+        None => false,
+    };
+    if !kept || url.path() != "/" || url.query().is_some() || !url.username().is_empty() {
+        return Err(LookupError::Url(url::ParseError::InvalidDomainCharacter));
+    }
+    Ok(url)
+}
+
+/// The server a `.well-known/matrix/server` document delegates to.
+pub fn delegated_server(body: &[u8]) -> Option<ruma::OwnedServerName> {
+    #[derive(serde::Deserialize)]
+    struct WellKnown {
+        #[serde(rename = "m.server")]
+        server: String,
+    }
+    let document: WellKnown = serde_json::from_slice(body).ok()?;
+    ServerName::parse(&document.server).ok()
+}
+
+/// What a host's SRV records say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SrvChoice {
+    /// The machine and port to connect to (the name stays the host's).
+    Target { target: String, port: u16 },
+    /// A target of "." says the service is deliberately not offered.
+    NotOffered,
+}
+
+/// The record to use among a lookup's answers: the lowest priority, then
+/// the highest weight. Answers that are not SRV records are ignored.
+pub fn best_srv(answers: &[hickory_resolver::proto::rr::Record]) -> Option<SrvChoice> {
+    let srv = answers
+        .iter()
+        .filter_map(|record| match &record.data {
+            hickory_resolver::proto::rr::RData::SRV(srv) => Some(srv),
+            _ => None,
+        })
+        .min_by_key(|srv| (srv.priority, std::cmp::Reverse(srv.weight)))?;
+    let target = srv.target.to_ascii();
+    let target = target.trim_end_matches('.');
+    if target.is_empty() {
+        return Some(SrvChoice::NotOffered);
+    }
+    Some(SrvChoice::Target {
+        target: target.to_owned(),
+        port: srv.port,
+    })
 }
 
 /// The resolver for SRV records: `dns_servers` when set, else the system's.

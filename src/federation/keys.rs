@@ -17,9 +17,9 @@ const OWN_KEY_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A remote server's keys as we last fetched them.
 #[derive(Debug, Clone)]
-pub(super) struct ServerKeys {
+pub struct ServerKeys {
     /// key id -> (public key, valid until, ms since the epoch).
-    keys: BTreeMap<String, (Base64, u64)>,
+    pub keys: BTreeMap<String, (Base64, u64)>,
 }
 
 /// Why a signing key file cannot be used.
@@ -126,40 +126,49 @@ impl Federation {
             .get_document(url)
             .await
             .map_err(|e| fail(e.to_string()))?;
-        let doc: CanonicalJsonObject = serde_json::from_slice(&body)
-            .map_err(|e| fail(format!("key document of {origin}: {e}")))?;
-        if doc.get("server_name").and_then(|v| v.as_str()) != Some(origin.as_str()) {
-            return Err(fail(format!("key document is not for {origin}")));
-        }
-        let valid_until = doc
-            .get("valid_until_ts")
-            .and_then(CanonicalJsonValue::as_integer)
-            .and_then(|v| u64::try_from(i64::from(v)).ok())
-            .unwrap_or(0);
-        let mut keys = BTreeMap::new();
-        if let Some(CanonicalJsonValue::Object(verify_keys)) = doc.get("verify_keys") {
-            for (id, entry) in verify_keys {
-                if let Some(key) = entry
-                    .as_object()
-                    .and_then(|o| o.get("key"))
-                    .and_then(|k| k.as_str())
-                    .and_then(|k| Base64::parse(k).ok())
-                {
-                    keys.insert(id.clone(), (key, valid_until));
-                }
+        read_key_document(origin, &body).map(Arc::new)
+    }
+}
+
+/// Reads another server's key document (`GET /_matrix/key/v2/server`):
+/// it must name `origin` and be signed by the keys it publishes; only
+/// well-formed `verify_keys` are kept, each valid until the document's
+/// `valid_until_ts`.
+pub fn read_key_document(origin: &ServerName, body: &[u8]) -> Result<ServerKeys, AuthFailure> {
+    let fail = |what: String| AuthFailure::KeyUnavailable(what);
+    let doc: CanonicalJsonObject =
+        serde_json::from_slice(body).map_err(|e| fail(format!("key document of {origin}: {e}")))?;
+    if doc.get("server_name").and_then(|v| v.as_str()) != Some(origin.as_str()) {
+        return Err(fail(format!("key document is not for {origin}")));
+    }
+    let valid_until = doc
+        .get("valid_until_ts")
+        .and_then(CanonicalJsonValue::as_integer)
+        .and_then(|v| u64::try_from(i64::from(v)).ok())
+        .unwrap_or(0);
+    let mut keys = BTreeMap::new();
+    if let Some(CanonicalJsonValue::Object(verify_keys)) = doc.get("verify_keys") {
+        for (id, entry) in verify_keys {
+            if let Some(key) = entry
+                .as_object()
+                .and_then(|o| o.get("key"))
+                .and_then(|k| k.as_str())
+                .and_then(|k| Base64::parse(k).ok())
+            {
+                keys.insert(id.clone(), (key, valid_until));
             }
         }
-        // The document must be signed by the keys it publishes.
-        let own: PublicKeyMap = BTreeMap::from([(
-            origin.to_string(),
-            keys.iter()
-                .map(|(id, (k, _))| (id.clone(), k.clone()))
-                .collect(),
-        )]);
-        ruma::signatures::verify_json(&own, &doc)
-            .map_err(|e| fail(format!("key document of {origin} is not self-signed: {e}")))?;
-        Ok(Arc::new(ServerKeys { keys }))
     }
+    // The document must be signed by the keys it publishes.
+    let own: PublicKeyMap = BTreeMap::from([(
+        origin.to_string(),
+        keys.iter()
+            .map(|(id, (k, _))| (id.clone(), k.clone()))
+            .collect(),
+    )]);
+    ruma::signatures::verify_json(&own, &doc)
+        .map_err(|e| fail(format!("key document of {origin} is not self-signed: {e}")))?;
+    Ok(ServerKeys { keys })
 }
 
 /// RFC 8410 PKCS#8 v1 prefix of an Ed25519 private key; the 32-byte seed follows.

@@ -20,12 +20,12 @@ use std::{
 use ruma::{OwnedServerName, ServerName, signatures::Ed25519KeyPair};
 use url::Url;
 
-use self::keys::ServerKeys;
 pub use self::{
-    discovery::LookupError,
+    discovery::{LookupError, SrvChoice, base_url, best_srv, delegated_server},
     guard::{AddressGuard, GuardedResolver},
-    keys::{KeyFileError, load_signing_key, parse_signing_key},
-    verify::AuthFailure,
+    keys::{KeyFileError, ServerKeys, load_signing_key, parse_signing_key, read_key_document},
+    source::file_name,
+    verify::{AuthFailure, claim, verify_claim},
 };
 use crate::config::FederationConfig;
 

@@ -172,7 +172,7 @@ fn whole(response: reqwest::Response) -> RemoteAnswer {
 }
 
 /// The file name of a `Content-Disposition` value (`filename*` first).
-fn file_name(value: &[u8]) -> Option<String> {
+pub fn file_name(value: &[u8]) -> Option<String> {
     ContentDisposition::try_from(value).ok()?.filename
 }
 

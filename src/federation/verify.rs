@@ -7,6 +7,7 @@ use http::{HeaderMap, Method, Uri};
 use ruma::{
     OwnedServerName, ServerName,
     api::federation::authentication::{XMatrix, XMatrixSigningInput},
+    serde::Base64,
     signatures::PublicKeyMap,
 };
 
@@ -27,6 +28,38 @@ pub enum AuthFailure {
     BadSignature,
 }
 
+/// What an inbound request's `Authorization` header claims: an `X-Matrix`
+/// origin, key and signature, addressed to `us` (or to nobody, as older
+/// servers send). Nothing is verified yet.
+pub fn claim(headers: &HeaderMap, us: &ServerName) -> Result<XMatrix, AuthFailure> {
+    let x_matrix = XMatrix::extract_from_http_headers(headers).map_err(|_| AuthFailure::Missing)?;
+    if x_matrix.destination.as_deref().is_some_and(|d| d != us) {
+        return Err(AuthFailure::WrongDestination);
+    }
+    Ok(x_matrix)
+}
+
+/// Verifies a claimed signature of a request without a body against
+/// `origin`'s key `key`.
+pub fn verify_claim(
+    x_matrix: &XMatrix,
+    method: &Method,
+    uri: &Uri,
+    us: &ServerName,
+    key: Base64,
+) -> Result<(), AuthFailure> {
+    let mut request = http::Request::new(Vec::<u8>::new());
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri.clone();
+    let map: PublicKeyMap = BTreeMap::from([(
+        x_matrix.origin.to_string(),
+        BTreeMap::from([(x_matrix.key.to_string(), key)]),
+    )]);
+    x_matrix
+        .verify_http_request(&request, us, &map)
+        .map_err(|_| AuthFailure::BadSignature)
+}
+
 impl Federation {
     /// Checks the `X-Matrix` signature of an inbound request (no body) and
     /// answers the origin server.
@@ -36,28 +69,13 @@ impl Federation {
         uri: &Uri,
         headers: &HeaderMap,
     ) -> Result<OwnedServerName, AuthFailure> {
-        let x_matrix =
-            XMatrix::extract_from_http_headers(headers).map_err(|_| AuthFailure::Missing)?;
-        if x_matrix
-            .destination
-            .as_deref()
-            .is_some_and(|d| d != self.inner.server_name)
-        {
-            return Err(AuthFailure::WrongDestination);
-        }
+        let x_matrix = claim(headers, &self.inner.server_name)?;
         if self.is_blocked(&x_matrix.origin) {
             return Err(AuthFailure::Blocked);
         }
         let key_id = x_matrix.key.to_string();
         let key = self.public_key(&x_matrix.origin, &key_id).await?;
-        let mut request = http::Request::new(Vec::<u8>::new());
-        *request.method_mut() = method.clone();
-        *request.uri_mut() = uri.clone();
-        let map: PublicKeyMap =
-            BTreeMap::from([(x_matrix.origin.to_string(), BTreeMap::from([(key_id, key)]))]);
-        x_matrix
-            .verify_http_request(&request, &self.inner.server_name, &map)
-            .map_err(|_| AuthFailure::BadSignature)?;
+        verify_claim(&x_matrix, method, uri, &self.inner.server_name, key)?;
         Ok(x_matrix.origin)
     }
 

@@ -55,7 +55,7 @@ pub use gc::SweepReport;
 pub use import::{ImportItem, Imported};
 pub use meter::Pace;
 pub use moderation::{UsageQuery, UsageReport, UserUsage};
-pub use name::clean_filename;
+pub use name::{MAX_NAME_BYTES, clean_filename};
 pub use ownership::{Claim, OwnershipError};
 pub use preview::PreviewRequest;
 pub use quota::{UsageView, UserClass};

@@ -4,7 +4,7 @@
 //! `http::headers`' job.
 
 /// Longest kept name, in bytes.
-const MAX_NAME_BYTES: usize = 255;
+pub const MAX_NAME_BYTES: usize = 255;
 
 fn is_unwanted(c: char) -> bool {
     c.is_control()

@@ -20,11 +20,11 @@ use lol_html::{
 /// Parser memory for one page (buffered tags, open elements).
 const PARSER_MEMORY: usize = 1024 * 1024;
 /// Meta properties kept at most.
-const MAX_PROPERTIES: usize = 64;
+pub const MAX_PROPERTIES: usize = 64;
 /// Characters kept of one value.
-const MAX_VALUE: usize = 1000;
+pub const MAX_VALUE: usize = 1000;
 /// Characters of paragraph text kept for a description.
-const MAX_DESCRIPTION: usize = 500;
+pub const MAX_DESCRIPTION: usize = 500;
 
 /// What the page said.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -258,6 +258,12 @@ pub struct PageParser {
 }
 
 pub(super) fn discard(_: &[u8]) {}
+
+impl Default for PageParser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl PageParser {
     pub fn new() -> Self {

@@ -7,8 +7,8 @@
 //! configured time.
 
 mod charset;
-mod html;
-mod oembed;
+pub mod html;
+pub mod oembed;
 
 use std::{sync::Arc, time::Duration};
 

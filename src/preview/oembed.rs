@@ -10,7 +10,7 @@ use super::html::PageParser;
 use crate::config::OEmbedProvider;
 
 /// Characters kept of one field.
-const MAX_FIELD: usize = 1000;
+pub const MAX_FIELD: usize = 1000;
 
 /// The configured providers, their URL patterns compiled.
 pub struct Providers {

@@ -1,0 +1,3 @@
+#![no_main]
+// The property is `mxmedia::fuzzing::multipart`'s; see its documentation.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mxmedia::fuzzing::multipart(data));
