@@ -117,3 +117,38 @@ fn block_rules_match_names_and_subdomains() {
     assert!(!blocked("notevil.test"));
     assert!(!blocked("good.test"));
 }
+
+/// A request URI without a path (the authority form, `host:port`) is
+/// refused, not verified: ruma panics building the signed JSON of one
+/// (found by the `x_matrix` fuzz target).
+#[test]
+fn a_uri_without_a_path_is_refused_not_a_panic() {
+    let fed = federation(true);
+    let auth = fed
+        .sign(&ServerName::parse("dest.test").unwrap(), &Method::GET, "/x")
+        .unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::AUTHORIZATION, auth.parse().unwrap());
+    let dest = ServerName::parse("dest.test").unwrap();
+    let claimed = claim(&headers, &dest).unwrap();
+    let key = Base64::parse(
+        fed.own_keys().unwrap()["verify_keys"]["ed25519:a_test"]["key"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let authority: http::Uri = "dest.test:8448".parse().unwrap();
+    assert!(authority.path_and_query().is_none());
+    assert!(matches!(
+        verify_claim(&claimed, &Method::GET, &authority, &dest, key.clone()),
+        Err(AuthFailure::BadSignature)
+    ));
+    let path: http::Uri = "/x".parse().unwrap();
+    verify_claim(&claimed, &Method::GET, &path, &dest, key).unwrap();
+    // Addressed to another server: refused before any key is asked for.
+    let other = ServerName::parse("other.test").unwrap();
+    assert!(matches!(
+        claim(&headers, &other),
+        Err(AuthFailure::WrongDestination)
+    ));
+}

@@ -183,12 +183,14 @@ pub fn well_known(data: &[u8]) {
     let delegated = delegated_server(body);
     for server in ServerName::parse(&name).ok().into_iter().chain(delegated) {
         let Ok(url) = base_url(server.host(), server.port().unwrap_or(8448)) else {
-            // Refused only for names a URL would read as an IPv4 address
-            // (WHATWG: the last label is a number), e.g. "1.2.3".
+            // Refused only for names no URL can hold (an invalid IDNA
+            // label such as "xn--"), or that a URL would read as an IPv4
+            // address (WHATWG: the last label is a number), e.g. "1.2.3".
             let last = server.host().trim_end_matches('.').rsplit('.').next();
             assert!(
-                last.is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit())
-                    || l.to_ascii_lowercase().starts_with("0x")),
+                url::Url::parse(&format!("https://{}/", server.host())).is_err()
+                    || last.is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit())
+                        || l.to_ascii_lowercase().starts_with("0x")),
                 "{server} refused"
             );
             continue;
