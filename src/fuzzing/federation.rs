@@ -97,13 +97,17 @@ pub fn x_matrix(data: &[u8]) {
     );
     let _ = HeaderValue::from(&claimed);
     let uri = Uri::from_str(&path).unwrap_or(Uri::from_static(SIGNED_PATH));
+    // The origin publishes one key, `ed25519:fuzz`: a claim naming any
+    // other finds no key (the key id selects the key; it is not signed).
+    if claimed.key.as_str() != "ed25519:fuzz" {
+        return;
+    }
     if verify_claim(&claimed, &Method::GET, &uri, &us, public(&origin_key())).is_ok() {
         assert_eq!(
             claimed.origin.as_str(),
             ORIGIN,
             "verified for another origin"
         );
-        assert_eq!(claimed.key.as_str(), "ed25519:fuzz");
         assert_eq!(
             uri.path_and_query().map(http::uri::PathAndQuery::as_str),
             Some(SIGNED_PATH)
