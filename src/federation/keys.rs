@@ -159,7 +159,19 @@ pub fn read_key_document(origin: &ServerName, body: &[u8]) -> Result<ServerKeys,
             }
         }
     }
-    // The document must be signed by the keys it publishes.
+    // The document must be signed by the keys it publishes. ruma checks
+    // the servers that signed it, so a document that no signature of the
+    // origin's covers (`"signatures": {}`) would pass: ask for one first.
+    let signed_by_origin = matches!(
+        doc.get("signatures"),
+        Some(CanonicalJsonValue::Object(signatures))
+            if matches!(signatures.get(origin.as_str()), Some(CanonicalJsonValue::Object(set)) if !set.is_empty())
+    );
+    if !signed_by_origin {
+        return Err(fail(format!(
+            "key document of {origin} is not signed by {origin}"
+        )));
+    }
     let own: PublicKeyMap = BTreeMap::from([(
         origin.to_string(),
         keys.iter()

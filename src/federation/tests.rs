@@ -152,3 +152,30 @@ fn a_uri_without_a_path_is_refused_not_a_panic() {
         Err(AuthFailure::WrongDestination)
     ));
 }
+
+/// A key document must carry the origin's own signature: ruma's check
+/// passes a document without any (`"signatures": {}`), which would let an
+/// unsigned document publish any key (found by the `key_document` fuzz
+/// target).
+#[test]
+fn key_documents_need_the_origins_own_signature() {
+    let fed = federation(true);
+    let origin = ServerName::parse("origin.test").unwrap();
+    let signed = serde_json::to_vec(&fed.own_keys().unwrap()).unwrap();
+    let keys = read_key_document(&origin, &signed).unwrap();
+    assert!(keys.keys.contains_key("ed25519:a_test"));
+    let mut doc = fed.own_keys().unwrap();
+    doc["signatures"] = serde_json::json!({});
+    let unsigned = serde_json::to_vec(&doc).unwrap();
+    assert!(read_key_document(&origin, &unsigned).is_err());
+    doc.as_object_mut().unwrap().remove("signatures");
+    assert!(read_key_document(&origin, &serde_json::to_vec(&doc).unwrap()).is_err());
+    // Signed only by another server.
+    let mut other = fed.own_keys().unwrap();
+    let theirs = other["signatures"]["origin.test"].clone();
+    other["signatures"] = serde_json::json!({ "other.test": theirs });
+    assert!(read_key_document(&origin, &serde_json::to_vec(&other).unwrap()).is_err());
+    // Another origin's document.
+    let elsewhere = ServerName::parse("elsewhere.test").unwrap();
+    assert!(read_key_document(&elsewhere, &signed).is_err());
+}
