@@ -228,11 +228,17 @@ async fn operations_are_counted() {
         )
         .await;
     assert!(resp.status().is_client_error() || resp.status().is_server_error());
-    // The sample runs with every sweep: wait for one after the uploads.
+    // The sample runs with every sweep: wait for one after the uploads,
+    // and for that sweep's run to be counted (after the sample is taken).
     let mut m = HashMap::new();
     for _ in 0..100 {
         m = scrape(&t).await.1;
-        if sample(&m, "mxmedia_datastore_objects", &[]) == 2.0 {
+        let sweeps = sample(
+            &m,
+            "mxmedia_background_jobs_total",
+            &["task=\"sweep\"", "outcome=\"ok\""],
+        );
+        if sample(&m, "mxmedia_datastore_objects", &[]) == 2.0 && sweeps >= 1.0 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
